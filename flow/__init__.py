@@ -1,0 +1,1 @@
+"""densiflow: hardware-aware compression of PyTorch networks into FINN dataflow accelerators."""

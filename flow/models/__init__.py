@@ -1,0 +1,15 @@
+"""FINN-compatible Brevitas network builders: architectures, plan application, channel surgery."""
+from flow.models.build import build_float, build_quant, calibrate, transfer_weights
+from flow.models.zoo import ARCHITECTURES, Architecture, LayerGeometry, LayerSpec, get_architecture
+
+__all__ = [
+    "ARCHITECTURES",
+    "Architecture",
+    "LayerGeometry",
+    "LayerSpec",
+    "build_float",
+    "build_quant",
+    "calibrate",
+    "get_architecture",
+    "transfer_weights",
+]

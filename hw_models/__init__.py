@@ -1,0 +1,1 @@
+"""What the hardware is and does: boards, resource and cycle models, simulators."""

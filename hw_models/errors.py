@@ -1,0 +1,13 @@
+"""User-facing errors of the hardware models (hw_models never imports flow)."""
+
+
+class HardwareError(Exception):
+    """Base of hardware-side errors a user can cause: unknown board, unsupported node, failed build."""
+
+
+class UnknownBoardError(HardwareError):
+    """A board name is not in the catalogue."""
+
+
+class SimulationError(HardwareError):
+    """The RTL simulation cannot be built or run, or produced no or inconsistent output."""
