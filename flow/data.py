@@ -8,10 +8,11 @@ input of the accelerator sees the same integers. Labels are int64.
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import pickle
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -75,10 +76,11 @@ class Dataset:
     def loaders(self, batch_size: int, seed: int = 0) -> tuple[DataLoader, DataLoader, DataLoader]:
         """Train (shuffled, seeded: same seed -> same batch order), val and test loaders."""
         gen = torch.Generator().manual_seed(seed)
+        train, val, test = (TensorDataset(*self.split(s)) for s in ("train", "val", "test"))
         return (
-            DataLoader(TensorDataset(*self.split("train")), batch_size, shuffle=True, generator=gen),
-            DataLoader(TensorDataset(*self.split("val")), batch_size),
-            DataLoader(TensorDataset(*self.split("test")), batch_size),
+            DataLoader(train, batch_size, shuffle=True, generator=gen),
+            DataLoader(val, batch_size),
+            DataLoader(test, batch_size),
         )
 
     def __repr__(self) -> str:
@@ -115,20 +117,19 @@ def load_dataset(
     if limit is not None and limit < 1:
         raise ConfigError(f"limit={limit}: must be a positive number of training samples or None")
 
+    pixel_max = 255
     if name == "digits":
         from sklearn.datasets import load_digits  # shipped with scikit-learn, no download
 
         digits = load_digits()
         x, y = digits.images[:, None].astype(np.uint8), digits.target
-        parts = _split(x, y, seed, val_fraction, test_fraction)
-        ds = _make(name, *parts, num_classes=10, pixel_max=16)
+        parts, pixel_max = _split(x, y, seed, val_fraction, test_fraction), 16
     elif name == "synthetic":
-        x, y = make_synthetic(shape, seed=seed)
-        ds = _make(name, *_split(x, y, seed, val_fraction, test_fraction), 10, 255)
+        parts = _split(*make_synthetic(shape, seed=seed), seed, val_fraction, test_fraction)
     elif name == "mnist":
         folder = _require_folder(path, "mnist", MNIST_LAYOUT)
         (x_tr, y_tr), (x_te, y_te) = (_load_mnist_split(folder, s) for s in ("train", "test"))
-        ds = _make(name, *_split(x_tr, y_tr, seed, val_fraction, 0.0)[:4], x_te, y_te, 10, 255)
+        parts = [*_split(x_tr, y_tr, seed, val_fraction, 0.0)[:4], x_te, y_te]
     else:  # cifar10
         folder = _require_folder(path, "cifar10", CIFAR_LAYOUT)
         if not (folder / CIFAR_FILES[0]).exists() and (folder / CIFAR_FOLDER).is_dir():
@@ -136,12 +137,12 @@ def load_dataset(
         batches = [_load_cifar_batch(folder / f) for f in CIFAR_FILES]
         x_tr = np.concatenate([b[0] for b in batches[:-1]])
         y_tr = np.concatenate([b[1] for b in batches[:-1]])
-        tr_va = _split(x_tr, y_tr, seed, val_fraction, 0.0)[:4]
-        ds = _make(name, *tr_va, *batches[-1], 10, 255)
+        parts = [*_split(x_tr, y_tr, seed, val_fraction, 0.0)[:4], *batches[-1]]
+    ds = _make(name, parts, num_classes=10, pixel_max=pixel_max)
 
     if limit is not None and limit < len(ds.y_train):
         keep = np.sort(np.random.default_rng(seed).permutation(len(ds.y_train))[:limit])
-        ds = Dataset(**{**vars(ds), "x_train": ds.x_train[keep], "y_train": ds.y_train[keep]})
+        ds = replace(ds, x_train=ds.x_train[keep], y_train=ds.y_train[keep])
     return ds
 
 
@@ -165,7 +166,7 @@ def stratified_split(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sorted (train, val, test) index arrays; each class is split by the fractions (seeded)."""
     rng = np.random.default_rng(seed)
-    parts: tuple[list, list, list] = ([], [], [])
+    parts: tuple[list[np.ndarray], ...] = ([], [], [])
     for c in np.unique(y):
         idx = rng.permutation(np.flatnonzero(y == c))
         n_test = round(len(idx) * test_fraction)
@@ -173,7 +174,8 @@ def stratified_split(
         parts[2].append(idx[:n_test])
         parts[1].append(idx[n_test : n_test + n_val])
         parts[0].append(idx[n_test + n_val :])
-    return tuple(np.sort(np.concatenate(p)).astype(np.int64) for p in parts)  # type: ignore[return-value]
+    train, val, test = (np.sort(np.concatenate(p)).astype(np.int64) for p in parts)
+    return train, val, test
 
 
 def read_idx(path: Path, ndim: int) -> np.ndarray:
@@ -197,8 +199,10 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     expected = header + int(np.prod(dims))
     if len(raw) != expected:
         what = "truncated" if len(raw) < expected else "has trailing bytes"
-        raise DataError(f"{path}: idx file {what}: header dims {dims} need {expected} bytes, "
-                        f"file has {len(raw)}")
+        raise DataError(
+            f"{path}: idx file {what}: header dims {dims} need {expected} bytes, "
+            f"file has {len(raw)}"
+        )
     return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
 
 
@@ -223,21 +227,23 @@ def _find_idx(folder: Path, name: str) -> Path:
     raise DataError(f"missing MNIST file {folder / name} (or {name}.gz); {MNIST_LAYOUT}")
 
 
+_RECONSTRUCT = np.ndarray.__reduce__(np.empty(0))[0]  # numpy's array unpickling function
+_PICKLE_GLOBALS = {  # all a CIFAR batch may name: Python 2 (numpy.core) or 3 spellings
+    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): codecs.encode,
+}
+
+
 class _BatchUnpickler(pickle.Unpickler):
     """Unpickles only what a CIFAR batch holds (dicts, lists, strings, numpy uint8 arrays)."""
 
-    ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.empty(0))[0],
-        ("numpy._core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.empty(0))[0],
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-        ("_codecs", "encode"): __import__("codecs").encode,
-    }
-
-    def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle API
-        if (module, name) not in self.ALLOWED:
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in _PICKLE_GLOBALS:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-        return self.ALLOWED[module, name]
+        return _PICKLE_GLOBALS[module, name]
 
 
 def _load_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -274,9 +280,11 @@ def _split(x: np.ndarray, y: np.ndarray, seed: int, val: float, test: float) -> 
     return [a[i] for i in stratified_split(y, seed, val, test) for a in (x, y)]
 
 
-def _make(name: str, x_tr, y_tr, x_va, y_va, x_te, y_te, num_classes: int, pixel_max: int) -> Dataset:
-    """Dataset from numpy splits: images to float32 raw integers, labels to int64."""
-    xs = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in (x_tr, x_va, x_te)]
-    ys = [torch.from_numpy(np.asarray(a, dtype=np.int64)) for a in (y_tr, y_va, y_te)]
-    return Dataset(name, xs[0], ys[0], xs[1], ys[1], xs[2], ys[2],
-                   tuple(int(d) for d in x_tr.shape[1:]), num_classes, pixel_max)
+def _make(name: str, parts: list[np.ndarray], num_classes: int, pixel_max: int) -> Dataset:
+    """Dataset from numpy [x_tr, y_tr, x_va, y_va, x_te, y_te]: float32 raw images, int64 labels."""
+    xs = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in parts[0::2]]
+    ys = [torch.from_numpy(np.asarray(a, dtype=np.int64)) for a in parts[1::2]]
+    c, h, w = (int(d) for d in parts[0].shape[1:])
+    return Dataset(
+        name, xs[0], ys[0], xs[1], ys[1], xs[2], ys[2], (c, h, w), num_classes, pixel_max
+    )

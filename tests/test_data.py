@@ -9,6 +9,7 @@ import pickle
 import struct
 from collections import Counter
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -97,7 +98,7 @@ def test_loaders_seeded_and_frozen(digits: Dataset) -> None:
     first = [y for _, y in digits.loaders(64, seed=7)[0]]
     second = [y for _, y in digits.loaders(64, seed=7)[0]]
     assert all(torch.equal(a, b) for a, b in zip(first, second))
-    train, val, test = digits.loaders(64, seed=7)
+    train, _val, test = digits.loaders(64, seed=7)
     x, y = next(iter(train))
     assert x.shape == (64, 1, 8, 8) and y.shape == (64,)
     assert sum(len(b[1]) for b in test) == len(digits.y_test)
@@ -161,7 +162,8 @@ def test_mnist_idx_round_trip(tmp_path: Path, gz) -> None:
     assert ds.in_shape == (1, 28, 28) and ds.pixel_max == 255 and ds.input_bits == 8
     assert ds.x_test.dtype == torch.float32 and ds.y_test.dtype == torch.int64
     # official test split kept in order, values bit for bit
-    assert np.array_equal(ds.x_test[:, 0].numpy().astype(np.uint8), arrays["t10k-images-idx3-ubyte"])
+    test_images = ds.x_test[:, 0].numpy().astype(np.uint8)
+    assert np.array_equal(test_images, arrays["t10k-images-idx3-ubyte"])
     assert ds.y_test.tolist() == arrays["t10k-labels-idx1-ubyte"].tolist()
     # val carved from train: together they are exactly the training file
     expected = Counter(
@@ -237,7 +239,7 @@ class _Py2Pickler(pickle._Pickler):  # type: ignore[name-defined]
     def save_str(self, obj: str) -> None:
         self.save_bytes(obj.encode("latin1"))
 
-    dispatch = dict(pickle._Pickler.dispatch)  # type: ignore[attr-defined]
+    dispatch: ClassVar[dict] = dict(pickle._Pickler.dispatch)  # type: ignore[attr-defined]
     dispatch[bytes] = save_bytes
     dispatch[str] = save_str
 

@@ -5,6 +5,7 @@ A method is `make_plan(ctx, params, out_dir) -> CompressionPlan`: `params` is th
 """
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +34,9 @@ Method = Callable[[MethodContext, dict, Path], CompressionPlan]
 
 def get_method(name: str) -> Method:
     """Look up a method by name; the error lists the known ones."""
-    from flow.methods import aqp, uniform
+    if name not in METHODS:
+        raise ConfigError(f"method.name: unknown method '{name}'; allowed: {sorted(METHODS)}")
+    return importlib.import_module(f"flow.methods.{METHODS[name]}").make_plan
 
-    methods: dict[str, Method] = {"uniform": uniform.make_plan, "aqp": aqp.make_plan}
-    if name not in methods:
-        raise ConfigError(f"method.name: unknown method '{name}'; allowed: {sorted(methods)}")
-    return methods[name]
+
+METHODS = {"uniform": "uniform", "aqp": "aqp"}  # recipe name -> module of flow.methods

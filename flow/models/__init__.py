@@ -1,5 +1,5 @@
 """FINN-compatible Brevitas network builders: architectures, plan application, channel surgery."""
-from flow.models.build import build_float, build_quant, calibrate, transfer_weights
+from flow.models.build import Net, build_float, build_quant, calibrate, transfer_weights
 from flow.models.zoo import ARCHITECTURES, Architecture, LayerGeometry, LayerSpec, get_architecture
 
 __all__ = [
@@ -7,6 +7,7 @@ __all__ = [
     "Architecture",
     "LayerGeometry",
     "LayerSpec",
+    "Net",
     "build_float",
     "build_quant",
     "calibrate",

@@ -1,0 +1,184 @@
+"""`densiflow run`: the recipe as an ordered list of named steps over one run folder.
+
+Each step reads what earlier steps saved and writes its artefacts into `<run>/<nn>_<step>/`,
+built in a `.partial` folder and renamed when the step finishes, so a folder that exists is a
+finished step. Re-running the same recipe resumes after the last finished step; a changed
+recipe starts clean.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import torch
+import yaml
+
+from flow.config import Recipe
+from flow.data import Dataset, load_dataset
+from flow.errors import ConfigError
+from flow.io import atomic_write_json, atomic_write_text
+from flow.metrics import performance_density, plan_metrics
+from flow.models import Architecture, Net, build_float, build_quant, calibrate, get_architecture
+from flow.models import transfer_weights
+from flow.plan import CompressionPlan
+from flow.train import TrainConfig, accuracy, train
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Run:
+    """A recipe bound to its run folder; loads what earlier steps saved."""
+
+    recipe: Recipe
+    dir: Path
+
+    def step_dir(self, step: str) -> Path:
+        return self.dir / f"{STEP_NAMES.index(step) + 1:02d}_{step}"
+
+    def result(self, step: str) -> dict:
+        return yaml.safe_load((self.step_dir(step) / "result.json").read_text())
+
+    @cached_property
+    def data(self) -> Dataset:
+        d = self.recipe.data
+        return load_dataset(d.dataset, d.path, seed=d.seed, limit=d.limit)
+
+    @cached_property
+    def arch(self) -> Architecture:
+        arch = get_architecture(self.recipe.model.arch)
+        if tuple(arch.in_shape) != tuple(self.data.in_shape):
+            raise ConfigError(
+                f"model.arch: '{arch.name}' takes inputs {arch.in_shape}, but dataset "
+                f"'{self.data.name}' has {self.data.in_shape}"
+            )
+        return arch
+
+    def float_model(self) -> Net:
+        model = build_float(self.arch, self.data.pixel_max)
+        model.load_state_dict(torch.load(self.step_dir("baseline") / "model.pt"))
+        return model.eval()
+
+    def plan(self) -> CompressionPlan:
+        return CompressionPlan.load(self.step_dir("plan") / "plan.yaml")
+
+    def quant_model(self) -> Net:
+        model = build_quant(self.arch, self.data.pixel_max, self.plan())
+        model.load_state_dict(torch.load(self.step_dir("qat") / "model.pt"))
+        return model.eval()
+
+
+def _train_cfg(section, seed: int) -> TrainConfig:
+    return TrainConfig(section.epochs, section.lr, section.batch_size, section.weight_decay, seed)
+
+
+def step_baseline(run: Run, out: Path) -> dict:
+    """Train the float network; keep the best-validation weights."""
+    d = run.data
+    model = build_float(run.arch, d.pixel_max)
+    train(model, d.x_train, d.y_train, _train_cfg(run.recipe.train, run.recipe.data.seed),
+          "float", d.x_val, d.y_val)
+    torch.save(model.state_dict(), out / "model.pt")
+    return {"val_accuracy": accuracy(model, d.x_val, d.y_val),
+            "test_accuracy": accuracy(model, d.x_test, d.y_test)}
+
+
+def step_plan(run: Run, out: Path) -> dict:
+    """Run the recipe's compression method; its plan lands in plan.yaml."""
+    from flow.methods import MethodContext, get_method
+
+    params = dict(run.recipe.method)
+    method = get_method(params.pop("name"))
+    ctx = MethodContext(
+        arch=run.arch, data=run.data, float_model=run.float_model(),
+        qat=_train_cfg(run.recipe.qat, run.recipe.data.seed), min_bits=2,
+        seed=run.recipe.data.seed,
+    )
+    plan = method(ctx, params, out)
+    run.arch.check_plan(plan)
+    plan.save(out / "plan.yaml")
+    return {"method": run.recipe.method["name"], "plan": plan.to_dict()}
+
+
+def step_qat(run: Run, out: Path) -> dict:
+    """Build the Brevitas network of the plan from the float weights, calibrate, fine-tune."""
+    d, plan = run.data, run.plan()
+    model = build_quant(run.arch, d.pixel_max, plan)
+    transfer_weights(run.float_model(), None, model, plan)
+    calibrate(model, [d.x_train[:512]])
+    train(model, d.x_train, d.y_train, _train_cfg(run.recipe.qat, run.recipe.data.seed),
+          "qat", d.x_val, d.y_val)
+    torch.save(model.state_dict(), out / "model.pt")
+    acc = accuracy(model, d.x_test, d.y_test)
+    metrics = plan_metrics(run.arch, plan, model)
+    return {
+        "val_accuracy": accuracy(model, d.x_val, d.y_val),
+        "test_accuracy": acc,
+        "metrics": metrics,
+        "performance_density": performance_density(acc, metrics["totals"]["total_mb"]),
+    }
+
+
+def step_export(run: Run, out: Path) -> dict:
+    """Export the fine-tuned network to QONNX and check it against PyTorch."""
+    from flow.export import export_model, verify_export
+
+    d, model = run.data, run.quant_model()
+    qmodel = export_model(model, d.in_shape, d.input_bits, out / "model.qonnx.onnx")
+    return verify_export(qmodel, model, d.x_test[:64])
+
+
+STEPS: list[tuple[str, Callable[[Run, Path], dict]]] = [
+    ("baseline", step_baseline),
+    ("plan", step_plan),
+    ("qat", step_qat),
+    ("export", step_export),
+]
+STEP_NAMES = [name for name, _ in STEPS]
+
+
+def run_recipe(recipe: Recipe, out_root: Path = Path("build/out"), fresh: bool = False,
+               from_step: str | None = None) -> dict:
+    """Run every step not yet finished; returns {step: result}."""
+    run = Run(recipe, out_root / recipe.name)
+    _prepare_dir(run, fresh, from_step)
+    results = {}
+    for name, fn in STEPS:
+        folder = run.step_dir(name)
+        if folder.is_dir():
+            log.info("step %s: done earlier, reusing %s", name, folder)
+            results[name] = run.result(name)
+            continue
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        log.info("step %s ...", name)
+        start = time.perf_counter()
+        result = fn(run, partial)
+        result["seconds"] = round(time.perf_counter() - start, 2)
+        atomic_write_json(partial / "result.json", result)
+        partial.rename(folder)
+        log.info("step %s finished in %.1f s", name, result["seconds"])
+        results[name] = result
+    return results
+
+
+def _prepare_dir(run: Run, fresh: bool, from_step: str | None) -> None:
+    """Start clean on request or when the recipe changed; drop steps from `from_step` on."""
+    saved = run.dir / "recipe.yaml"
+    text = yaml.safe_dump(run.recipe.model_dump(), sort_keys=True)
+    if run.dir.exists() and (fresh or not saved.is_file() or saved.read_text() != text):
+        if not fresh:
+            log.warning("recipe changed since %s was made: starting clean", run.dir)
+        shutil.rmtree(run.dir)
+    if from_step is not None:
+        if from_step not in STEP_NAMES:
+            raise ConfigError(f"--from: unknown step '{from_step}'; steps are {STEP_NAMES}")
+        for name in STEP_NAMES[STEP_NAMES.index(from_step):]:
+            shutil.rmtree(run.step_dir(name), ignore_errors=True)
+    atomic_write_text(saved, text)
