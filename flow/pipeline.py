@@ -26,6 +26,7 @@ from flow.metrics import performance_density, plan_metrics
 from flow.models import Architecture, Net, build_float, build_quant, calibrate, get_architecture
 from flow.models import transfer_weights
 from flow.plan import CompressionPlan
+from flow.report import build_summary, write_summary
 from flow.train import TrainConfig, accuracy, train
 
 log = logging.getLogger(__name__)
@@ -133,11 +134,39 @@ def step_export(run: Run, out: Path) -> dict:
     return verify_export(qmodel, model, d.x_test[:64])
 
 
+def step_finn(run: Run, out: Path) -> dict:
+    """FINN dataflow build and estimates; the HW layers are checked against QONNX on test frames."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from flow.finn_build import build_dataflow, verify_hw_model
+
+    hw = run.recipe.hardware
+    qonnx_path = run.step_dir("export") / "model.qonnx.onnx"
+    est = build_dataflow(ModelWrapper(str(qonnx_path)), hw.board, hw.target_fps, out,
+                         clock_mhz=hw.clock_mhz, verify_frames=0, source=str(qonnx_path))
+    frames = run.data.x_test[:32].numpy()
+    err = verify_hw_model(ModelWrapper(est.paths["qonnx"]), ModelWrapper(est.paths["hw_python"]),
+                          frames)
+    result = est.to_dict()
+    result["verification"] = {"max_abs_error": err, "frames": len(frames), "data": "test split"}
+    return result
+
+
+def step_report(run: Run, out: Path) -> dict:
+    """summary.json in the run folder (the terminal table is printed by the CLI)."""
+    results = {name: run.result(name) for name in STEP_NAMES[:-1]}
+    summary = build_summary(run.recipe.model_dump(), results)
+    write_summary(run.dir, summary)
+    return {"summary": str(run.dir / "summary.json")}
+
+
 STEPS: list[tuple[str, Callable[[Run, Path], dict]]] = [
     ("baseline", step_baseline),
     ("plan", step_plan),
     ("qat", step_qat),
     ("export", step_export),
+    ("finn", step_finn),
+    ("report", step_report),
 ]
 STEP_NAMES = [name for name, _ in STEPS]
 

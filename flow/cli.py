@@ -1,0 +1,128 @@
+"""`densiflow` command line: run a recipe, estimate a QONNX file, simulate, compare runs."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+from flow.errors import DensiflowError
+from hw_models.errors import HardwareError
+
+console = Console()
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from flow.config import load_recipe
+    from flow.pipeline import run_recipe
+    from flow.report import print_summary
+
+    recipe = load_recipe(args.recipe)
+    run_recipe(recipe, Path(args.out), fresh=args.fresh, from_step=args.from_step)
+    summary = json.loads((Path(args.out) / recipe.name / "summary.json").read_text())
+    print_summary(summary, console)
+    console.print(f"artefacts: {Path(args.out) / recipe.name}")
+
+
+def cmd_estimate(args: argparse.Namespace) -> None:
+    from flow.finn_build import estimate_qonnx
+
+    work = Path(args.out) / "estimate" / Path(args.model).stem
+    est = estimate_qonnx(args.model, args.board, args.target_fps, work,
+                         input_dtype=args.input_dtype, clock_mhz=args.clock_mhz)
+    _print_estimate(est.to_dict())
+    console.print(f"estimate.json and intermediate models: {work}")
+
+
+def cmd_boards(args: argparse.Namespace) -> None:
+    from rich.table import Table
+
+    from hw_models.boards import BOARDS
+
+    table = Table(title="boards")
+    for col in ("name", "part", "LUT", "FF", "BRAM18", "URAM", "DSP", "DSP type", "clock MHz"):
+        table.add_column(col)
+    for b in BOARDS:
+        table.add_row(b.name, b.part, str(b.lut), str(b.ff), str(b.bram18), str(b.uram),
+                      str(b.dsp), b.dsp_type, f"{b.clock_mhz:g}")
+    console.print(table)
+
+
+def _print_estimate(est: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"FINN estimate on {est['board']} ({est['part']}) at {est['clock_mhz']:g} MHz")
+    for col in ("node", "impl", "PE", "SIMD", "LUT", "BRAM18", "URAM", "DSP", "cycles"):
+        table.add_column(col, justify="left" if col == "node" else "right")
+    for r in est["layers"]:
+        table.add_row(r["name"], r["impl_style"], str(r["pe"] or "-"), str(r["simd"] or "-"),
+                      f"{r['lut']:.0f}", f"{r['bram18']:.0f}", f"{r['uram']:.0f}",
+                      f"{r['dsp']:.0f}", str(r["cycles"]))
+    console.print(table)
+    for res, row in est["fit"]["resources"].items():
+        flag = "" if row["fits"] else "  OVER"
+        console.print(f"{res:>7}: {row['used']:.0f} / {row['available']} "
+                      f"({100 * row['utilisation']:.1f} %){flag}")
+    perf = est["performance"]
+    console.print(f"throughput {perf['fps']:,.0f} frames/s, latency {perf['latency_us']:.2f} us, "
+                  f"bottleneck {perf['bottleneck']}")
+    for note in est["notes"]:
+        console.print(f"[yellow]note:[/] {note}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="densiflow",
+        description="Compress a PyTorch network by importance and deploy it through QONNX and "
+                    "FINN, validated in a cycle-accurate RTL simulation.",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run a recipe: train, compress, export, FINN build, simulate, report")
+    r.add_argument("recipe", help="recipe YAML, e.g. build/digits.yaml")
+    r.add_argument("--out", default="build/out", help="root of run folders (default build/out)")
+    r.add_argument("--fresh", action="store_true", help="discard earlier results of this run")
+    r.add_argument("--from", dest="from_step", metavar="STEP",
+                   help="re-run from this step on (baseline, plan, qat, export, finn, simulate, report)")
+    r.set_defaults(fn=cmd_run)
+
+    e = sub.add_parser("estimate", help="FINN build + per-layer estimates of any QONNX file")
+    e.add_argument("model", help="QONNX .onnx file")
+    e.add_argument("--board", default="pynq-z1", help="pynq-z1, zcu104, kv260 or u250")
+    e.add_argument("--target-fps", type=float, default=100_000, help="folding target (frames/s)")
+    e.add_argument("--clock-mhz", type=float, default=None, help="default: the board's clock")
+    e.add_argument("--input-dtype", default=None,
+                   help="integer type of the input if the file does not annotate it, e.g. UINT8")
+    e.add_argument("--out", default="build/out", help="output root (default build/out)")
+    e.set_defaults(fn=cmd_estimate)
+
+    b = sub.add_parser("boards", help="list the board catalogue")
+    b.set_defaults(fn=cmd_boards)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False)],
+    )
+    for noisy in ("matplotlib", "PIL", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    try:
+        args.fn(args)
+    except (DensiflowError, HardwareError) as err:
+        console.print(f"[bold red]error:[/] {err}")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
