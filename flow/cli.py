@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
+import warnings
 from pathlib import Path
 
 from rich.console import Console
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("matplotlib", "PIL", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    warnings.filterwarnings("ignore", message="fast_hadamard_transform")  # brevitas, at import
     try:
         args.fn(args)
     except (DensiflowError, HardwareError) as err:

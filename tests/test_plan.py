@@ -1,0 +1,63 @@
+import pytest
+
+from flow.errors import ConfigError
+from flow.models import get_architecture
+from flow.plan import CompressionPlan, LayerPlan
+
+ARCH = get_architecture("digits_cnn")
+
+
+def test_yaml_and_json_round_trip(tmp_path):
+    plan = ARCH.uniform_plan(4, 3, 5).with_layer("conv2", keep=(5, 1, 3), prune_k=1.5)
+    for name in ("p.yaml", "p.json"):
+        plan.save(tmp_path / name)
+        assert CompressionPlan.load(tmp_path / name) == CompressionPlan(
+            5, {**plan.layers, "conv2": LayerPlan(4, 3, (1, 3, 5), 1.5)}
+        )
+
+
+def test_hand_written_yaml(tmp_path):
+    (tmp_path / "plan.yaml").write_text(
+        "input_bits: 5\nlayers:\n"
+        "  conv1: {weight_bits: 8, act_bits: 8}\n  conv2: {weight_bits: 2, act_bits: 2, keep: [0, 1]}\n"
+        "  conv3: {weight_bits: 3, act_bits: 3}\n  conv4: {weight_bits: 4, act_bits: 4}\n"
+        "  fc1: {weight_bits: 4, act_bits: null}\n"
+    )
+    plan = CompressionPlan.load(tmp_path / "plan.yaml")
+    ARCH.check_plan(plan)
+    assert plan.layers["conv2"] == LayerPlan(2, 2, (0, 1))
+
+
+@pytest.mark.parametrize("bits", [0, 9, 2.5, "4", True])
+def test_bits_out_of_range_name_the_field(bits):
+    data = ARCH.uniform_plan(4, 4, 5).to_dict()
+    data["layers"]["conv3"]["weight_bits"] = bits
+    with pytest.raises(ConfigError, match=r"layers\.conv3\.weight_bits.*1\.\.8"):
+        CompressionPlan.from_dict(data)
+
+
+def test_unknown_layer_and_missing_layer_are_named():
+    data = ARCH.uniform_plan(4, 4, 5).to_dict()
+    data["layers"]["conv9"] = data["layers"].pop("conv3")
+    plan = CompressionPlan.from_dict(data)
+    with pytest.raises(ConfigError, match=r"\['conv9'\] do not exist.*\['conv3'\] are missing"):
+        ARCH.check_plan(plan)
+
+
+def test_bad_keep_and_classifier_rules():
+    plan = ARCH.uniform_plan(4, 4, 5)
+    with pytest.raises(ConfigError, match="channel 40 does not exist"):
+        ARCH.check_plan(plan.with_layer("conv2", keep=(0, 40)))
+    with pytest.raises(ConfigError, match="classifier keeps all"):
+        ARCH.check_plan(plan.with_layer("fc1", keep=(0, 1)))
+    with pytest.raises(ConfigError, match="fc1.act_bits"):
+        ARCH.check_plan(plan.with_layer("fc1", act_bits=4))
+    with pytest.raises(ConfigError, match="repeat"):
+        CompressionPlan.from_dict({"input_bits": 4, "layers": {"a": {"weight_bits": 2, "act_bits": 2, "keep": [1, 1]}}})
+    with pytest.raises(ConfigError, match="unknown keys"):
+        CompressionPlan.from_dict({"input_bits": 4, "layers": {"a": {"weight_bit": 2}}})
+
+
+def test_missing_plan_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        CompressionPlan.load(tmp_path / "nope.yaml")
