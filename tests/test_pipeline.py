@@ -1,0 +1,86 @@
+"""The run as steps: artefacts per step, summary, resume after an interruption, clean restart."""
+import json
+
+import pytest
+
+import flow.pipeline as pipeline
+from flow.config import parse_recipe
+from flow.errors import ConfigError
+
+TINY = {
+    "name": "tiny",
+    "data": {"dataset": "digits", "limit": 300},
+    "train": {"epochs": 2},
+    "qat": {"epochs": 1},
+    "method": {"name": "uniform", "weight_bits": 3, "act_bits": 3},
+    "hardware": {"board": "pynq-z1", "target_fps": 50000},
+    "simulate": {"frames": 20},
+}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    results = pipeline.run_recipe(parse_recipe(TINY), out)
+    return out, results
+
+
+def test_every_step_leaves_its_artefacts(finished_run):
+    out, results = finished_run
+    run = out / "tiny"
+    assert [p.name for p in sorted(run.glob("0*"))] == [
+        f"{i + 1:02d}_{name}" for i, name in enumerate(pipeline.STEP_NAMES)
+    ]
+    assert (run / "01_baseline" / "model.pt").is_file()
+    assert (run / "04_export" / "model.qonnx.onnx").is_file()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["plan"]["layers"]["conv2"]["weight_bits"] == 3
+    assert summary["hardware"]["fps"] > 0 and set(summary["hardware"]["totals"]) >= {"LUT", "DSP"}
+    assert [r["layer"] for r in summary["layers"]] == ["conv1", "conv2", "conv3", "conv4", "fc1"]
+    assert all("lut" in r and r["cycles"] > 0 for r in summary["layers"])
+    assert results["export"]["prediction_agreement"] == 1.0
+    assert results["finn"]["verification"]["argmax_agreement"] == 1.0
+
+
+def test_rerun_resumes_and_interrupted_step_is_redone(finished_run, monkeypatch):
+    out, _ = finished_run
+    run = out / "tiny"
+    baseline_mtime = (run / "01_baseline" / "model.pt").stat().st_mtime_ns
+    # an interruption in the middle of 'finn': its folder must not look finished
+    pipeline.shutil.rmtree(run / "05_finn")
+    pipeline.shutil.rmtree(run / "06_report")
+
+    def interrupted(run_, out_):
+        (out_ / "half.txt").write_text("half")
+        raise KeyboardInterrupt
+
+    steps = dict(pipeline.STEPS)
+    monkeypatch.setattr(pipeline, "STEPS", [(n, interrupted if n == "finn" else f)
+                                            for n, f in steps.items()])
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run_recipe(parse_recipe(TINY), out)
+    assert not (run / "05_finn").exists() and (run / "05_finn.partial").exists()
+    monkeypatch.setattr(pipeline, "STEPS", list(steps.items()))
+    results = pipeline.run_recipe(parse_recipe(TINY), out)
+    assert (run / "01_baseline" / "model.pt").stat().st_mtime_ns == baseline_mtime
+    assert not (run / "05_finn.partial").exists() and not (run / "05_finn" / "half.txt").exists()
+    assert results["finn"]["fit"]["fits"]
+
+
+def test_changed_recipe_starts_clean(finished_run):
+    out, _ = finished_run
+    marker = out / "tiny" / "01_baseline" / "stale.txt"
+    marker.write_text("from an earlier recipe")
+    changed = {**TINY, "method": {"name": "uniform", "weight_bits": 4, "act_bits": 4},
+               "hardware": {"board": "pynq-z1", "target_fps": 50000}}
+    pipeline.run_recipe(parse_recipe(changed), out)
+    assert not marker.exists()
+    summary = json.loads((out / "tiny" / "summary.json").read_text())
+    assert summary["plan"]["layers"]["conv2"]["weight_bits"] == 4
+
+
+def test_unknown_step_and_mismatched_architecture(tmp_path):
+    with pytest.raises(ConfigError, match="unknown step"):
+        pipeline.run_recipe(parse_recipe(TINY), tmp_path, from_step="bogus")
+    with pytest.raises(ConfigError, match="lenet.*takes inputs"):
+        pipeline.run_recipe(parse_recipe({**TINY, "name": "t2", "model": {"arch": "lenet"}}), tmp_path)
