@@ -14,7 +14,7 @@ from rich.logging import RichHandler
 from flow.errors import DensiflowError
 from hw_models.errors import HardwareError
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 140)  # logs and CI get whole tables
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -37,6 +37,22 @@ def cmd_estimate(args: argparse.Namespace) -> None:
                          input_dtype=args.input_dtype, clock_mhz=args.clock_mhz)
     _print_estimate(est.to_dict())
     console.print(f"estimate.json and intermediate models: {work}")
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from flow.errors import ConfigError
+    from flow.report import comparison_rows, print_comparison, write_comparison
+
+    summaries = []
+    for run_dir in args.runs:
+        path = Path(run_dir) / "summary.json"
+        if not path.is_file():
+            raise ConfigError(f"{run_dir}: no summary.json; is it a finished run folder?")
+        summaries.append(json.loads(path.read_text()))
+    rows = comparison_rows(summaries)
+    print_comparison(rows, console)
+    paths = write_comparison(rows, Path(args.out))
+    console.print(f"table: {paths['csv']}  plot: {paths['png']}")
 
 
 def cmd_boards(args: argparse.Namespace) -> None:
@@ -101,6 +117,11 @@ def parser() -> argparse.ArgumentParser:
                    help="integer type of the input if the file does not annotate it, e.g. UINT8")
     e.add_argument("--out", default="build/out", help="output root (default build/out)")
     e.set_defaults(fn=cmd_estimate)
+
+    c = sub.add_parser("compare", help="compare finished runs: accuracy, Mb, performance density")
+    c.add_argument("runs", nargs="+", help="run folders, e.g. build/out/digits build/out/digits_aqp")
+    c.add_argument("--out", default="build/out/compare", help="folder for comparison.csv/.png")
+    c.set_defaults(fn=cmd_compare)
 
     b = sub.add_parser("boards", help="list the board catalogue")
     b.set_defaults(fn=cmd_boards)

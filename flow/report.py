@@ -151,3 +151,78 @@ def print_summary(summary: dict, console: Console | None = None) -> None:
         )
     for line in lines:
         console.print(line)
+
+
+COMPARE_COLUMNS = ("run", "method", "test_accuracy", "total_mb", "avg_bits", "performance_density",
+                   "LUT", "BRAM18", "DSP", "fps", "fits")
+
+
+def comparison_rows(summaries: list[dict]) -> list[dict]:
+    """One row per run: accuracy, size, density and hardware totals."""
+    rows = []
+    for s in summaries:
+        hw = s.get("hardware") or {}
+        totals = hw.get("totals", {})
+        rows.append({
+            "run": s["run"], "method": s["method"], "test_accuracy": s.get("test_accuracy"),
+            "total_mb": s.get("total_mb"), "avg_bits": s.get("avg_bits"),
+            "performance_density": s.get("performance_density"),
+            "LUT": totals.get("LUT"), "BRAM18": totals.get("BRAM18"), "DSP": totals.get("DSP"),
+            "fps": hw.get("fps"), "fits": hw.get("fits"),
+        })
+    return rows
+
+
+def write_comparison(rows: list[dict], out_dir: Path) -> dict[str, Path]:
+    """comparison.csv and comparison.png (accuracy vs Mb, marker area ~ LUTs) in out_dir."""
+    import csv
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from flow.io import atomic_write_text
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COMPARE_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    csv_path = out_dir / "comparison.csv"
+    atomic_write_text(csv_path, buf.getvalue())
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for r in rows:
+        ax.scatter(r["total_mb"], 100 * r["test_accuracy"], s=40 + (r["LUT"] or 0) / 50, alpha=0.7)
+        ax.annotate(f"{r['run']}\n{r['performance_density']:.0f} %/Mb",
+                    (r["total_mb"], 100 * r["test_accuracy"]), fontsize=8,
+                    xytext=(4, 4), textcoords="offset points")
+    ax.set_xlabel("weights + activations (Mb)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("performance density across runs (marker area ~ LUTs)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    png_path = out_dir / "comparison.png"
+    tmp = png_path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(png_path)
+    return {"csv": csv_path, "png": png_path}
+
+
+def print_comparison(rows: list[dict], console: Console | None = None) -> None:
+    """The comparison as a terminal table, best performance density first."""
+    console = console or Console()
+    table = Table(title="runs compared")
+    for col in COMPARE_COLUMNS:
+        table.add_column(col, justify="left" if col in ("run", "method") else "right")
+    for r in sorted(rows, key=lambda r: -(r["performance_density"] or 0)):
+        table.add_row(
+            r["run"], r["method"], f"{100 * r['test_accuracy']:.2f} %", f"{r['total_mb']:.4f}",
+            f"{r['avg_bits']:.2f}", f"{r['performance_density']:.1f}",
+            *(f"{r[k]:.0f}" if r[k] is not None else "-" for k in ("LUT", "BRAM18", "DSP", "fps")),
+            "yes" if r["fits"] else "no" if r["fits"] is not None else "-",
+        )
+    console.print(table)
