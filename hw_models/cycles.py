@@ -1,0 +1,76 @@
+"""Analytical performance of a streaming dataflow pipeline from per-layer cycle counts.
+
+Every layer of a FINN dataflow pipeline works on its own frame at the same time, so:
+- steady-state interval II = max_l cycles(l)          (the slowest layer sets the pace)
+- throughput               = f_clk / II               frames per second
+- first-frame latency      = sum of cycles along the longest input->output path
+  (pessimistic, as FINN's `dataflow_performance`: assumes no overlap between layers of one frame)
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Performance:
+    """Throughput and latency of a pipeline at one clock."""
+
+    clock_mhz: float
+    steady_state_cycles: int  # cycles between frames in steady state (slowest layer)
+    bottleneck: str  # name of the slowest layer
+    latency_cycles: int  # first frame, summed along the critical path
+    fps: float  # frames per second at clock_mhz
+    latency_us: float  # first-frame latency in microseconds
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def throughput_fps(steady_state_cycles: int, clock_mhz: float) -> float:
+    """Frames per second when a frame leaves every `steady_state_cycles` cycles."""
+    if steady_state_cycles <= 0:
+        raise ValueError(f"steady_state_cycles must be positive, got {steady_state_cycles}")
+    return clock_mhz * 1e6 / steady_state_cycles
+
+
+def cycles_to_us(cycles: int, clock_mhz: float) -> float:
+    """Duration of `cycles` clock cycles in microseconds."""
+    return cycles / clock_mhz
+
+
+def critical_path_cycles(
+    layer_cycles: Mapping[str, int], predecessors: Mapping[str, Sequence[str]] | None = None
+) -> int:
+    """Longest input->output sum of cycles; a plain chain (sum of all) when no graph is given.
+
+    `layer_cycles` must list layers in topological order when `predecessors` is given.
+    """
+    if predecessors is None:
+        return int(sum(layer_cycles.values()))
+    done: dict[str, int] = {}
+    for name, cycles in layer_cycles.items():
+        before = [done[p] for p in predecessors.get(name, ()) if p in done]
+        done[name] = int(cycles) + max(before, default=0)
+    return max(done.values(), default=0)
+
+
+def pipeline_performance(
+    layer_cycles: Mapping[str, int],
+    clock_mhz: float,
+    predecessors: Mapping[str, Sequence[str]] | None = None,
+) -> Performance:
+    """Throughput (f_clk / max cycles) and first-frame latency of the pipeline `layer_cycles`."""
+    if not layer_cycles:
+        raise ValueError("no layers: cannot compute the performance of an empty pipeline")
+    bottleneck = max(layer_cycles, key=lambda name: layer_cycles[name])
+    ii = int(layer_cycles[bottleneck])
+    latency = critical_path_cycles(layer_cycles, predecessors)
+    return Performance(
+        clock_mhz=clock_mhz,
+        steady_state_cycles=ii,
+        bottleneck=bottleneck,
+        latency_cycles=latency,
+        fps=throughput_fps(ii, clock_mhz),
+        latency_us=cycles_to_us(latency, clock_mhz),
+    )

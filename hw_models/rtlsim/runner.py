@@ -1,0 +1,255 @@
+"""Run frames through a built simulator: pack, stream, unpack, measure cycles."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hw_models.errors import SimulationError
+from hw_models.rtlsim.build import Simulator
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunStats:
+    """Cycle measurements of one run (JSON-able via to_json)."""
+
+    frames: int
+    total_cycles: int  # cycles until the last output word left
+    first_frame_latency: int  # cycles from the first input cycle until frame 0's last word left
+    steady_cycles_per_frame: float | None  # mean output interval after the first frame
+    frame_done: list[int]  # cycle in which each frame's last output word left (0-based)
+    sim_cycles_per_s: float  # all simulated cycles (incl. reset, drain) per wall second
+    wall_s: float
+    backpressure: float
+    seed: int
+
+    def to_json(self) -> dict:
+        """Plain data."""
+        return asdict(self)
+
+
+def _words_to_u32(words: list[int], bits: int) -> np.ndarray:
+    n32 = (bits + 31) // 32
+    buf = b"".join(int(w).to_bytes(n32 * 4, "little") for w in words)
+    return np.frombuffer(buf, dtype="<u4")
+
+
+def _u32_to_words(arr: np.ndarray, bits: int) -> list[int]:
+    n32 = (bits + 31) // 32
+    raw = arr.astype("<u4").tobytes()
+    step = n32 * 4
+    return [int.from_bytes(raw[i : i + step], "little") for i in range(0, len(raw), step)]
+
+
+def _representable(x: np.ndarray, dt) -> bool:
+    if dt.name == "BIPOLAR":
+        return bool(np.isin(x, (-1.0, 1.0)).all())
+    if dt.is_integer():
+        return bool(((x >= dt.min()) & (x <= dt.max()) & (x == np.round(x))).all())
+    return bool(np.vectorize(dt.allowed, otypes=[bool])(x).all())
+
+
+def pack_frames(sim: Simulator, frames: np.ndarray) -> list[int]:
+    """Stream words (Python ints) for frames given as one NHWC input tensor per row."""
+    from finn.util.data_packing import npy_to_rtlsim_input
+    from qonnx.core.datatype import DataType
+
+    per_frame = int(np.prod(sim.in_shape[1:]))
+    frames = np.asarray(frames, dtype=np.float64)
+    if frames.ndim < 1 or frames.size % per_frame or frames.shape[0] * per_frame != frames.size:
+        raise SimulationError(
+            f"frames of shape {frames.shape} do not hold whole input tensors of shape "
+            f"{tuple(sim.in_shape[1:])} (one frame per row)"
+        )
+    n = frames.shape[0]
+    dt = DataType[sim.in_dtype]
+    if not _representable(frames, dt):
+        raise SimulationError(
+            f"input values are not all representable as {dt.name} "
+            f"(range {dt.min()}..{dt.max()}{', integers' if dt.is_integer() else ''})"
+        )
+    if dt.name == "BIPOLAR":
+        frames, dt = (frames + 1) / 2, DataType["BINARY"]
+    folded = frames.reshape([n] + sim.in_folded[1:])
+    return npy_to_rtlsim_input(folded, dt, sim.nodes[0].in_bits)
+
+
+def unpack_frames(sim: Simulator, words: list[int], n: int) -> np.ndarray:
+    """Output tensors (one frame per row, NHWC) from stream words."""
+    from finn.util.data_packing import rtlsim_output_to_npy
+    from qonnx.core.datatype import DataType
+
+    dt = DataType[sim.out_dtype]
+    last = sim.nodes[-1]
+    arr = rtlsim_output_to_npy(
+        words, None, dt, tuple([n] + sim.out_folded[1:]), last.out_bits, dt.bitwidth()
+    )
+    return np.asarray(arr, dtype=np.float32).reshape([n] + sim.out_shape[1:])
+
+
+def default_stall_cycles(sim: Simulator, backpressure: float) -> int:
+    """No-output bound: generous against FINN's per-node estimates, scaled for backpressure."""
+    total = sum(n.exp_cycles for n in sim.nodes)
+    return int((20_000 + 8 * total) / max(1e-3, 1.0 - backpressure))
+
+
+def _diagnose(sim: Simulator, st: dict, frames: int, n_in: int) -> str:
+    """Name where the stream stopped, from per-stream transfer counts and handshake state."""
+    nodes = sim.nodes
+    lines, suspect = [], None
+    for i, node in enumerate(nodes):
+        exp_in, exp_out = node.in_words * frames, node.out_words * frames
+        got_in, got_out = st["edge_xfers"][i], st["edge_xfers"][i + 1]
+        ovld, ordy = st["edge_vld"][i + 1], st["edge_rdy"][i + 1]
+        ivld = st["edge_vld"][i]
+        if got_out >= exp_out:
+            state = "done"
+        elif ovld and not ordy:
+            state = "output blocked by its consumer"
+        elif not ivld and got_in < exp_in:
+            state = "waiting for input (its input stream is idle)"
+        else:
+            state = "holds input but produces no output"
+        if suspect is None and got_out < exp_out and not (ovld and not ordy):
+            suspect = (node, state)
+        lines.append(
+            f"  {node.name} ({node.op_type}): in {got_in}/{exp_in} words, "
+            f"out {got_out}/{exp_out} words: {state}"
+        )
+    if suspect is None:
+        where = "the chain output was never accepted (output backpressure)"
+    else:
+        where = f"stopped at node {suspect[0].name} ({suspect[0].op_type}): {suspect[1]}"
+    return (
+        f"RTL simulation stalled: no output word for {st['cycles'] - st['last_out_cycle']} cycles "
+        f"(at cycle {st['cycles']}, {st['words_out']} of {nodes[-1].out_words * frames} output "
+        f"words, {st['words_in']} of {n_in} input words accepted); {where}.\n"
+        + "\n".join(lines)
+    )
+
+
+def run_words(
+    sim: Simulator,
+    words: list[int],
+    out_words: int,
+    frames: int,
+    backpressure: float = 0.0,
+    seed: int = 0,
+    stall_cycles: int | None = None,
+    timeout_s: float | None = None,
+) -> tuple[list[int], dict]:
+    """Stream raw input words, expect `out_words` output words per frame; raw stats dict."""
+    if not 0.0 <= backpressure < 1.0:
+        raise SimulationError(f"backpressure must be in [0, 1), got {backpressure}")
+    if not sim.binary.is_file():
+        raise SimulationError(f"simulator binary {sim.binary} is missing; rebuild it")
+    missing = [f for f in sim.data_files if not Path(f).is_file()]
+    if missing:
+        raise SimulationError(
+            "memory init files of the built simulator are missing (outputs would be wrong): "
+            + ", ".join(missing)
+        )
+    if stall_cycles is None:
+        stall_cycles = default_stall_cycles(sim, backpressure)
+    in_bits = sim.nodes[0].in_width
+    out_bits = sim.nodes[-1].out_width
+    with tempfile.TemporaryDirectory(prefix="rtlsim_run_") as td:
+        tdp = Path(td)
+        _words_to_u32(words, in_bits).tofile(tdp / "in.bin")
+        cmd = [
+            str(sim.binary),
+            str(tdp / "in.bin"),
+            str(tdp / "out.bin"),
+            str(tdp / "stats.json"),
+            str(len(words)),
+            str(out_words),
+            str(frames),
+            repr(float(backpressure)),
+            str(int(seed)),
+            str(int(stall_cycles)),
+        ]
+        t0 = time.monotonic()
+        try:
+            res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired as exc:
+            raise SimulationError(
+                f"RTL simulation of chain {', '.join(n.name for n in sim.nodes)} ran past "
+                f"{timeout_s} s"
+            ) from exc
+        wall = time.monotonic() - t0
+        if res.returncode != 0 or not (tdp / "stats.json").is_file():
+            raise SimulationError(
+                f"simulator {sim.binary} failed (exit {res.returncode}): "
+                f"{(res.stderr or res.stdout)[-2000:]}"
+            )
+        st = json.loads((tdp / "stats.json").read_text())
+        raw = np.fromfile(tdp / "out.bin", dtype="<u4")
+    st["wall_s"] = wall
+    n_edges = len(sim.nodes) + 1
+    for k in ("edge_xfers", "edge_last", "edge_vld", "edge_rdy"):
+        st[k] = st[k][:n_edges]
+    if st["status"] == "stall":
+        raise SimulationError(_diagnose(sim, st, frames, len(words)))
+    # Nodes may legitimately emit some of the next frame early (FMPadding's leading padding
+    # rows need no input); a whole surplus frame means the output shape is wrong.
+    if st["surplus_words"] >= out_words:
+        raise SimulationError(
+            f"the chain produced {st['surplus_words']} output words after the "
+            f"{out_words * frames} expected, with no more input: the output shape of "
+            f"{sim.nodes[-1].name} ({sim.nodes[-1].op_type}) disagrees with the hardware"
+        )
+    return _u32_to_words(raw, out_bits), st
+
+
+def run_frames(
+    sim: Simulator,
+    frames: np.ndarray,
+    backpressure: float = 0.0,
+    seed: int = 0,
+    stall_cycles: int | None = None,
+    timeout_s: float | None = None,
+) -> tuple[np.ndarray, RunStats]:
+    """Simulate frames (one NHWC input tensor per row); outputs (one per row) and cycle stats.
+
+    backpressure: probability that the output consumer is not ready in a cycle (seeded).
+    stall_cycles: fail with SimulationError when no output word leaves for this many cycles.
+    """
+    frames = np.asarray(frames)
+    n = int(frames.shape[0]) if frames.ndim else 0
+    if n < 1:
+        raise SimulationError("run_frames needs at least one frame")
+    words = pack_frames(sim, frames)
+    out_wpf = sim.nodes[-1].out_words
+    out_words, st = run_words(sim, words, out_wpf, n, backpressure, seed, stall_cycles, timeout_s)
+    outputs = unpack_frames(sim, out_words, n)
+    done = [int(c) for c in st["frame_done"]]
+    steady = float(np.mean(np.diff(done))) if len(done) > 1 else None
+    stats = RunStats(
+        frames=n,
+        total_cycles=done[-1] + 1,
+        first_frame_latency=done[0] + 1,
+        steady_cycles_per_frame=steady,
+        frame_done=done,
+        sim_cycles_per_s=st["cycles"] / st["wall_s"] if st["wall_s"] > 0 else float("inf"),
+        wall_s=st["wall_s"],
+        backpressure=backpressure,
+        seed=seed,
+    )
+    log.info(
+        "rtlsim: %d frames in %d cycles (latency %d, %.1f cycles/frame steady), %.0f cycles/s",
+        n,
+        stats.total_cycles,
+        stats.first_frame_latency,
+        steady or float("nan"),
+        stats.sim_cycles_per_s,
+    )
+    return outputs, stats
