@@ -175,6 +175,7 @@ def run_recipe(recipe: Recipe, out_root: Path = Path("build/out"), fresh: bool =
                from_step: str | None = None) -> dict:
     """Run every step not yet finished; returns {step: result}."""
     run = Run(recipe, out_root / recipe.name)
+    _check_names(recipe)
     _prepare_dir(run, fresh, from_step)
     results = {}
     for name, fn in STEPS:
@@ -195,6 +196,16 @@ def run_recipe(recipe: Recipe, out_root: Path = Path("build/out"), fresh: bool =
         log.info("step %s finished in %.1f s", name, result["seconds"])
         results[name] = result
     return results
+
+
+def _check_names(recipe: Recipe) -> None:
+    """Fail before any work on an unknown board, architecture or method."""
+    from flow.methods import get_method
+    from hw_models.boards import get_board
+
+    get_board(recipe.hardware.board)
+    get_architecture(recipe.model.arch)
+    get_method(recipe.method["name"])
 
 
 def _prepare_dir(run: Run, fresh: bool, from_step: str | None) -> None:
