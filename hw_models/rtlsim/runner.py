@@ -105,35 +105,83 @@ def default_stall_cycles(sim: Simulator, backpressure: float) -> int:
 def _diagnose(sim: Simulator, st: dict, frames: int, n_in: int) -> str:
     """Name where the stream stopped, from per-stream transfer counts and handshake state."""
     nodes = sim.nodes
-    lines, suspect = [], None
+    xf, vld, rdy = st["edge_xfers"], st["edge_vld"], st["edge_rdy"]
+    lines, done_in, blocked = [], None, None
     for i, node in enumerate(nodes):
         exp_in, exp_out = node.in_words * frames, node.out_words * frames
-        got_in, got_out = st["edge_xfers"][i], st["edge_xfers"][i + 1]
-        ovld, ordy = st["edge_vld"][i + 1], st["edge_rdy"][i + 1]
-        ivld = st["edge_vld"][i]
-        if got_out >= exp_out:
+        in_blocked = vld[i] and not rdy[i]
+        out_blocked = vld[i + 1] and not rdy[i + 1]
+        if xf[i + 1] >= exp_out:
             state = "done"
-        elif ovld and not ordy:
-            state = "output blocked by its consumer"
-        elif not ivld and got_in < exp_in:
-            state = "waiting for input (its input stream is idle)"
+        elif out_blocked:
+            state = "output not accepted downstream"
+        elif xf[i] >= exp_in:
+            state = "received all its input, output incomplete"
+            done_in = done_in or node
+        elif in_blocked:
+            state = "neither accepts input nor produces output"
+            blocked = node
         else:
-            state = "holds input but produces no output"
-        if suspect is None and got_out < exp_out and not (ovld and not ordy):
-            suspect = (node, state)
+            state = "waiting for input"
         lines.append(
-            f"  {node.name} ({node.op_type}): in {got_in}/{exp_in} words, "
-            f"out {got_out}/{exp_out} words: {state}"
+            f"  {node.name} ({node.op_type}): in {xf[i]}/{exp_in}, out {xf[i + 1]}/{exp_out} "
+            f"words: {state}"
         )
-    if suspect is None:
+    need_in = nodes[0].in_words * frames
+    if st["words_in"] >= n_in and n_in < need_in:
+        where = f"the input ended mid-frame ({n_in} of {need_in} input words were given)"
+    elif done_in is not None:
+        where = (
+            f"node {done_in.name} ({done_in.op_type}) received all its input but its output "
+            "is incomplete"
+        )
+    elif blocked is not None:
+        where = (
+            f"node {blocked.name} ({blocked.op_type}) stopped accepting input and producing output"
+        )
+    elif vld[-1] and not rdy[-1]:
         where = "the chain output was never accepted (output backpressure)"
     else:
-        where = f"stopped at node {suspect[0].name} ({suspect[0].op_type}): {suspect[1]}"
+        where = "no single node could be blamed"
+    chain = " -> ".join(n.name for n in nodes)
     return (
         f"RTL simulation stalled: no output word for {st['cycles'] - st['last_out_cycle']} cycles "
         f"(at cycle {st['cycles']}, {st['words_out']} of {nodes[-1].out_words * frames} output "
         f"words, {st['words_in']} of {n_in} input words accepted); {where}.\n"
-        + "\n".join(lines)
+        f"chain: {chain}\n" + "\n".join(lines)
+    )
+
+
+# Verilog assertions that fire inside FINN's RTL, with what is known about them
+KNOWN_ASSERTIONS = {
+    "Overflowing output queue": (
+        "finn-rtllib's RTL MVU (mvu_vvu_axi.sv) lost an output under downstream backpressure. "
+        "With finn-plus 1.6.1 this happens for MVAU_rtl layers folded with SIMD == MW (a whole "
+        "input vector per cycle, MW/SIMD = 1), whatever PE; MW/SIMD >= 2 never showed it. The "
+        "queue is synthesizable logic, so hardware from this RTL would likely drop data too: "
+        "fold such layers with MW/SIMD >= 2"
+    ),
+}
+
+
+def _failure(sim: Simulator, code: int, text: str) -> str:
+    """Message for a simulator that stopped abnormally (Verilog $error/$fatal/assertion)."""
+    import re
+
+    insts = set(re.findall(r"TOP\.rtlsim_top\.(\w+)", text))
+    names = {n.name: n for n in sim.nodes}
+    hit = [
+        names[i] if i in names else names.get(i.removesuffix("_wstrm"))
+        for i in sorted(insts)
+        if i in names or i.removesuffix("_wstrm") in names
+    ]
+    where = ", ".join(f"{n.name} ({n.op_type})" for n in hit) or "chain " + " -> ".join(names)
+    msgs = [line.strip() for line in text.splitlines() if "%Error" in line or "%Fatal" in line]
+    hints = [hint for key, hint in KNOWN_ASSERTIONS.items() if key in text]
+    return (
+        f"RTL simulation stopped with an error in {where} (exit {code}):\n"
+        + "\n".join(msgs[:10] or [text[-2000:]])
+        + ("\n" + "\n".join(hints) if hints else "")
     )
 
 
@@ -179,7 +227,9 @@ def run_words(
         ]
         t0 = time.monotonic()
         try:
-            res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+            res = subprocess.run(
+                cmd, check=False, capture_output=True, text=True, timeout=timeout_s
+            )
         except subprocess.TimeoutExpired as exc:
             raise SimulationError(
                 f"RTL simulation of chain {', '.join(n.name for n in sim.nodes)} ran past "
@@ -187,10 +237,7 @@ def run_words(
             ) from exc
         wall = time.monotonic() - t0
         if res.returncode != 0 or not (tdp / "stats.json").is_file():
-            raise SimulationError(
-                f"simulator {sim.binary} failed (exit {res.returncode}): "
-                f"{(res.stderr or res.stdout)[-2000:]}"
-            )
+            raise SimulationError(_failure(sim, res.returncode, res.stderr + res.stdout))
         st = json.loads((tdp / "stats.json").read_text())
         raw = np.fromfile(tdp / "out.bin", dtype="<u4")
     st["wall_s"] = wall

@@ -7,6 +7,7 @@ TREADY (dbg_vld / dbg_rdy) so that the harness can say where a stalled stream st
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,7 +103,7 @@ def node_info(node) -> NodeInfo:
 
 def check_links(infos: list[NodeInfo]) -> None:
     """Raise HardwareError naming both nodes where a producer's stream does not fit its consumer."""
-    for a, b in zip(infos, infos[1:]):
+    for a, b in itertools.pairwise(infos):
         if a.out_width != b.in_width or a.out_bits != b.in_bits:
             raise HardwareError(
                 f"stream width mismatch between {a.name} ({a.op_type}) and {b.name} ({b.op_type}): "
@@ -121,8 +122,8 @@ def check_links(infos: list[NodeInfo]) -> None:
 # ---------------------------------------------------------------------------------------------
 # Port parsing (ANSI-style module headers as FINN's templates write them)
 
-_COMMENTS = re.compile(r"//[^\n]*|/\*.*?\*/", re.S)
-_ATTRS = re.compile(r"\(\*.*?\*\)", re.S)
+_COMMENTS = re.compile(r"//[^\n]*|/\*.*?\*/", re.DOTALL)
+_ATTRS = re.compile(r"\(\*.*?\*\)", re.DOTALL)
 
 
 def _balanced(text: str, start: int) -> int:
@@ -178,7 +179,7 @@ def parse_ports(text: str, module: str) -> dict[str, str]:
     direction = None
     for item in _split_top(header):
         item = item.strip()
-        d = re.match(r"(input|output|inout)\b(.*)$", item, re.S)
+        d = re.match(r"(input|output|inout)\b(.*)$", item, re.DOTALL)
         if d:
             direction, item = d.group(1), d.group(2)
         if direction is None:
@@ -288,8 +289,7 @@ def render_top(
         out.append(f"\t// node {i}: {info.name} ({info.op_type})")
         if src.weight_streamer is not None:
             assert sprt is not None
-            ww = [p for p in prt if p == "in1_V_TDATA"]
-            if not ww:
+            if "in1_V_TDATA" not in prt:
                 raise HardwareError(f"node {info.name}: MVAU wrapper has no in1_V weight stream")
             out.append(f"\tlogic [{_in1_width(info.name, src)}-1:0] w{i}_tdata;")
             out.append(f"\tlogic w{i}_tvalid; logic w{i}_tready;")
