@@ -1,0 +1,264 @@
+"""AQP against fixed baselines: QAT fine-tuning of every variant, the paper's table and figures.
+
+Variants, each fine-tuned with the run's QAT settings (ctx.qat: same epochs, data and seed) from
+the float network's weights, then evaluated on the test split:
+- "AQP (quant)", "AQP (prune)", "AQP (combined)": the three search modes;
+- "Fixed W{b}A{b}": uniform b bits for weights and activations (activations >= min_act_bits);
+- "Fixed prune {p}%": the weakest p % of channels (activation l1 on the calibration images) of
+  every hidden layer removed, at `baseline_prune_bits` (default 8) for weights and activations,
+  the precision of the paper's fixed-pruning rows (pruning alone).
+
+Size columns (flow.metrics conventions): #parameters = weights of the deployed (channel-pruned)
+network; avg bit-width b̄ = Σ b(l)·S(l)·N_P(l), S(l) counting the nonzero weights left after
+channel and unstructured pruning; parameter size = b̄ · #parameters of the full architecture / 8
+bytes, the paper's "Parameters Size (MB)" (= nonzero weights at their bit-widths, the size with
+free sparse storage); the dense size (what FINN stores) and the CSR sparse size (nonzeros plus
+column indices) are listed beside it. Accuracy difference = test accuracy − float baseline test
+accuracy, in points.
+
+Outputs: aqp_table.csv / aqp_table.json (rows + the done check), aqp_tradeoff.png (accuracy vs
+compression ratio 32/b̄, fixed vs adaptive, the chosen AQP plan starred), aqp_layers.png (the
+chosen plan's bits and kept channels / weight density per layer).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from flow.importance.layer import LayerImportance, ptq_model
+from flow.importance.pruning import keep_strongest_fraction
+from flow.io import atomic_write_json, atomic_write_text
+from flow.methods import MethodContext
+from flow.metrics import plan_metrics
+from flow.plan import MAX_BITS, CompressionPlan
+from flow.train import accuracy, train
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["method", "kind", "model", "params_m", "nonzero_params", "avg_bits", "param_size_mb",
+           "weight_mb_dense", "weight_mb_sparse", "compression_ratio", "val_acc", "test_acc",
+           "acc_diff_points", "finetune_s"]
+
+
+def baseline_plans(ctx: MethodContext, p: dict, channel_scores: dict[str, list[float]]
+                   ) -> dict[str, CompressionPlan]:
+    """The fixed uniform-bit and fixed channel-pruning plans, by row name."""
+    input_bits = min(ctx.data.input_bits, MAX_BITS)
+    floor = max(p["min_act_bits"], ctx.min_bits)
+    plans = {}
+    for b in p["baseline_bits"]:
+        plans[f"Fixed W{b}A{max(b, floor)}"] = ctx.arch.uniform_plan(b, max(b, floor), input_bits)
+    pb = p["baseline_prune_bits"]
+    for frac in p["baseline_prune"]:
+        plan = ctx.arch.uniform_plan(pb, max(pb, floor), input_bits)
+        for name, scores in channel_scores.items():
+            plan = plan.with_layer(name, keep=keep_strongest_fraction(scores, frac))
+        plans[f"Fixed prune {round(frac * 100)}% (W{pb})"] = plan
+    return plans
+
+
+def finetune(ctx: MethodContext, plan: CompressionPlan, calib_x: torch.Tensor, label: str):
+    """QAT from the float weights (kept channels sliced, unstructured masks fixed): the model."""
+    model = ptq_model(ctx.arch, ctx.float_model, plan, calib_x)
+    train(model, ctx.data.x_train, ctx.data.y_train, ctx.qat, label, ctx.data.x_val, ctx.data.y_val)
+    return model
+
+
+def run_report(ctx: MethodContext, p: dict, aqp_plans: dict[str, CompressionPlan],
+               channel_scores: dict[str, list[float]], importance: LayerImportance,
+               out_dir: Path) -> dict:
+    """Fine-tune and evaluate every variant; write table, figures; return the table as data."""
+    from flow.methods.aqp import calibration_images
+
+    out_dir = Path(out_dir)
+    calib_x = calibration_images(ctx, p["calib_samples"])
+    x_test, y_test = ctx.data.x_test, ctx.data.y_test
+    float_acc = accuracy(ctx.float_model, x_test, y_test)
+    full_params = sum(g.params for g in ctx.arch.geometry())
+    rows = [{
+        "method": "Float baseline", "kind": "float", "model": ctx.arch.name,
+        "params_m": full_params / 1e6, "nonzero_params": full_params, "avg_bits": 32.0,
+        "param_size_mb": full_params * 4 / 1e6, "weight_mb_dense": full_params * 4 / 1e6,
+        "weight_mb_sparse": None, "compression_ratio": 1.0,
+        "val_acc": accuracy(ctx.float_model, ctx.data.x_val, ctx.data.y_val),
+        "test_acc": float_acc, "acc_diff_points": 0.0, "finetune_s": None,
+    }]
+    variants = [(f"AQP ({m})", "adaptive", plan) for m, plan in aqp_plans.items()]
+    baselines = baseline_plans(ctx, p, channel_scores)
+    variants += [(name, "fixed", plan) for name, plan in baselines.items()]
+    chosen_name = f"AQP ({p['mode']})"
+    per_layer = None
+    for name, kind, plan in variants:
+        t0 = time.perf_counter()
+        model = finetune(ctx, plan, calib_x, name)
+        seconds = time.perf_counter() - t0
+        metrics = plan_metrics(ctx.arch, plan, model)
+        tot = metrics["totals"]
+        acc = accuracy(model, x_test, y_test)
+        rows.append({
+            "method": name, "kind": kind, "model": ctx.arch.name, "params_m": tot["params"] / 1e6,
+            "nonzero_params": tot["nonzero"], "avg_bits": tot["avg_bits"],
+            "param_size_mb": tot["avg_bits"] * full_params / 8 / 1e6,
+            "weight_mb_dense": tot["weight_mb"] / 8,
+            "weight_mb_sparse": tot["weight_mb_sparse"] / 8,
+            "compression_ratio": tot["compression_ratio"],
+            "val_acc": accuracy(model, ctx.data.x_val, ctx.data.y_val), "test_acc": acc,
+            "acc_diff_points": 100 * (acc - float_acc), "finetune_s": round(seconds, 2),
+        })
+        if name == chosen_name:
+            per_layer = metrics["layers"]
+        log.info("%s: b̄ %.3f, test %.2f%%", name, tot["avg_bits"], 100 * acc)
+    check = done_check(rows, chosen_name)
+    table = {"rows": rows, "chosen": chosen_name, "check": check, "per_layer": per_layer,
+             "importance": importance.rows()}
+    atomic_write_json(out_dir / "aqp_table.json", table)
+    atomic_write_text(out_dir / "aqp_table.csv", to_csv(rows))
+    plot_tradeoff(rows, chosen_name, out_dir / "aqp_tradeoff.png", ctx.arch.name)
+    if per_layer is not None:
+        from flow.methods.aqp import fixed_layers
+
+        plot_layers(per_layer, aqp_plans[p["mode"]], importance, out_dir / "aqp_layers.png",
+                    fixed_layers(p, ctx.arch.layer_names))
+    return table
+
+
+def done_check(rows: list[dict], chosen: str, max_loss_points: float = 0.5,
+               max_avg_bits: float = 3.0) -> dict:
+    """Does the chosen AQP plan lose <= max_loss_points, with b̄ <= max_avg_bits, and beat every
+    fixed baseline whose b̄ is not larger (equal or smaller size) on test accuracy?"""
+    row = next(r for r in rows if r["method"] == chosen)
+    smaller = [r for r in rows if r["kind"] == "fixed" and r["avg_bits"] <= row["avg_bits"] + 1e-9]
+    beaten = {r["method"]: row["test_acc"] > r["test_acc"] for r in smaller}
+    return {
+        "chosen": chosen,
+        "acc_diff_points": row["acc_diff_points"],
+        "avg_bits": row["avg_bits"],
+        "loss_ok": row["acc_diff_points"] >= -max_loss_points,
+        "bits_ok": row["avg_bits"] <= max_avg_bits,
+        "beats_smaller_fixed": beaten,
+        "passed": bool(row["acc_diff_points"] >= -max_loss_points
+                       and row["avg_bits"] <= max_avg_bits and all(beaten.values())),
+    }
+
+
+def to_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else ("" if v is None else v))
+                         for k, v in r.items() if k in COLUMNS})
+    return buf.getvalue()
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_tradeoff(rows: list[dict], chosen: str, path: Path, model_name: str) -> None:
+    """Test accuracy vs compression ratio: fixed bits, fixed pruning, AQP variants, AQP starred.
+
+    Left: every row; right: the same, zoomed on the band around the float baseline (points are
+    named in the zoom when they fall inside it, else in the overview)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2), dpi=110)
+    float_row = next(r for r in rows if r["kind"] == "float")
+    float_acc = 100 * float_row["test_acc"]
+    star = next(r for r in rows if r["method"] == chosen)
+    groups = [
+        ("Fixed bits (WbAb)", lambda r: r["method"].startswith("Fixed W"), "o", "tab:blue", "-"),
+        ("Fixed channel pruning", lambda r: r["method"].startswith("Fixed prune"), "s",
+         "tab:orange", "-"),
+        ("AQP variants", lambda r: r["kind"] == "adaptive" and r["method"] != chosen, "^",
+         "tab:green", "none"),
+    ]
+    accs = [100 * r["test_acc"] for r in rows if r["kind"] != "float"]
+    zoom_lo = max(min(accs), float_acc - 3.0) - 0.4
+    zoom_hi = max(accs + [float_acc]) + 0.4
+    for ax, zoom in zip(axes, (False, True)):
+        ax.axhline(float_acc, color="grey", ls="--", lw=1,
+                   label=f"float baseline ({float_acc:.2f} %)")
+        ax.axhspan(float_acc - 0.5, float_acc, color="grey", alpha=0.08, label="within 0.5 points")
+        for label, pick, marker, color, ls in groups:
+            pts = sorted((r for r in rows if pick(r)), key=lambda r: r["compression_ratio"])
+            if not pts:
+                continue
+            xs, ys = [r["compression_ratio"] for r in pts], [100 * r["test_acc"] for r in pts]
+            ax.plot(xs, ys, marker=marker, color=color, label=label, ls=ls, ms=8)
+            for i, (r, x, y) in enumerate(zip(pts, xs, ys)):
+                if (zoom_lo <= y <= zoom_hi) != zoom:  # each point named once: zoom or overview
+                    continue
+                name = r["method"].replace("Fixed ", "").replace(" (W8)", "")
+                ax.annotate(name, (x, y), textcoords="offset points", fontsize=8, color=color,
+                            xytext=(6, 7 if (i % 2 == 0) == (color != "tab:orange") else -13))
+        ax.plot(star["compression_ratio"], 100 * star["test_acc"], marker="*", ms=20,
+                color="tab:red", ls="none",
+                label=f"{chosen}: b̄ {star['avg_bits']:.2f}, {100 * star['test_acc']:.2f} %")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("compression ratio 32 / b̄ (log scale)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(True, which="both", alpha=0.3)
+        if zoom:
+            ax.set_ylim(zoom_lo, zoom_hi)
+            ax.set_title("zoom: near the float baseline")
+        else:
+            ax.set_ylim(max(0.0, min(accs + [float_acc]) - 2), 100.5)
+            ax.set_title(f"{model_name}: accuracy vs compression (QAT fine-tuned)")
+            ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_layers(per_layer: list[dict], plan: CompressionPlan, importance: LayerImportance,
+                path: Path, fixed: list[str] | None = None) -> None:
+    """Chosen plan per layer: weight/activation bits; kept channels and nonzero-weight density."""
+    plt = _plt()
+    names = [r["layer"] for r in per_layer]
+    x = range(len(names))
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(13, 4), dpi=110)
+    w = 0.38
+    ax1.bar([i - w / 2 for i in x], [r["weight_bits"] for r in per_layer], w, label="weight bits")
+    ax1.bar([i + w / 2 for i in x], [r["act_bits"] or 0 for r in per_layer], w, label="act bits")
+    ax1.set_xticks(list(x), names)
+    ax1.set_ylim(0, MAX_BITS + 0.5)
+    ax1.set_ylabel("bits")
+    ax1.set_title("bit-widths" + (f" (left fixed: {', '.join(fixed)})" if fixed else ""))
+    ax1.legend(fontsize=8)
+    ax2.bar(list(x), [r["out_ch"] for r in per_layer], color="tab:green", label="kept")
+    ax2.bar(list(x), [r["full_out_ch"] - r["out_ch"] for r in per_layer],
+            bottom=[r["out_ch"] for r in per_layer], color="lightgrey", label="removed")
+    for i, r in enumerate(per_layer):
+        ax2.annotate(f"{r['out_ch']}/{r['full_out_ch']}", (i, r["full_out_ch"]), ha="center",
+                     va="bottom", fontsize=8)
+    ax2.set_xticks(list(x), names)
+    ax2.set_ylim(0, 1.25 * max(r["full_out_ch"] for r in per_layer))
+    ax2.set_ylabel("output channels")
+    ax2.set_title("kept channels")
+    ax2.legend(fontsize=8, loc="upper left")
+    density = [r["nonzero"] / r["params"] if r["params"] else 0 for r in per_layer]
+    ax3.bar([i - w / 2 for i in x], density, w, color="tab:purple", label="nonzero weights (S)")
+    ax3.bar([i + w / 2 for i in x], [importance.score(n) for n in names], w, color="tab:grey",
+            label="importance")
+    for i, n in enumerate(names):
+        ax3.annotate(f"k={plan.layers[n].prune_k:g}", (i - w / 2, density[i]), ha="center",
+                     va="bottom", fontsize=8)
+    ax3.set_xticks(list(x), names)
+    ax3.set_ylim(0, 1.25)
+    ax3.set_title("weight density and layer importance")
+    ax3.legend(fontsize=8, loc="upper right", ncols=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
