@@ -463,7 +463,26 @@ def set_folding(model, target_cycles_per_frame: int):
         pe = int(inst.get_nodeattr("PE"))  # the smallest valid PE at least as fast as FINN's
         inst.set_nodeattr("PE", next(d for d in range(min(pe, common), common + 1)
                                      if common % d == 0))
+    for node in model.get_nodes_by_op_type("MVAU_rtl"):
+        _keep_two_simd_folds(getCustomOp(node))
     return model.transform(GiveUniqueNodeNamesRecursive())
+
+
+def _keep_two_simd_folds(inst) -> None:
+    """Keep MW/SIMD >= 2 on an RTL MVAU, raising PE to keep the throughput.
+
+    finn-rtllib's mvu_vvu_axi with SIMD == MW overflows its output queue under backpressure
+    ("Overflowing output queue" assertion, seen in our Verilator runs), losing outputs.
+    """
+    mw, mh = int(inst.get_nodeattr("MW")), int(inst.get_nodeattr("MH"))
+    simd, pe = int(inst.get_nodeattr("SIMD")), int(inst.get_nodeattr("PE"))
+    if mw < 2 or simd < mw:
+        return
+    new_simd = max(d for d in range(1, mw // 2 + 1) if mw % d == 0)
+    wanted_pe = pe * -(-simd // new_simd)
+    new_pe = next((d for d in range(wanted_pe, mh + 1) if mh % d == 0), mh)
+    inst.set_nodeattr("SIMD", new_simd)
+    inst.set_nodeattr("PE", new_pe)
 
 
 def insert_dwc_fifo(model, part: str):

@@ -149,7 +149,28 @@ def step_finn(run: Run, out: Path) -> dict:
     result["verification"] = verify_hw_model(
         ModelWrapper(est.paths["qonnx"]), ModelWrapper(est.paths["hw_python"]), frames
     )
+    # the step folder is renamed when it finishes: keep file names relative to it
+    result["paths"] = {key: str(Path(p).relative_to(out.resolve())) for key, p in est.paths.items()}
     return result
+
+
+def step_simulate(run: Run, out: Path) -> dict:
+    """Verilator simulation of the generated RTL on the test split, bit-exact or an error."""
+    from flow.train import predict
+    from flow.validate import validate_rtl
+
+    sim_cfg, d = run.recipe.simulate, run.data
+    if not sim_cfg.enabled:
+        return {"skipped": "simulate.enabled is false"}
+    n = sim_cfg.frames or len(d.x_test)
+    x, y = d.x_test[:n], d.y_test[:n]
+    finn = run.result("finn")
+    return validate_rtl(
+        run.step_dir("finn"), finn["paths"], x.numpy(), y.numpy(),
+        predict(run.quant_model(), x).numpy(), out, finn["part"], finn["clock_mhz"],
+        finn["performance"]["steady_state_cycles"], sim_cfg.backpressure,
+        cache_dir=run.dir.parent / "rtlsim_cache",
+    )
 
 
 def step_report(run: Run, out: Path) -> dict:
@@ -166,6 +187,7 @@ STEPS: list[tuple[str, Callable[[Run, Path], dict]]] = [
     ("qat", step_qat),
     ("export", step_export),
     ("finn", step_finn),
+    ("simulate", step_simulate),
     ("report", step_report),
 ]
 STEP_NAMES = [name for name, _ in STEPS]
