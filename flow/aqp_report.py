@@ -30,7 +30,8 @@ from pathlib import Path
 
 import torch
 
-from flow.importance.layer import LayerImportance, ptq_model
+from flow.importance.layer import LayerImportance
+from flow.models import ptq_model
 from flow.importance.pruning import keep_strongest_fraction
 from flow.io import atomic_write_json, atomic_write_text
 from flow.methods import MethodContext

@@ -55,6 +55,37 @@ def cmd_compare(args: argparse.Namespace) -> None:
     console.print(f"table: {paths['csv']}  plot: {paths['png']}")
 
 
+def cmd_importance(args: argparse.Namespace) -> None:
+    from rich.table import Table
+
+    from flow.config import load_recipe
+    from flow.importance import compare_measures
+    from flow.importance.inspect import measure_scores, run_importance, same_kind, save_comparison
+    from flow.pipeline import Run
+
+    run_dir = Path(args.run)
+    if not (run_dir / "recipe.yaml").is_file() or not (run_dir / "01_baseline").is_dir():
+        raise DensiflowError(f"{run_dir}: not a run folder with a trained baseline "
+                             "(expected recipe.yaml and 01_baseline/)")
+    layer, channels = run_importance(Run(load_recipe(run_dir / "recipe.yaml"), run_dir))
+    console.print(layer.table())
+    if not args.compare:
+        return
+    names = tuple(args.compare)
+    a, b = (measure_scores(layer, channels, n) for n in names)
+    same_kind(a, b, names)
+    result = compare_measures(a, b)
+    table = Table(title=f"rank agreement: {names[0]} vs {names[1]}")
+    for col in ("scope", "n", "Kendall tau", "Levenshtein"):
+        table.add_column(col, justify="left" if col == "scope" else "right")
+    scopes = ([("layers", result["layers"])] if result["layers"] else []) + list(
+        result["per_layer"].items())
+    for scope, r in scopes:
+        table.add_row(scope, str(r["n"]), f"{r['tau']:.3f}", str(r["lev"]))
+    console.print(table)
+    console.print(f"saved: {save_comparison(run_dir, names, result)}")
+
+
 def cmd_boards(args: argparse.Namespace) -> None:
     from rich.table import Table
 
@@ -122,6 +153,14 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("runs", nargs="+", help="run folders, e.g. build/out/digits build/out/digits_aqp")
     c.add_argument("--out", default="build/out/compare", help="folder for comparison.csv/.png")
     c.set_defaults(fn=cmd_compare)
+
+    i = sub.add_parser("importance", help="layer/channel importance of a run; rank agreement")
+    i.add_argument("run", help="run folder, e.g. build/out/digits")
+    i.add_argument("--compare", nargs=2, metavar=("A", "B"),
+                   help="Kendall tau and Levenshtein distance between two measures: combined, "
+                        "quant, hessian, prune, data_free (per layer) or act_l1, act_l1_val, "
+                        "weight_l1 (per channel; act_l1_val is a second calibration batch)")
+    i.set_defaults(fn=cmd_importance)
 
     b = sub.add_parser("boards", help="list the board catalogue")
     b.set_defaults(fn=cmd_boards)

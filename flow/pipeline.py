@@ -23,8 +23,8 @@ from flow.data import Dataset, load_dataset
 from flow.errors import ConfigError
 from flow.io import atomic_write_json, atomic_write_text
 from flow.metrics import performance_density, plan_metrics
-from flow.models import Architecture, Net, build_float, build_quant, calibrate, get_architecture
-from flow.models import transfer_weights
+from flow.models import Architecture, Net, build_float, build_quant, get_architecture, ptq_model
+from flow.models.prune import make_pruning_permanent
 from flow.plan import CompressionPlan
 from flow.report import build_summary, write_summary
 from flow.train import TrainConfig, accuracy, train
@@ -81,6 +81,7 @@ def _train_cfg(section, seed: int) -> TrainConfig:
 def step_baseline(run: Run, out: Path) -> dict:
     """Train the float network; keep the best-validation weights."""
     d = run.data
+    torch.manual_seed(run.recipe.data.seed)
     model = build_float(run.arch, d.pixel_max)
     train(model, d.x_train, d.y_train, _train_cfg(run.recipe.train, run.recipe.data.seed),
           "float", d.x_val, d.y_val)
@@ -109,11 +110,10 @@ def step_plan(run: Run, out: Path) -> dict:
 def step_qat(run: Run, out: Path) -> dict:
     """Build the Brevitas network of the plan from the float weights, calibrate, fine-tune."""
     d, plan = run.data, run.plan()
-    model = build_quant(run.arch, d.pixel_max, plan)
-    transfer_weights(run.float_model(), None, model, plan)
-    calibrate(model, [d.x_train[:512]])
+    model = ptq_model(run.arch, run.float_model(), plan, d.x_train[:512])
     train(model, d.x_train, d.y_train, _train_cfg(run.recipe.qat, run.recipe.data.seed),
           "qat", d.x_val, d.y_val)
+    make_pruning_permanent(model)  # pruned weights stay zero, saved as plain weights
     torch.save(model.state_dict(), out / "model.pt")
     acc = accuracy(model, d.x_test, d.y_test)
     metrics = plan_metrics(run.arch, plan, model)

@@ -23,17 +23,15 @@ from flow.importance import (
     rank_order,
     weight_l1,
 )
-from flow.importance.layer import LayerImportance, hutchinson_trace, normalise, ptq_model
-from flow.importance.pruning import (
+from flow.importance.layer import LayerImportance, hutchinson_trace, normalise
+from flow.importance.pruning import keep_strongest_fraction, magnitude_prune_fraction, structured_keep
+from flow.models import build_float, get_architecture, ptq_model
+from flow.models.prune import (
     apply_unstructured_pruning,
-    keep_strongest_fraction,
-    magnitude_prune_fraction,
     make_pruning_permanent,
-    structured_keep,
     unstructured_mask,
     weight_threshold,
 )
-from flow.models import build_float, get_architecture
 from flow.train import TrainConfig, train
 
 

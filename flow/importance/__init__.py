@@ -1,19 +1,13 @@
 """Importance estimation: per layer (several measures, combined), per channel, rank agreement."""
 from flow.importance.channel import activation_l1, channel_importance, weight_l1
 from flow.importance.layer import MEASURES, LayerImportance, check_weights, layer_importance
-from flow.importance.pruning import (
-    apply_unstructured_pruning,
-    make_pruning_permanent,
-    structured_keep,
-    unstructured_mask,
-)
+from flow.importance.pruning import structured_keep
 from flow.importance.rank import compare, compare_measures, kendall_tau, levenshtein, rank_order
 
 __all__ = [
     "MEASURES",
     "LayerImportance",
     "activation_l1",
-    "apply_unstructured_pruning",
     "channel_importance",
     "check_weights",
     "compare",
@@ -21,9 +15,7 @@ __all__ = [
     "kendall_tau",
     "layer_importance",
     "levenshtein",
-    "make_pruning_permanent",
     "rank_order",
     "structured_keep",
-    "unstructured_mask",
     "weight_l1",
 ]

@@ -33,10 +33,9 @@ import torch
 from torch import nn
 
 from flow.errors import ConfigError
-from flow.importance.pruning import apply_unstructured_pruning, magnitude_prune_fraction
+from flow.importance.pruning import magnitude_prune_fraction
 from flow.io import atomic_write_json
-from flow.models import Architecture, Net, build_quant, calibrate, transfer_weights
-from flow.plan import CompressionPlan
+from flow.models import Architecture, Net, ptq_model
 from flow.train import mean_loss
 
 MEASURES = ("quant", "hessian", "prune", "data_free")
@@ -146,15 +145,6 @@ def normalise(values: Sequence[float]) -> list[float]:
     return (v / total).tolist() if total > 0 else [1.0 / len(v)] * len(v)
 
 
-def ptq_model(arch: Architecture, float_model: Net, plan: CompressionPlan,
-              calib_x: torch.Tensor, batch_size: int = 128) -> Net:
-    """The plan's Brevitas network with the float weights (kept channels sliced out, unstructured
-    masks applied), activation scales calibrated on `calib_x`: post-training quantization."""
-    q = build_quant(arch, float_model.pixel_max, plan)
-    transfer_weights(float_model, None, q, plan)
-    apply_unstructured_pruning(q, plan)
-    calibrate(q, [calib_x[i : i + batch_size] for i in range(0, len(calib_x), batch_size)])
-    return q
 
 
 def quant_sensitivity(arch: Architecture, float_model: Net, x_val, y_val, calib_x, input_bits: int,

@@ -1,13 +1,6 @@
 """Pruning rules shared by importance estimation, AQP and the fixed baselines.
 
-Unstructured (AQP, the paper): in layer l, weights with |w| <= Z_T(l) = k(l)·σ(l) are zeroed,
-σ(l) the standard deviation of the layer's weights (k = 0 keeps everything but exact zeros, k = 3
-removes ~99.7 % of Gaussian weights). In a built network the zeros are held by a fixed mask
-(`torch.nn.utils.prune.custom_from_mask`: the layer's `weight` becomes `weight_orig * weight_mask`),
-so QAT fine-tuning cannot revive them; `make_pruning_permanent` folds the mask into a plain
-`weight` Parameter again before export, so the QONNX graph carries the zeros as ordinary weights.
-The mask is computed from the weights the layer holds when it is applied, i.e. right after
-`transfer_weights` from the float network: the same float weights give the same mask.
+Unstructured (AQP's |w| <= k·σ masks) lives in flow.models.prune, where plans are applied.
 
 Structured (channels): a layer's channel scores s_c (activation l1) are thresholded with the
 same k·σ rule, measured from the weakest channel: channels with s_c < min(s) + k·σ(s) are
@@ -25,40 +18,15 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch.nn.utils import prune
-
-from flow.models import Net
-from flow.plan import CompressionPlan
 
 
-def weight_threshold(w: torch.Tensor, k: float) -> float:
-    """Z_T = k·σ(w), σ the (population) standard deviation of all the layer's weights."""
-    return float(k) * float(w.detach().double().std(unbiased=False))
 
 
-def unstructured_mask(w: torch.Tensor, k: float) -> torch.Tensor:
-    """1 where |w| > k·σ(w) (kept), 0 where |w| <= k·σ(w) (pruned); w's shape and dtype."""
-    return (w.detach().abs() > weight_threshold(w, k)).to(w.dtype)
 
 
-def apply_unstructured_pruning(model: Net, plan: CompressionPlan) -> Net:
-    """Mask every layer whose plan has prune_k > 0 (in place); the zeros survive training."""
-    for name, lp in plan.layers.items():
-        layer = model.blocks[name][0]
-        if prune.is_pruned(layer) and hasattr(layer, "weight_mask"):
-            prune.remove(layer, "weight")  # re-masking: start from the current (masked) weights
-        if lp.prune_k > 0:
-            prune.custom_from_mask(layer, "weight", unstructured_mask(layer.weight, lp.prune_k))
-    return model
 
 
-def make_pruning_permanent(model: Net) -> Net:
-    """Fold every mask into a plain `weight` Parameter (zeros stay); call before export."""
-    for block in model.blocks.values():
-        layer = block[0]
-        if hasattr(layer, "weight_mask"):
-            prune.remove(layer, "weight")
-    return model
+
 
 
 def magnitude_prune_fraction(w: torch.Tensor, fraction: float) -> torch.Tensor:

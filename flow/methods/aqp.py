@@ -38,9 +38,8 @@ Every trial (layer, phase, bits, k, kept channels, loss, delta, margin, accepted
 the chosen plan. With `report: true` (default) all three modes are searched, and the fixed
 baselines, the table and the figures are produced (flow.aqp_report).
 
-The returned plan carries prune_k (unstructured) or keep (structured); the unstructured zeros
-must be applied to the built network with `apply_unstructured_pruning` before QAT and folded with
-`make_pruning_permanent` before export (flow.importance.pruning).
+The returned plan carries prune_k (unstructured) or keep (structured); `flow.models.ptq_model`
+applies both to a network built from the float weights (flow.models.prune holds the masks).
 """
 from __future__ import annotations
 
@@ -53,12 +52,9 @@ import torch
 
 from flow.errors import ConfigError
 from flow.importance.channel import activation_l1, weight_l1
-from flow.importance.layer import LayerImportance, check_weights, layer_importance, ptq_model
-from flow.importance.pruning import (  # re-exported for the pipeline
-    apply_unstructured_pruning,
-    make_pruning_permanent,
-    structured_keep,
-)
+from flow.importance.layer import LayerImportance, check_weights, layer_importance
+from flow.models import ptq_model
+from flow.importance.pruning import structured_keep
 from flow.io import atomic_write_json
 from flow.methods import MethodContext
 from flow.plan import MAX_BITS, CompressionPlan
@@ -91,7 +87,7 @@ DEFAULTS: dict = {
 }
 PARAMS = set(DEFAULTS)
 
-__all__ = ["apply_unstructured_pruning", "make_plan", "make_pruning_permanent", "search"]
+__all__ = ["make_plan", "search"]
 
 
 @dataclass

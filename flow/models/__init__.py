@@ -1,5 +1,5 @@
 """FINN-compatible Brevitas network builders: architectures, plan application, channel surgery."""
-from flow.models.build import Net, build_float, build_quant, calibrate, transfer_weights
+from flow.models.build import Net, build_float, build_quant, calibrate, ptq_model, transfer_weights
 from flow.models.zoo import ARCHITECTURES, Architecture, LayerGeometry, LayerSpec, get_architecture
 
 __all__ = [
@@ -12,5 +12,6 @@ __all__ = [
     "build_quant",
     "calibrate",
     "get_architecture",
+    "ptq_model",
     "transfer_weights",
 ]
