@@ -34,9 +34,40 @@ def cmd_estimate(args: argparse.Namespace) -> None:
 
     work = Path(args.out) / "estimate" / Path(args.model).stem
     est = estimate_qonnx(args.model, args.board, args.target_fps, work,
-                         input_dtype=args.input_dtype, clock_mhz=args.clock_mhz)
+                         input_dtype=args.input_dtype, clock_mhz=args.clock_mhz,
+                         fifo_depth=args.fifo_depth)
     _print_estimate(est.to_dict())
     console.print(f"estimate.json and intermediate models: {work}")
+
+
+def _run_folder(path: str, step: str) -> Path:
+    """A finished run folder that has completed `step` (else a clear error)."""
+    from flow.pipeline import STEP_NAMES
+
+    run_dir = Path(path)
+    folder = f"{STEP_NAMES.index(step) + 1:02d}_{step}"
+    if not (run_dir / "recipe.yaml").is_file() or not (run_dir / folder).is_dir():
+        raise DensiflowError(f"{run_dir}: not a run folder with a finished '{step}' step "
+                             f"(expected recipe.yaml and {folder}/)")
+    return run_dir
+
+
+def cmd_simulate(args: argparse.Namespace) -> None:
+    from flow.config import load_recipe, parse_recipe
+    from flow.pipeline import run_recipe
+    from flow.report import print_summary
+
+    run_dir = _run_folder(args.run, "finn")
+    recipe = load_recipe(run_dir / "recipe.yaml")
+    if recipe.name != run_dir.name:
+        raise DensiflowError(f"{run_dir}: the folder of run '{recipe.name}' was renamed; "
+                             f"name it {recipe.name} again")
+    sim = {**recipe.simulate.model_dump(), "enabled": True}
+    sim.update({k: v for k, v in (("frames", args.frames), ("backpressure", args.backpressure))
+                if v is not None})
+    recipe = parse_recipe({**recipe.model_dump(), "simulate": sim}, f"densiflow simulate {run_dir}")
+    run_recipe(recipe, run_dir.parent, from_step="simulate")
+    print_summary(json.loads((run_dir / "summary.json").read_text()), console)
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
@@ -63,10 +94,7 @@ def cmd_importance(args: argparse.Namespace) -> None:
     from flow.importance.inspect import measure_scores, run_importance, same_kind, save_comparison
     from flow.pipeline import Run
 
-    run_dir = Path(args.run)
-    if not (run_dir / "recipe.yaml").is_file() or not (run_dir / "01_baseline").is_dir():
-        raise DensiflowError(f"{run_dir}: not a run folder with a trained baseline "
-                             "(expected recipe.yaml and 01_baseline/)")
+    run_dir = _run_folder(args.run, "baseline")
     layer, channels = run_importance(Run(load_recipe(run_dir / "recipe.yaml"), run_dir))
     console.print(layer.table())
     if not args.compare:
@@ -144,10 +172,19 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--board", default="pynq-z1", help="pynq-z1, zcu104, kv260 or u250")
     e.add_argument("--target-fps", type=float, default=100_000, help="folding target (frames/s)")
     e.add_argument("--clock-mhz", type=float, default=None, help="default: the board's clock")
+    e.add_argument("--fifo-depth", type=int, default=32,
+                   help="words per FIFO between layers (default 32; FINN's shallow FIFOs are 2)")
     e.add_argument("--input-dtype", default=None,
                    help="integer type of the input if the file does not annotate it, e.g. UINT8")
     e.add_argument("--out", default="build/out", help="output root (default build/out)")
     e.set_defaults(fn=cmd_estimate)
+
+    s = sub.add_parser("simulate", help="(re-)run the RTL simulation of a run's FINN build")
+    s.add_argument("run", help="run folder, e.g. build/out/digits")
+    s.add_argument("--frames", type=int, default=None, help="test frames (default: the recipe's)")
+    s.add_argument("--backpressure", type=float, default=None,
+                   help="probability that the output is not ready in a cycle, 0..1")
+    s.set_defaults(fn=cmd_simulate)
 
     c = sub.add_parser("compare", help="compare finished runs: accuracy, Mb, performance density")
     c.add_argument("runs", nargs="+", help="run folders, e.g. build/out/digits build/out/digits_aqp")

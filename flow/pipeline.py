@@ -143,7 +143,8 @@ def step_finn(run: Run, out: Path) -> dict:
     hw = run.recipe.hardware
     qonnx_path = run.step_dir("export") / "model.qonnx.onnx"
     est = build_dataflow(ModelWrapper(str(qonnx_path)), hw.board, hw.target_fps, out,
-                         clock_mhz=hw.clock_mhz, verify_frames=0, source=str(qonnx_path))
+                         clock_mhz=hw.clock_mhz, verify_frames=0, source=str(qonnx_path),
+                         fifo_depth=hw.fifo_depth)
     frames = run.data.x_test[:32].numpy()
     result = est.to_dict()
     result["verification"] = verify_hw_model(
@@ -230,17 +231,42 @@ def _check_names(recipe: Recipe) -> None:
     get_method(recipe.method["name"])
 
 
+# the recipe sections each step reads (besides what earlier steps saved)
+STEP_SECTIONS = {
+    "baseline": ("data", "model", "train"),
+    "plan": ("method", "qat"),
+    "qat": ("qat",),
+    "export": (),
+    "finn": ("hardware",),
+    "simulate": ("simulate",),
+    "report": (),
+}
+
+
+def first_changed_step(old: dict, new: dict) -> str | None:
+    """The earliest step that reads a recipe section differing between two recipes."""
+    for name in STEP_NAMES:
+        if any(old.get(section) != new.get(section) for section in STEP_SECTIONS[name]):
+            return name
+    return None
+
+
 def _prepare_dir(run: Run, fresh: bool, from_step: str | None) -> None:
-    """Start clean on request or when the recipe changed; drop steps from `from_step` on."""
+    """Start clean on request; after a recipe change, redo the steps from the first it affects."""
+    if from_step is not None and from_step not in STEP_NAMES:
+        raise ConfigError(f"--from: unknown step '{from_step}'; steps are {STEP_NAMES}")
     saved = run.dir / "recipe.yaml"
-    text = yaml.safe_dump(run.recipe.model_dump(), sort_keys=True)
-    if run.dir.exists() and (fresh or not saved.is_file() or saved.read_text() != text):
-        if not fresh:
-            log.warning("recipe changed since %s was made: starting clean", run.dir)
+    new = run.recipe.model_dump()
+    if run.dir.exists() and (fresh or not saved.is_file()):
         shutil.rmtree(run.dir)
+    elif saved.is_file():
+        changed = first_changed_step(yaml.safe_load(saved.read_text()) or {}, new)
+        if changed is not None:
+            log.warning("recipe changed since %s was made: redoing the steps from '%s' on",
+                        run.dir, changed)
+            if from_step is None or STEP_NAMES.index(changed) < STEP_NAMES.index(from_step):
+                from_step = changed
     if from_step is not None:
-        if from_step not in STEP_NAMES:
-            raise ConfigError(f"--from: unknown step '{from_step}'; steps are {STEP_NAMES}")
         for name in STEP_NAMES[STEP_NAMES.index(from_step):]:
             shutil.rmtree(run.step_dir(name), ignore_errors=True)
-    atomic_write_text(saved, text)
+    atomic_write_text(saved, yaml.safe_dump(new, sort_keys=True))

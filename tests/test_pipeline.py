@@ -1,4 +1,5 @@
 """The run as steps: artefacts per step, summary, resume after an interruption, clean restart."""
+import itertools
 import json
 
 import pytest
@@ -71,16 +72,33 @@ def test_rerun_resumes_and_interrupted_step_is_redone(finished_run, monkeypatch)
     assert results["finn"]["fit"]["fits"]
 
 
-def test_changed_recipe_starts_clean(finished_run):
+def test_changed_recipe_redoes_the_steps_it_affects(finished_run):
     out, _ = finished_run
-    marker = out / "tiny" / "01_baseline" / "stale.txt"
-    marker.write_text("from an earlier recipe")
-    changed = {**TINY, "method": {"name": "uniform", "weight_bits": 4, "act_bits": 4},
-               "hardware": {"board": "pynq-z1", "target_fps": 50000}}
+    run = out / "tiny"
+    kept = run / "03_qat" / "kept.txt"
+    kept.write_text("from the same qat section")
+    fewer = {**TINY, "simulate": {"frames": 10}}
+    pipeline.run_recipe(parse_recipe(fewer), out)
+    assert kept.exists()  # only the simulation (and the report) ran again
+    assert json.loads((run / "06_simulate" / "result.json").read_text())["frames"] == 10
+
+    stale = run / "01_baseline" / "kept.txt"
+    stale.write_text("from the same data, model and train sections")
+    changed = {**fewer, "method": {"name": "uniform", "weight_bits": 4, "act_bits": 4}}
     pipeline.run_recipe(parse_recipe(changed), out)
-    assert not marker.exists()
-    summary = json.loads((out / "tiny" / "summary.json").read_text())
+    assert stale.exists() and not kept.exists()  # a new plan: QAT onwards redone
+    summary = json.loads((run / "summary.json").read_text())
     assert summary["plan"]["layers"]["conv2"]["weight_bits"] == 4
+
+
+def test_first_changed_step():
+    a = parse_recipe(TINY).model_dump()
+    assert pipeline.first_changed_step(a, a) is None
+    for section, value, step in [("train", {"epochs": 3}, "baseline"),
+                                 ("qat", {"epochs": 2}, "plan"),
+                                 ("hardware", {"board": "zcu104"}, "finn")]:
+        b = parse_recipe({**TINY, section: value}).model_dump()
+        assert pipeline.first_changed_step(a, b) == step
 
 
 def test_unknown_step_and_mismatched_architecture(tmp_path):
@@ -88,3 +106,37 @@ def test_unknown_step_and_mismatched_architecture(tmp_path):
         pipeline.run_recipe(parse_recipe(TINY), tmp_path, from_step="bogus")
     with pytest.raises(ConfigError, match="lenet.*takes inputs"):
         pipeline.run_recipe(parse_recipe({**TINY, "name": "t2", "model": {"arch": "lenet"}}), tmp_path)
+
+
+def test_importance_command_on_a_run(finished_run, capsys):
+    from flow.cli import main
+
+    out, _ = finished_run
+    run = out / "tiny"
+    assert main(["importance", str(run), "--compare", "hessian", "quant"]) == 0
+    saved = json.loads((run / "importance" / "compare_hessian_vs_quant.json").read_text())
+    assert saved["layers"]["n"] == 5 and -1 <= saved["layers"]["tau"] <= 1
+    assert main(["importance", str(run), "--compare", "act_l1", "act_l1"]) == 0
+    same = json.loads((run / "importance" / "compare_act_l1_vs_act_l1.json").read_text())
+    scores = json.loads((run / "importance" / "channel_importance.json").read_text())["act_l1"]
+    for layer, r in same["per_layer"].items():
+        pairs = list(itertools.combinations(scores[layer], 2))
+        tied = sum(a == b for a, b in pairs)  # tau-a counts tied pairs (dead channels) as zero
+        assert r["lev"] == 0 and r["tau"] == pytest.approx(1 - tied / len(pairs))
+    assert main(["importance", str(run), "--compare", "act_l1", "quant"]) == 2
+    assert "one is a layer measure" in capsys.readouterr().out
+
+
+def test_simulate_command_on_a_run(finished_run, capsys):
+    from flow.cli import main
+
+    out, _ = finished_run
+    run = out / "tiny"
+    assert main(["simulate", str(run), "--frames", "5", "--backpressure", "0.3"]) == 0
+    result = json.loads((run / "06_simulate" / "result.json").read_text())
+    assert result["frames"] == 5 and result["mismatches"] == 0
+    assert "RTL simulation: 5 frames" in capsys.readouterr().out
+    assert main(["simulate", str(run), "--backpressure", "1.5"]) == 2
+    assert "simulate.backpressure" in capsys.readouterr().out
+    assert main(["simulate", str(out)]) == 2
+    assert "not a run folder with a finished 'finn' step" in capsys.readouterr().out
