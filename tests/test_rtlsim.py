@@ -436,6 +436,14 @@ def test_chain_matches_python(chain):
     assert stats.first_frame_latency > stats.steady_cycles_per_frame
     est = max(chain.sim.exp_cycles.values())
     assert stats.steady_cycles_per_frame == pytest.approx(est, rel=0.25)
+    # per node: a settled pipeline moves every stream at the chain's rate; the slowest node by
+    # FINN's estimate is the one that is never starved or blocked for long
+    assert [n.name for n in stats.nodes] == [n.name for n in chain.rtl_model.graph.node]
+    for n in stats.nodes:
+        assert n.interval == pytest.approx(stats.steady_cycles_per_frame, rel=0.05)
+        assert 0 <= n.busy <= n.interval
+    assert stats.bottleneck.estimated == est
+    assert stats.bottleneck.busy == pytest.approx(est, rel=0.25)
 
 
 def test_backpressure_bit_exact_and_slower(chain):

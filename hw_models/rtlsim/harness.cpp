@@ -1,13 +1,23 @@
 // AXI-Stream driver for the Verilated chain top (rtlsim_top), built by hw_models.rtlsim.build.
 //
 // usage: Vrtlsim_top IN_BIN OUT_BIN STATS_JSON N_IN_WORDS OUT_WORDS_PER_FRAME N_FRAMES
-//                    BACKPRESSURE SEED STALL_CYCLES
+//                    BACKPRESSURE SEED STALL_CYCLES EDGE_WORDS_PER_FRAME
 // IN_BIN holds N_IN_WORDS input words, each as IN_W32 little-endian uint32 (IN_W32 from the
 // port width). The harness offers them back to back on in0_V, accepts out0_V (with output
 // TREADY dropped at random with probability BACKPRESSURE), and stops when OUT_WORDS_PER_FRAME *
 // N_FRAMES words came out, or when no output word came for STALL_CYCLES cycles (status "stall").
 // It then runs a short drain and counts surplus output words. Stats (per-frame completion cycles,
 // per-edge transfer counts and handshake state) go to STATS_JSON.
+//
+// Per-node measurement: EDGE_WORDS_PER_FRAME is a comma-separated list of the words per frame
+// of every edge (edge 0 the chain input, edge i+1 node i's output). For each edge the harness
+// records when its first and latest whole frame ended and the summed first-to-last-word span of
+// its frames; for each node (input edge i, output edge i+1) it counts the cycles in which the
+// node produced no output word because its output was offered but not accepted ("blocked") or
+// while its producer offered no input ("starved"; TREADY is not used here: AXI lets a sink
+// raise it only after TVALID, as FINN's SWG does), and snapshots
+// those counters when its first and latest output frame ended. Everything else is the node's
+// own work (its busy cycles).
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -67,8 +77,9 @@ bool get_bit(const VlWide<N>& sig, int b) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    if (argc != 10) {
-        std::fprintf(stderr, "usage: %s IN OUT STATS N_IN WPF FRAMES BP SEED STALL\n", argv[0]);
+    if (argc != 11) {
+        std::fprintf(stderr, "usage: %s IN OUT STATS N_IN WPF FRAMES BP SEED STALL EDGE_WPF\n",
+                     argv[0]);
         return 2;
     }
     const std::string in_path = argv[1], out_path = argv[2], stats_path = argv[3];
@@ -90,6 +101,19 @@ int main(int argc, char** argv) {
 #error "build with -DRTLSIM_EDGES=<number of streams in the chain>"
 #endif
     const int n_edges = RTLSIM_EDGES;
+    const int n_nodes = n_edges - 1;
+    std::vector<uint64_t> e_wpf;
+    for (const char* p = argv[10]; *p;) {
+        char* end = nullptr;
+        e_wpf.push_back(std::strtoull(p, &end, 10));
+        if (end == p) break;
+        p = *end == ',' ? end + 1 : end;
+    }
+    if (static_cast<int>(e_wpf.size()) != n_edges ||
+        std::find(e_wpf.begin(), e_wpf.end(), 0u) != e_wpf.end()) {
+        std::fprintf(stderr, "EDGE_WPF must list %d positive words-per-frame counts\n", n_edges);
+        return 2;
+    }
     if (ow > 1024) {
         std::fprintf(stderr, "output stream wider than 32768 bits\n");
         return 2;
@@ -108,6 +132,15 @@ int main(int argc, char** argv) {
     out.reserve(n_out * ow);
     std::vector<uint64_t> frame_done;
     std::vector<uint64_t> edge_xfers(n_edges, 0), edge_last(n_edges, 0);
+    // per edge: whole frames seen, cycle of the first/latest frame's last word, first word of the
+    // current frame, summed first-to-last-word spans
+    std::vector<uint64_t> e_frames(n_edges, 0), e_done_first(n_edges, 0), e_done_last(n_edges, 0);
+    std::vector<uint64_t> e_start(n_edges, 0), e_span(n_edges, 0);
+    std::vector<uint8_t> vld(n_edges), rdy(n_edges);
+    // per node: blocked / starved cycle counters, and their values at the first/latest frame end
+    std::vector<uint64_t> n_blk(n_nodes, 0), n_stv(n_nodes, 0);
+    std::vector<uint64_t> n_blk_first(n_nodes, 0), n_stv_first(n_nodes, 0);
+    std::vector<uint64_t> n_blk_last(n_nodes, 0), n_stv_last(n_nodes, 0);
     std::mt19937_64 rng(seed);
     std::bernoulli_distribution stall_out(bp);
 
@@ -145,9 +178,31 @@ int main(int argc, char** argv) {
         const bool in_fire = top->in0_V_TVALID && top->in0_V_TREADY;
         const bool out_fire = top->out0_V_TVALID && top->out0_V_TREADY;
         for (int e = 0; e < n_edges; ++e) {
-            if (get_bit(top->dbg_vld, e) && get_bit(top->dbg_rdy, e)) {
-                ++edge_xfers[e];
-                edge_last[e] = cycle;
+            vld[e] = get_bit(top->dbg_vld, e);
+            rdy[e] = get_bit(top->dbg_rdy, e);
+        }
+        for (int i = 0; i < n_nodes; ++i) {
+            if (vld[i + 1] && rdy[i + 1]) continue;  // produced a word: busy
+            if (vld[i + 1]) ++n_blk[i];               // output offered, not accepted
+            else if (!vld[i]) ++n_stv[i];             // and no input offered to it
+        }
+        for (int e = 0; e < n_edges; ++e) {
+            if (!(vld[e] && rdy[e])) continue;
+            if (edge_xfers[e] % e_wpf[e] == 0) e_start[e] = cycle;
+            ++edge_xfers[e];
+            edge_last[e] = cycle;
+            if (edge_xfers[e] % e_wpf[e] == 0) {
+                e_span[e] += cycle - e_start[e] + 1;
+                e_done_last[e] = cycle;
+                if (e_frames[e]++ == 0) e_done_first[e] = cycle;
+                if (e > 0) {
+                    if (e_frames[e] == 1) {
+                        n_blk_first[e - 1] = n_blk[e - 1];
+                        n_stv_first[e - 1] = n_stv[e - 1];
+                    }
+                    n_blk_last[e - 1] = n_blk[e - 1];
+                    n_stv_last[e - 1] = n_stv[e - 1];
+                }
             }
         }
         if (out_fire) {
@@ -202,6 +257,16 @@ int main(int argc, char** argv) {
     list("frame_done", [&](int i) { return frame_done[i]; }, static_cast<int>(frame_done.size()));
     list("edge_xfers", [&](int i) { return edge_xfers[i]; }, n_edges);
     list("edge_last", [&](int i) { return edge_last[i]; }, n_edges);
+    list("edge_frames", [&](int i) { return e_frames[i]; }, n_edges);
+    list("edge_done_first", [&](int i) { return e_done_first[i]; }, n_edges);
+    list("edge_done_last", [&](int i) { return e_done_last[i]; }, n_edges);
+    list("edge_span_sum", [&](int i) { return e_span[i]; }, n_edges);
+    list("node_blocked", [&](int i) { return n_blk[i]; }, n_nodes);
+    list("node_starved", [&](int i) { return n_stv[i]; }, n_nodes);
+    list("node_blocked_first", [&](int i) { return n_blk_first[i]; }, n_nodes);
+    list("node_starved_first", [&](int i) { return n_stv_first[i]; }, n_nodes);
+    list("node_blocked_last", [&](int i) { return n_blk_last[i]; }, n_nodes);
+    list("node_starved_last", [&](int i) { return n_stv_last[i]; }, n_nodes);
     list("edge_vld", [&](int i) { return static_cast<uint64_t>(get_bit(top->dbg_vld, i)); },
          n_edges);
     std::fprintf(s, "\"edge_rdy\": [");

@@ -216,7 +216,7 @@ def generate_rtl(
             raise HardwareError(
                 f"HDL generation failed for node {node.name} ({node.op_type}): {exc}"
             ) from exc
-        log.info("generated HDL for %s (%s) in %s", node.name, node.op_type, node_dir)
+        log.debug("generated HDL for %s (%s) in %s", node.name, node.op_type, node_dir)
     for node in model.graph.node:
         if node.op_type == "MVAU_rtl":
             inst = getCustomOp(node)

@@ -7,7 +7,7 @@ import logging
 import subprocess
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,35 @@ from hw_models.errors import SimulationError
 from hw_models.rtlsim.build import Simulator
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class NodeCycles:
+    """Measured cycles per frame of one chain node, next to FINN's estimate (JSON-able).
+
+    All values are per frame, over the node's steady window (from the end of its first output
+    frame to the end of its last one), so None with fewer than two frames. In a pipeline every
+    node settles to the chain's rate, so `interval` alone cannot name a bottleneck: `busy` (the
+    interval minus the cycles the node waited on its neighbours) is the node's own cost, the
+    number to set against FINN's `estimated` get_exp_cycles().
+    """
+
+    name: str
+    op_type: str
+    estimated: int  # FINN's get_exp_cycles() (0 for DWCs and FIFOs: FINN does not model them)
+    words_per_frame: int  # output stream words per frame
+    interval: float | None  # cycles between the ends of successive output frames
+    busy: float | None  # interval - blocked - starved: the cycles the node itself needed
+    blocked: float | None  # cycles its output word waited for the consumer (backpressure)
+    starved: float | None  # cycles it produced nothing while its producer offered nothing
+    span: float | None  # mean cycles from a frame's first to its last output word
+
+    @property
+    def over_estimate(self) -> float | None:
+        """busy / estimated (None without an estimate or a steady window)."""
+        if self.busy is None or not self.estimated:
+            return None
+        return self.busy / self.estimated
 
 
 @dataclass
@@ -31,10 +60,34 @@ class RunStats:
     wall_s: float
     backpressure: float
     seed: int
+    nodes: list[NodeCycles] = field(default_factory=list)  # per-node measurement, chain order
 
     def to_json(self) -> dict:
         """Plain data."""
         return asdict(self)
+
+    @property
+    def bottleneck(self) -> NodeCycles | None:
+        """The node with the most busy cycles per frame (None with fewer than two frames)."""
+        timed = [n for n in self.nodes if n.busy is not None]
+        return max(timed, key=lambda n: n.busy) if timed else None
+
+    def node_table(self) -> str:
+        """Plain-text table: per node measured busy/interval/stall cycles vs FINN's estimate."""
+        def f(x: float | None) -> str:
+            return "-" if x is None else f"{x:.1f}"
+
+        rows = [("node", "op", "est", "busy", "interval", "blocked", "starved", "busy/est")]
+        for n in self.nodes:
+            ratio = n.over_estimate
+            rows.append((n.name, n.op_type.removesuffix("_rtl"), str(n.estimated), f(n.busy),
+                         f(n.interval), f(n.blocked), f(n.starved),
+                         "-" if ratio is None else f"{ratio:.2f}"))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        return "\n".join(
+            "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in
+                      enumerate(zip(r, widths))) for r in rows
+        )
 
 
 def _words_to_u32(words: list[int], bits: int) -> np.ndarray:
@@ -94,6 +147,31 @@ def unpack_frames(sim: Simulator, words: list[int], n: int) -> np.ndarray:
         words, None, dt, tuple([n] + sim.out_folded[1:]), last.out_bits, dt.bitwidth()
     )
     return np.asarray(arr, dtype=np.float32).reshape([n] + sim.out_shape[1:])
+
+
+def edge_words_per_frame(sim: Simulator) -> list[int]:
+    """Stream words per frame of every edge: the chain input, then each node's output."""
+    return [sim.nodes[0].in_words] + [n.out_words for n in sim.nodes]
+
+
+def node_cycles(sim: Simulator, st: dict) -> list[NodeCycles]:
+    """Per-node steady cycles per frame from the harness's per-edge / per-node counters."""
+    res = []
+    for i, node in enumerate(sim.nodes):
+        e = i + 1
+        k = st["edge_frames"][e] - 1  # whole frames in the steady window
+        interval = busy = blocked = starved = span = None
+        if k >= 1:
+            interval = (st["edge_done_last"][e] - st["edge_done_first"][e]) / k
+            blocked = (st["node_blocked_last"][i] - st["node_blocked_first"][i]) / k
+            starved = (st["node_starved_last"][i] - st["node_starved_first"][i]) / k
+            busy = interval - blocked - starved
+            span = st["edge_span_sum"][e] / (k + 1)
+        res.append(
+            NodeCycles(node.name, node.op_type, node.exp_cycles, node.out_words, interval, busy,
+                       blocked, starved, span)
+        )
+    return res
 
 
 def default_stall_cycles(sim: Simulator, backpressure: float) -> int:
@@ -225,6 +303,7 @@ def run_words(
             str(int(seed)),
             str(int(stall_cycles)),
         ]
+        cmd.append(",".join(str(w) for w in edge_words_per_frame(sim)))
         t0 = time.monotonic()
         try:
             res = subprocess.run(
@@ -290,6 +369,7 @@ def run_frames(
         wall_s=st["wall_s"],
         backpressure=backpressure,
         seed=seed,
+        nodes=node_cycles(sim, st),
     )
     log.info(
         "rtlsim: %d frames in %d cycles (latency %d, %.1f cycles/frame steady), %.0f cycles/s",
