@@ -36,6 +36,7 @@ class HardwareSection(_Section):
     board: str = "pynq-z1"
     target_fps: float = Field(default=100_000, gt=0)  # folding target, frames per second
     clock_mhz: float | None = Field(default=None, gt=0)  # None: the board's default clock
+    fifo_depth: int = Field(default=32, ge=2, le=65536)  # words per FIFO between layers
 
 
 class SimulateSection(_Section):

@@ -8,8 +8,8 @@ returns a JSON-serialisable `FinnEstimate`:
   qonnx_to_finn -> tidy_up -> streamline -> convert_to_hw (standalone thresholds)
   -> minimize_bit_width  ......................... python-executable HW model ("hw_python")
   -> create_dataflow_partition ................... parent + child ("dataflow_python")
-  -> specialize_layers (RTL preferred) -> set_folding (clock / target fps)
-  -> minimize_bit_width -> insert_dwc_fifo (shallow FIFOs) -> annotate_cycles ("dataflow_rtl")
+  -> specialize_layers (RTL preferred) -> set_folding (clock / target fps; RTL MVAU refolded)
+  -> minimize_bit_width -> insert_dwc_fifo (fixed-depth FIFOs) -> annotate_cycles ("dataflow_rtl")
 """
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ SUPPORTED_OPS = (
 # ops that may stay in software before/after the accelerator (layout changes, output scaling)
 SOFTWARE_EDGE_OPS = {"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Mul",
                      "Div", "Add", "Sub", "TopK", "ArgMax", "Softmax"}
+DEFAULT_FIFO_DEPTH = 32  # words per inter-layer FIFO (see insert_dwc_fifo)
 FINN_TO_RES = {"LUT": "LUT", "BRAM_18K": "BRAM18", "URAM": "URAM", "DSP": "DSP"}
 
 Stage = Callable[[Any], Any]  # ModelWrapper -> ModelWrapper (qonnx is imported lazily)
@@ -464,35 +465,76 @@ def set_folding(model, target_cycles_per_frame: int):
         inst.set_nodeattr("PE", next(d for d in range(min(pe, common), common + 1)
                                      if common % d == 0))
     for node in model.get_nodes_by_op_type("MVAU_rtl"):
-        _keep_two_simd_folds(getCustomOp(node))
+        _refold_mvau(model, node)
     return model.transform(GiveUniqueNodeNamesRecursive())
 
 
-def _keep_two_simd_folds(inst) -> None:
-    """Keep MW/SIMD >= 2 on an RTL MVAU, raising PE to keep the throughput.
+def _refold_mvau(model, node) -> None:
+    """Re-pick an RTL MVAU's SIMD/PE (never slower than FINN's choice) for two RTL constraints.
 
-    finn-rtllib's mvu_vvu_axi with SIMD == MW overflows its output queue under backpressure
-    ("Overflowing output queue" assertion, seen in our Verilator runs), losing outputs.
+    - MW/SIMD >= 2: finn-rtllib's mvu_vvu_axi with SIMD == MW overflows its output queue under
+      backpressure ("Overflowing output queue" assertion in our Verilator runs), losing outputs.
+    - SIMD a multiple or divisor of the producing sliding window's SIMD: otherwise the width
+      converter between them has a non-integer ratio, and finn-rtllib's converter then takes
+      about two cycles per word, halving the throughput that FINN's estimate (which gives
+      converters no cycles) promises. Measured on digits: 1247 vs 686 cycles/frame.
     """
-    mw, mh = int(inst.get_nodeattr("MW")), int(inst.get_nodeattr("MH"))
-    simd, pe = int(inst.get_nodeattr("SIMD")), int(inst.get_nodeattr("PE"))
-    if mw < 2 or simd < mw:
-        return
-    new_simd = max(d for d in range(1, mw // 2 + 1) if mw % d == 0)
-    wanted_pe = pe * -(-simd // new_simd)
-    new_pe = next((d for d in range(wanted_pe, mh + 1) if mh % d == 0), mh)
-    inst.set_nodeattr("SIMD", new_simd)
-    inst.set_nodeattr("PE", new_pe)
+    from qonnx.custom_op.registry import getCustomOp
+
+    inst = getCustomOp(node)
+    producer = model.find_producer(node.input[0])
+    in_simd = None
+    if producer is not None and producer.op_type.startswith("ConvolutionInputGenerator"):
+        in_simd = int(getCustomOp(producer).get_nodeattr("SIMD"))
+    simd, pe = mvau_folding(
+        int(inst.get_nodeattr("MW")), int(inst.get_nodeattr("MH")),
+        int(np.prod(inst.get_nodeattr("numInputVectors"))), int(inst.get_exp_cycles()), in_simd,
+    )
+    inst.set_nodeattr("SIMD", simd)
+    inst.set_nodeattr("PE", pe)
 
 
-def insert_dwc_fifo(model, part: str):
-    """Width converters and shallow FIFOs between layers (no Vivado-based FIFO sizing)."""
+def mvau_folding(mw: int, mh: int, vectors: int, max_cycles: int,
+                 in_simd: int | None = None) -> tuple[int, int]:
+    """(SIMD, PE) with the fewest lanes SIMD*PE taking at most max_cycles per frame.
+
+    SIMD | MW with MW/SIMD >= 2 (when MW >= 2), PE | MH, and SIMD a multiple or divisor of
+    in_simd when given. Cycles per frame are FINN's (MW/SIMD)*(MH/PE)*vectors. If no folding
+    is fast enough, the fastest allowed one.
+    """
+    def divisors(n: int) -> list[int]:
+        return [d for d in range(1, n + 1) if n % d == 0]
+
+    simds = [s for s in divisors(mw) if (mw < 2 or mw // s >= 2)
+             and (in_simd is None or s % in_simd == 0 or in_simd % s == 0)]
+    options = [(s, p) for s in simds for p in divisors(mh)]
+
+    def cycles(o: tuple[int, int]) -> int:
+        return (mw // o[0]) * (mh // o[1]) * vectors
+
+    fast = [o for o in options if cycles(o) <= max_cycles]
+    if fast:
+        return min(fast, key=lambda o: (o[0] * o[1], cycles(o), o[0]))
+    return min(options, key=lambda o: (cycles(o), o[0] * o[1]))
+
+
+def insert_dwc_fifo(model, part: str, fifo_depth: int = DEFAULT_FIFO_DEPTH):
+    """Width converters, and FIFOs of `fifo_depth` words between all layers.
+
+    FINN sizes FIFOs by simulation in Vivado; without it every FIFO gets one fixed depth. FINN's
+    shallow 2-word FIFOs let bursty producers (sliding windows) stall their neighbours: on
+    digits the RTL ran 11 % slower than FINN's estimate with depth 2, 2 % faster with 32.
+    """
     from finn.transformation.fpgadataflow.insert_dwc import InsertDWC
     from finn.transformation.fpgadataflow.insert_fifo import InsertFIFO
+    from qonnx.custom_op.registry import getCustomOp
     from qonnx.transformation.general import GiveReadableTensorNames
 
     model = model.transform(InsertDWC())
     model = model.transform(InsertFIFO(create_shallow_fifos=True))
+    for node in model.get_nodes_by_op_type("StreamingFIFO"):
+        inst = getCustomOp(node)
+        inst.set_nodeattr("depth", max(int(inst.get_nodeattr("depth")), fifo_depth))
     model = specialize_layers(model, part)
     return model.transform(GiveReadableTensorNames())
 
@@ -610,6 +652,7 @@ def build_dataflow(
     verify_frames: int = 4,
     verify_tolerance: float = 0.05,
     source: str = "model",
+    fifo_depth: int = DEFAULT_FIFO_DEPTH,
 ) -> FinnEstimate:
     """Run the FINN dataflow stages on a QONNX ModelWrapper (not modified) and estimate it.
 
@@ -622,6 +665,8 @@ def build_dataflow(
     board = get_board(board)
     if not target_fps > 0:
         raise ModelError(f"target_fps must be positive, got {target_fps}")
+    if not 2 <= fifo_depth <= 65536:
+        raise ModelError(f"fifo_depth must be 2..65536 words, got {fifo_depth}")
     clock = float(clock_mhz or board.clock_mhz)
     work = Path(work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -657,7 +702,7 @@ def build_dataflow(
         [("specialize_layers", lambda x: specialize_layers(x, part)),
          ("set_folding", lambda x: set_folding(x, target_cycles)),
          ("minimize_bit_width_folded", minimize_bit_width),
-         ("insert_dwc_fifo", lambda x: insert_dwc_fifo(x, part)),
+         ("insert_dwc_fifo", lambda x: insert_dwc_fifo(x, part, fifo_depth)),
          ("annotate_cycles", annotate_cycles)], start=7
     ):
         child = save(_run(stage, fn, child, source), stage, f"{i:02d}_{stage}.onnx")

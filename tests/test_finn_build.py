@@ -14,7 +14,7 @@ from qonnx.custom_op.registry import getCustomOp
 from torch import nn
 
 from flow.errors import ModelError, VerificationError
-from flow.finn_build import build_dataflow, estimate_qonnx, verify_hw_model
+from flow.finn_build import build_dataflow, estimate_qonnx, mvau_folding, verify_hw_model
 
 # ----------------------------------------------------------------------------- networks
 
@@ -175,6 +175,34 @@ def test_tiny_cnn_artefacts(tiny):
     assert python_child.get_nodes_by_op_type("MVAU")  # unspecialised, python-executable
 
 
+def test_tiny_cnn_streams_need_no_fractional_width_converters(tiny):
+    # a converter between widths that do not divide each other halves finn-rtllib's throughput
+    child = ModelWrapper(tiny.paths["dataflow_rtl"])
+    for node in child.get_nodes_by_op_type("StreamingDataWidthConverter_rtl"):
+        w_in, w_out = (getCustomOp(node).get_nodeattr(k) for k in ("inWidth", "outWidth"))
+        assert max(w_in, w_out) % min(w_in, w_out) == 0, (node.name, w_in, w_out)
+    depths = {getCustomOp(n).get_nodeattr("depth")
+              for n in child.get_nodes_by_op_type("StreamingFIFO_rtl")}
+    assert depths == {32}
+
+
+@pytest.mark.parametrize("args, expected", [
+    # digits conv2: MW 3*3*16, MH 32, 6x6 pixels; FINN chose SIMD 9 PE 32 (576 cycles) next to a
+    # sliding window of SIMD 8: 288 lanes again, SIMD a multiple of 8, MW/SIMD = 2
+    ((144, 32, 36, 576, 8), (72, 4)),
+    # a classifier FINN folded to SIMD == MW (10 cycles): half the SIMD, twice the PE
+    ((64, 10, 1, 10, None), (32, 2)),
+    # nothing reaches 1 cycle with MW/SIMD >= 2: the fastest allowed folding
+    ((16, 4, 1, 1, None), (8, 4)),
+])
+def test_mvau_folding_closed_form(args, expected):
+    mw, mh, vectors, max_cycles, in_simd = args
+    simd, pe = mvau_folding(*args)
+    assert (simd, pe) == expected
+    assert mw % simd == 0 and mh % pe == 0 and mw // simd >= 2
+    assert in_simd is None or simd % in_simd == 0 or in_simd % simd == 0
+
+
 def test_verification_error_when_models_differ(tiny):
     hw = ModelWrapper(tiny.paths["hw_python"])
     mul = hw.get_nodes_by_op_type("Mul")[0]  # the output scale, left in software
@@ -260,6 +288,9 @@ def test_unconvertible_layer_is_named(tmp_path):
         estimate_qonnx(path, "zcu104", 1000, tmp_path / "w", input_dtype="UINT4")
 
 
-def test_bad_target_fps(tiny_onnx, tmp_path):
+def test_bad_target_fps_and_fifo_depth(tiny_onnx, tmp_path):
     with pytest.raises(ModelError, match="target_fps"):
         build_dataflow(ModelWrapper(str(tiny_onnx)), "zcu104", 0, tmp_path, "UINT4")
+    with pytest.raises(ModelError, match="fifo_depth must be 2..65536"):
+        build_dataflow(ModelWrapper(str(tiny_onnx)), "zcu104", 1000, tmp_path, "UINT4",
+                       fifo_depth=1)
