@@ -23,7 +23,7 @@ test: venv
 	$(PY) -m pytest -q
 
 bench: venv
-	$(PY) -m bench
+	$(PY) -m flow.bench
 
 clean:
 	rm -rf build/out build/bench
