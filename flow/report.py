@@ -92,6 +92,7 @@ def build_summary(recipe: dict, results: dict) -> dict:
             "fps": finn["performance"]["fps"], "latency_us": finn["performance"]["latency_us"],
             "steady_state_cycles": finn["performance"]["steady_state_cycles"],
             "clock_mhz": finn["clock_mhz"], "hls_nodes": finn["hls_nodes"],
+            "target_fps": recipe["hardware"]["target_fps"],
         }
     if sim:
         summary["simulation"] = {k: v for k, v in sim.items() if k != "seconds"}
@@ -137,9 +138,11 @@ def print_summary(summary: dict, console: Console | None = None) -> None:
     ]
     if hw:
         fit = "fits" if hw["fits"] else f"DOES NOT FIT (over: {', '.join(hw['over'])})"
+        met = "met" if hw["fps"] >= hw["target_fps"] else "MISSED"
         lines.append(
-            f"hardware: {hw['fps']:,.0f} frames/s at {hw['clock_mhz']:g} MHz, latency "
-            f"{hw['latency_us']:.2f} us (estimate), {fit} on {summary['board']}"
+            f"hardware: {hw['fps']:,.0f} frames/s at {hw['clock_mhz']:g} MHz (target "
+            f"{hw['target_fps']:,.0f}: {met}), latency {hw['latency_us']:.2f} us (estimate), "
+            f"{fit} on {summary['board']}"
         )
     sim = summary.get("simulation")
     if sim:
@@ -149,6 +152,10 @@ def print_summary(summary: dict, console: Console | None = None) -> None:
             f"cycles/frame measured vs {sim['estimated_cycles_per_frame']} estimated, first-frame "
             f"latency {sim['measured_latency_cycles']} cycles"
         )
+        if sim.get("bottleneck"):
+            b = sim["bottleneck"]
+            lines.append(f"measured bottleneck: {b['node']}, busy {b['busy_cycles']:.0f} "
+                         f"cycles/frame (FINN estimate {b['estimated_cycles']})")
     for line in lines:
         console.print(line)
 

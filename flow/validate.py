@@ -17,6 +17,7 @@ from qonnx.core.onnx_exec import execute_onnx
 from qonnx.custom_op.registry import getCustomOp
 
 from flow.errors import ModelError, VerificationError
+from flow.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,12 @@ def validate_rtl(finn_dir: Path, paths: dict[str, str], frames: np.ndarray, labe
         "measured_over_estimated": None if measured is None else measured / estimated_cycles,
         "measured_fps": None if measured is None else clock_mhz * 1e6 / measured,
         "backpressure": backpressure,
+        "bottleneck": None if stats.bottleneck is None else {
+            "node": stats.bottleneck.name, "busy_cycles": stats.bottleneck.busy,
+            "estimated_cycles": stats.bottleneck.estimated},
         "sim": stats.to_json(),
     }
+    atomic_write_text(out_dir / "node_cycles.txt", stats.node_table() + "\n")
     result["sim"].pop("frame_done")
     if mismatches:
         first = int(np.flatnonzero((got != part_out).reshape(len(frames), -1).any(1))[0])

@@ -43,7 +43,9 @@ def test_every_step_leaves_its_artefacts(finished_run):
     assert results["finn"]["verification"]["max_rel_error"] < 0.05
     sim = results["simulate"]
     assert sim["frames"] == 20 and sim["mismatches"] == 0 and sim["output_words"] == 200
-    assert sim["measured_cycles_per_frame"] >= sim["estimated_cycles_per_frame"] > 0
+    assert sim["measured_cycles_per_frame"] == pytest.approx(sim["estimated_cycles_per_frame"],
+                                                             rel=0.25)
+    assert sim["bottleneck"]["node"] in (run / "06_simulate" / "node_cycles.txt").read_text()
     assert summary["simulation"]["accuracy"] == sim["accuracy"]
 
 
@@ -135,7 +137,11 @@ def test_simulate_command_on_a_run(finished_run, capsys):
     assert main(["simulate", str(run), "--frames", "5", "--backpressure", "0.3"]) == 0
     result = json.loads((run / "06_simulate" / "result.json").read_text())
     assert result["frames"] == 5 and result["mismatches"] == 0
-    assert "RTL simulation: 5 frames" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "RTL simulation: 5 frames" in printed and "measured bottleneck: " in printed
+    summary = json.loads((run / "summary.json").read_text())
+    met = "met" if summary["hardware"]["fps"] >= 50000 else "MISSED"
+    assert f"(target 50,000: {met})" in printed
     assert main(["simulate", str(run), "--backpressure", "1.5"]) == 2
     assert "simulate.backpressure" in capsys.readouterr().out
     assert main(["simulate", str(out)]) == 2

@@ -68,9 +68,17 @@ class RunStats:
 
     @property
     def bottleneck(self) -> NodeCycles | None:
-        """The node with the most busy cycles per frame (None with fewer than two frames)."""
+        """The node with the most busy cycles per frame (None with fewer than two frames).
+
+        Nodes right after a saturated one (a width converter splitting its words) look just as
+        busy, since they pass its rate on; of those within a cycle of the maximum, the first in
+        the chain is the one that sets the pace.
+        """
         timed = [n for n in self.nodes if n.busy is not None]
-        return max(timed, key=lambda n: n.busy) if timed else None
+        if not timed:
+            return None
+        most = max(n.busy for n in timed)
+        return next(n for n in timed if n.busy >= most - 1)
 
     def node_table(self) -> str:
         """Plain-text table: per node measured busy/interval/stall cycles vs FINN's estimate."""
