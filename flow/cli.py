@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from flow.errors import DensiflowError
+from flow.finn_build import DEFAULT_FIFO_DEPTH
 from hw_models.errors import HardwareError
 
 console = Console(width=None if sys.stdout.isatty() else 140)  # logs and CI get whole tables
@@ -42,10 +43,10 @@ def cmd_estimate(args: argparse.Namespace) -> None:
 
 def _run_folder(path: str, step: str) -> Path:
     """A finished run folder that has completed `step` (else a clear error)."""
-    from flow.pipeline import STEP_NAMES
+    from flow.pipeline import step_folder
 
     run_dir = Path(path)
-    folder = f"{STEP_NAMES.index(step) + 1:02d}_{step}"
+    folder = step_folder(step)
     if not (run_dir / "recipe.yaml").is_file() or not (run_dir / folder).is_dir():
         raise DensiflowError(f"{run_dir}: not a run folder with a finished '{step}' step "
                              f"(expected recipe.yaml and {folder}/)")
@@ -172,8 +173,9 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--board", default="pynq-z1", help="pynq-z1, zcu104, kv260 or u250")
     e.add_argument("--target-fps", type=float, default=100_000, help="folding target (frames/s)")
     e.add_argument("--clock-mhz", type=float, default=None, help="default: the board's clock")
-    e.add_argument("--fifo-depth", type=int, default=32,
-                   help="words per FIFO between layers (default 32; FINN's shallow FIFOs are 2)")
+    e.add_argument("--fifo-depth", type=int, default=DEFAULT_FIFO_DEPTH,
+                   help=f"words per FIFO between layers (default {DEFAULT_FIFO_DEPTH}; FINN's "
+                        "shallow FIFOs are 2)")
     e.add_argument("--input-dtype", default=None,
                    help="integer type of the input if the file does not annotate it, e.g. UINT8")
     e.add_argument("--out", default="build/out", help="output root (default build/out)")

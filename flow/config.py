@@ -8,6 +8,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flow.errors import ConfigError
+from flow.finn_build import DEFAULT_FIFO_DEPTH
 
 
 class _Section(BaseModel):
@@ -36,7 +37,7 @@ class HardwareSection(_Section):
     board: str = "pynq-z1"
     target_fps: float = Field(default=100_000, gt=0)  # folding target, frames per second
     clock_mhz: float | None = Field(default=None, gt=0)  # None: the board's default clock
-    fifo_depth: int = Field(default=32, ge=2, le=65536)  # words per FIFO between layers
+    fifo_depth: int = Field(default=DEFAULT_FIFO_DEPTH, ge=2, le=65536)  # words per FIFO
 
 
 class SimulateSection(_Section):

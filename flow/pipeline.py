@@ -40,7 +40,7 @@ class Run:
     dir: Path
 
     def step_dir(self, step: str) -> Path:
-        return self.dir / f"{STEP_NAMES.index(step) + 1:02d}_{step}"
+        return self.dir / step_folder(step)
 
     def result(self, step: str) -> dict:
         return yaml.safe_load((self.step_dir(step) / "result.json").read_text())
@@ -192,6 +192,11 @@ STEPS: list[tuple[str, Callable[[Run, Path], dict]]] = [
     ("report", step_report),
 ]
 STEP_NAMES = [name for name, _ in STEPS]
+
+
+def step_folder(step: str) -> str:
+    """A step's folder name in the run folder, e.g. '05_finn'."""
+    return f"{STEP_NAMES.index(step) + 1:02d}_{step}"
 
 
 def run_recipe(recipe: Recipe, out_root: Path = Path("build/out"), fresh: bool = False,
