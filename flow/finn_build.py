@@ -447,14 +447,25 @@ def specialize_layers(model, part: str):
 
 
 def set_folding(model, target_cycles_per_frame: int):
-    """PE/SIMD so that each layer takes at most target_cycles_per_frame (FINN's SetFolding)."""
+    """PE/SIMD so that each layer takes at most target_cycles_per_frame (FINN's SetFolding).
+
+    FINN's warnings from inside its passes (e.g. "did not reach the target" before its second
+    pass reaches it) are held back; the nodes still over the target at the end are logged.
+    """
     from finn.transformation.fpgadataflow.set_folding import SetFolding
     from finn.transformation.qonnx.give_unique_node_names_recursive import (
         GiveUniqueNodeNamesRecursive,
     )
     from qonnx.custom_op.registry import getCustomOp
 
-    model = model.transform(SetFolding(max(1, int(target_cycles_per_frame))))
+    target = max(1, int(target_cycles_per_frame))
+    finn_log = logging.getLogger("finn_logger")
+    level = finn_log.level
+    finn_log.setLevel(logging.ERROR)
+    try:
+        model = model.transform(SetFolding(target))
+    finally:
+        finn_log.setLevel(level)
     for node in model.get_nodes_by_op_type("Reshape_rtl"):
         # SetFolding picks a PE dividing the output's last axis only; Reshape's PE must divide
         # the input's last axis as well (e.g. a 1x1x28x28 -> 1x784 flatten: PE | 28, not 784)
@@ -466,6 +477,11 @@ def set_folding(model, target_cycles_per_frame: int):
                                      if common % d == 0))
     for node in model.get_nodes_by_op_type("MVAU_rtl"):
         _refold_mvau(model, node)
+    for node in model.graph.node:
+        cycles = int(getCustomOp(node).get_exp_cycles())
+        if cycles > target:
+            log.warning("%s (%s): %d cycles/frame after folding, over the target of %d; it "
+                        "limits the frame rate", node.name, node.op_type, cycles, target)
     return model.transform(GiveUniqueNodeNamesRecursive())
 
 
