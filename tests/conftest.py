@@ -12,3 +12,14 @@ def finn_build_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("finn_build")
     os.environ.setdefault("FINN_BUILD_DIR", str(path))
     return path
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Tiny models run fastest single-threaded (intra-op threads only add overhead)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

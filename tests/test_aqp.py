@@ -18,16 +18,11 @@ from flow.plan import CompressionPlan
 from flow.train import TrainConfig, train
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")
-def ctx(_one_thread):
+def ctx(torch_one_thread):
     """digits (400 training images), digits_cnn trained briefly, 1-epoch QAT."""
     data = load_dataset("digits", seed=0, limit=400)
     arch = get_architecture("digits_cnn")

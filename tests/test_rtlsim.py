@@ -112,18 +112,26 @@ def build(env, hw: ModelWrapper, tag: str, rtl: ModelWrapper | None = None) -> B
 # single-node models (as in FINN's tests)
 
 
+def one_node_model(op_type, in_shape, out_shape, in_dt, out_dt, extra_inputs=(),
+                   domain="finn.custom_op.fpgadataflow", **attrs) -> ModelWrapper:
+    """A graph of one node, 'inp' -> 'outp', with the given datatypes on both tensors."""
+    if domain == "finn.custom_op.fpgadataflow":
+        attrs["backend"] = "fpgadataflow"
+    inp = helper.make_tensor_value_info("inp", TensorProto.FLOAT, list(in_shape))
+    outp = helper.make_tensor_value_info("outp", TensorProto.FLOAT, list(out_shape))
+    node = helper.make_node(op_type, ["inp", *extra_inputs], ["outp"], domain=domain, **attrs)
+    graph = helper.make_graph([node], op_type.lower(), [inp], [outp])
+    m = ModelWrapper(qonnx_make_model(graph, producer_name=op_type.lower()))
+    m.set_tensor_datatype("inp", in_dt)
+    m.set_tensor_datatype("outp", out_dt)
+    return m
+
+
 def make_mvau(mw, mh, pe, simd, wdt, idt, vecs=(1,)):
     """MVAU without activation (RTL MVU: thresholds are a separate layer)."""
     odt = DataType["INT32"]
-    shape = [*vecs, mw]
-    inp = helper.make_tensor_value_info("inp", TensorProto.FLOAT, shape)
-    outp = helper.make_tensor_value_info("outp", TensorProto.FLOAT, [*vecs, mh])
-    node = helper.make_node(
-        "MVAU",
-        ["inp", "weights"],
-        ["outp"],
-        domain="finn.custom_op.fpgadataflow",
-        backend="fpgadataflow",
+    m = one_node_model(
+        "MVAU", [*vecs, mw], [*vecs, mh], idt, odt, ["weights"],
         MW=mw,
         MH=mh,
         SIMD=simd,
@@ -137,10 +145,6 @@ def make_mvau(mw, mh, pe, simd, wdt, idt, vecs=(1,)):
         numInputVectors=list(vecs),
         mem_mode="internal_decoupled",
     )
-    graph = helper.make_graph([node], "mvau", [inp], [outp])
-    m = ModelWrapper(qonnx_make_model(graph, producer_name="mvau"))
-    m.set_tensor_datatype("inp", idt)
-    m.set_tensor_datatype("outp", odt)
     m.set_tensor_datatype("weights", wdt)
     m.set_initializer("weights", _gen(wdt, (mw, mh)))
     return m
@@ -155,20 +159,13 @@ def make_thresholding(ch, vecs, idt, tdt, act, pe):
     steps = act.get_num_possible_values() - 1
     thresholds = np.sort(_gen(tdt, (ch, steps)), axis=1)
     shape = [*vecs, ch]
-    inp = helper.make_tensor_value_info("inp", TensorProto.FLOAT, shape)
-    outp = helper.make_tensor_value_info("outp", TensorProto.FLOAT, shape)
-    node = helper.make_node(
-        "MultiThreshold",
-        ["inp", "thresh"],
-        ["outp"],
-        domain="qonnx.custom_op.general",
+    m = one_node_model(
+        "MultiThreshold", shape, shape, idt, act, ["thresh"], domain="qonnx.custom_op.general",
         out_dtype=act.name,
         out_bias=float(act.min()),
         out_scale=1.0,
         data_layout={2: "NC", 4: "NHWC"}[len(shape)],
     )
-    graph = helper.make_graph([node], "thr", [inp], [outp])
-    m = ModelWrapper(qonnx_make_model(graph, producer_name="thr"))
     m = m.transform(InferShapes()).transform(InferDataTypes())
     m.set_tensor_datatype("inp", idt)
     m.set_tensor_datatype("outp", act)
@@ -185,12 +182,8 @@ def make_swg(k, ifm_ch, ifm_dim, stride, idt, simd):
     from qonnx.custom_op.general.im2col import compute_conv_output_dim
 
     ofm = [compute_conv_output_dim(ifm_dim[i], k[i], stride[i], 0, 1) for i in range(2)]
-    inp = helper.make_tensor_value_info("inp", TensorProto.FLOAT, [1, *ifm_dim, ifm_ch])
-    outp = helper.make_tensor_value_info("outp", TensorProto.FLOAT, [1, *ofm, k[0] * k[1] * ifm_ch])
-    node = helper.make_node(
-        "Im2Col",
-        ["inp"],
-        ["outp"],
+    m = one_node_model(
+        "Im2Col", [1, *ifm_dim, ifm_ch], [1, *ofm, k[0] * k[1] * ifm_ch], idt, idt,
         domain="finn.custom_op.general",
         stride=list(stride),
         kernel_size=list(k),
@@ -200,10 +193,6 @@ def make_swg(k, ifm_ch, ifm_dim, stride, idt, simd):
         pad_value=0,
         depthwise=0,
     )
-    graph = helper.make_graph([node], "im2col", [inp], [outp])
-    m = ModelWrapper(qonnx_make_model(graph, producer_name="im2col"))
-    m.set_tensor_datatype("inp", idt)
-    m.set_tensor_datatype("outp", idt)
     m = m.transform(InferConvInpGen())
     getCustomOp(m.graph.node[0]).set_nodeattr("SIMD", simd)
     return m
@@ -212,14 +201,8 @@ def make_swg(k, ifm_ch, ifm_dim, stride, idt, simd):
 def make_fmpadding(idim, padding, ch, simd, idt):
     """A single FMPadding HW node."""
     odim = [idim[0] + padding[0] + padding[2], idim[1] + padding[1] + padding[3]]
-    inp = helper.make_tensor_value_info("inp", TensorProto.FLOAT, [1, *idim, ch])
-    outp = helper.make_tensor_value_info("outp", TensorProto.FLOAT, [1, *odim, ch])
-    node = helper.make_node(
-        "FMPadding",
-        ["inp"],
-        ["outp"],
-        domain="finn.custom_op.fpgadataflow",
-        backend="fpgadataflow",
+    return one_node_model(
+        "FMPadding", [1, *idim, ch], [1, *odim, ch], idt, idt,
         ImgDim=list(idim),
         Padding=list(padding),
         NumChannels=ch,
@@ -227,58 +210,31 @@ def make_fmpadding(idim, padding, ch, simd, idt):
         numInputVectors=1,
         SIMD=simd,
     )
-    graph = helper.make_graph([node], "fmpadding", [inp], [outp])
-    m = ModelWrapper(qonnx_make_model(graph, producer_name="fmpadding"))
-    m.set_tensor_datatype("inp", idt)
-    m.set_tensor_datatype("outp", idt)
-    return m
 
 
 def make_dwc(shape, in_width, out_width, dt):
     """A single StreamingDataWidthConverter HW node."""
-    inp = helper.make_tensor_value_info("inp", TensorProto.FLOAT, shape)
-    outp = helper.make_tensor_value_info("outp", TensorProto.FLOAT, shape)
-    node = helper.make_node(
-        "StreamingDataWidthConverter",
-        ["inp"],
-        ["outp"],
-        domain="finn.custom_op.fpgadataflow",
-        backend="fpgadataflow",
+    return one_node_model(
+        "StreamingDataWidthConverter", shape, shape, dt, dt,
         inShape=list(shape),
         outShape=list(shape),
         inWidth=in_width,
         outWidth=out_width,
         dataType=dt.name,
     )
-    graph = helper.make_graph([node], "dwc", [inp], [outp])
-    m = ModelWrapper(qonnx_make_model(graph, producer_name="dwc"))
-    m.set_tensor_datatype("inp", dt)
-    m.set_tensor_datatype("outp", dt)
-    return m
 
 
 def make_fifo(words, elems, depth, ram_style, dt):
     """A single StreamingFIFO HW node (its RTL is finn-rtllib's fifo.sv)."""
     shape = [1, words * elems]
-    inp = helper.make_tensor_value_info("inp", TensorProto.FLOAT, shape)
-    outp = helper.make_tensor_value_info("outp", TensorProto.FLOAT, shape)
-    node = helper.make_node(
-        "StreamingFIFO",
-        ["inp"],
-        ["outp"],
-        domain="finn.custom_op.fpgadataflow",
-        backend="fpgadataflow",
+    return one_node_model(
+        "StreamingFIFO", shape, shape, dt, dt,
         depth=depth,
         folded_shape=[1, words, elems],
         normal_shape=shape,
         dataType=dt.name,
         ram_style=ram_style,
     )
-    graph = helper.make_graph([node], "fifo", [inp], [outp])
-    m = ModelWrapper(qonnx_make_model(graph, producer_name="fifo"))
-    m.set_tensor_datatype("inp", dt)
-    m.set_tensor_datatype("outp", dt)
-    return m
 
 
 def frames_for(hw: ModelWrapper, n: int) -> np.ndarray:
