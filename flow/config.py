@@ -4,11 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flow.errors import ConfigError
 from flow.finn_build import DEFAULT_FIFO_DEPTH
+from flow.io import read_yaml
 
 
 class _Section(BaseModel):
@@ -74,14 +74,7 @@ def parse_recipe(data: Any, source: str = "recipe") -> Recipe:
 
 def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a recipe YAML file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"recipe file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"recipe file {path} is not valid YAML: {err}") from None
-    return parse_recipe(data, source=str(path))
+    return parse_recipe(read_yaml(path, "recipe file"), source=str(path))
 
 
 def _describe(error: dict) -> str:

@@ -1,10 +1,15 @@
-"""Atomic file output: a reader never sees a half-written file."""
+"""File I/O: atomic output (a reader never sees a half-written file), checked YAML input."""
 from __future__ import annotations
 
 import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
+
+import yaml
+
+from flow.errors import ConfigError
 
 
 _UMASK = os.umask(0)
@@ -36,3 +41,15 @@ def _jsonable(obj):
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
+
+
+def read_yaml(path: str | Path, what: str, fmt: str = "YAML") -> Any:
+    """Parse a YAML (or JSON) file; a ConfigError names `what` and the file if it is missing
+    or not valid `fmt`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} does not exist")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{what} {path} is not valid {fmt}: {err}") from None

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from flow.errors import ConfigError
-from flow.io import atomic_write_text
+from flow.io import atomic_write_text, read_yaml
 
 MIN_BITS, MAX_BITS = 1, 8
 
@@ -91,14 +91,7 @@ class CompressionPlan:
     @classmethod
     def load(cls, path: str | Path) -> CompressionPlan:
         """Read a YAML or JSON plan file."""
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"plan file {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise ConfigError(f"plan file {path} is not valid YAML/JSON: {err}") from err
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_yaml(path, "plan file", "YAML/JSON"), source=str(path))
 
 
 def _check_bits(value, where: str) -> int:
