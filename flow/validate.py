@@ -68,7 +68,7 @@ def validate_rtl(finn_dir: Path, paths: dict[str, str], frames: np.ndarray, labe
     got = got.reshape(part_out.shape)
     mismatches = int(np.count_nonzero(got != part_out))
     hw_pred = got.reshape(len(frames), -1).argmax(1)
-    measured = stats.steady_cycles_per_frame
+    measured, slowest = stats.steady_cycles_per_frame, stats.bottleneck
     result = {
         "frames": len(frames),
         "output_words": int(part_out.size),
@@ -81,9 +81,9 @@ def validate_rtl(finn_dir: Path, paths: dict[str, str], frames: np.ndarray, labe
         "measured_over_estimated": None if measured is None else measured / estimated_cycles,
         "measured_fps": None if measured is None else clock_mhz * 1e6 / measured,
         "backpressure": backpressure,
-        "bottleneck": None if stats.bottleneck is None else {
-            "node": stats.bottleneck.name, "busy_cycles": stats.bottleneck.busy,
-            "estimated_cycles": stats.bottleneck.estimated},
+        "bottleneck": None if slowest is None else {
+            "node": slowest.name, "busy_cycles": slowest.busy,
+            "estimated_cycles": slowest.estimated},
         "sim": stats.to_json(),
     }
     atomic_write_text(out_dir / "node_cycles.txt", stats.node_table() + "\n")

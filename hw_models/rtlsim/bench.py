@@ -66,7 +66,7 @@ def bench_chain(
     x = random_frames(gen, frames, seed)
     _, stats = run_frames(sim, x, backpressure=backpressure, seed=seed)
     est = max(n.exp_cycles for n in sim.nodes)
-    measured = stats.steady_cycles_per_frame
+    measured, slowest = stats.steady_cycles_per_frame, stats.bottleneck
     return {
         "nodes": len(sim.nodes),
         "op_types": sorted({n.op_type for n in sim.nodes}),
@@ -84,8 +84,8 @@ def bench_chain(
         "finn_estimated_cycles_per_frame": est,
         "measured_over_estimated": (measured / est) if (measured and est) else None,
         "estimated_bottleneck_node": max(sim.nodes, key=lambda n: n.exp_cycles).name,
-        "measured_bottleneck_node": stats.bottleneck.name if stats.bottleneck else None,
-        "measured_bottleneck_busy_cycles": stats.bottleneck.busy if stats.bottleneck else None,
+        "measured_bottleneck_node": slowest.name if slowest else None,
+        "measured_bottleneck_busy_cycles": slowest.busy if slowest else None,
         "sim_cycles_per_s": round(stats.sim_cycles_per_s),
         "frames_per_s": round(frames / stats.wall_s, 1) if stats.wall_s > 0 else None,
         "run_wall_s": round(stats.wall_s, 4),
