@@ -25,6 +25,14 @@ def test_unknown_method_is_named(tmp_path, capsys):
     assert "unknown method 'magic'" in capsys.readouterr().out
 
 
+def test_simulate_refuses_a_renamed_run_folder(tmp_path, capsys):
+    run = tmp_path / "copy_of_r"
+    (run / "05_finn").mkdir(parents=True)
+    (run / "recipe.yaml").write_text("name: r\n")
+    assert main(["simulate", str(run)]) == 2
+    assert "folder of run 'r' was renamed; name it r again" in capsys.readouterr().out
+
+
 def test_estimate_rejects_non_onnx(tmp_path, capsys):
     bogus = tmp_path / "model.onnx"
     bogus.write_text("not onnx")
