@@ -36,9 +36,17 @@ class Board:
     def clock_hz(self) -> float:
         return self.clock_mhz * 1e6
 
-    def capacity(self) -> dict[str, int]:
-        """Available resources under the keys hw_models.resources uses."""
-        return {"LUT": self.lut, "BRAM18": self.bram18, "URAM": self.uram, "DSP": self.dsp}
+    def capacity(self):
+        """Available resources (a hw_models.resources.Resources, FFs included)."""
+        from hw_models.resources import Resources
+
+        return Resources(lut=self.lut, bram18=self.bram18, uram=self.uram, dsp=self.dsp,
+                         ff=self.ff)
+
+    @property
+    def family(self) -> str:
+        """Yosys synth_xilinx family of the part: xc7 (7-series/Zynq-7000) or xcup (UltraScale+)."""
+        return "xc7" if self.part.startswith("xc7") else "xcup"
 
 
 BOARDS: tuple[Board, ...] = (

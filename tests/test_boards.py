@@ -8,7 +8,7 @@ from finn.util.platforms import platforms
 from hw_models.boards import BOARDS, Board, board_names, get_board
 from hw_models.cycles import critical_path_cycles, pipeline_performance, throughput_fps
 from hw_models.errors import HardwareError, UnknownBoardError
-from hw_models.resources import RESOURCES, fit, total_resources
+from hw_models.resources import BUDGETED, Resources, ResourceSource, fit
 
 # device totals from AMD's product tables (DS190, DS891, DS987, DS962); BRAM in 18 Kb halves
 EXPECTED = {
@@ -23,7 +23,7 @@ EXPECTED = {
 def test_board_counts(name):
     b = get_board(name)
     assert (b.part, b.lut, b.ff, b.bram18, b.uram, b.dsp, b.dsp_type) == EXPECTED[name]
-    assert b.capacity() == {"LUT": b.lut, "BRAM18": b.bram18, "URAM": b.uram, "DSP": b.dsp}
+    assert b.capacity() == Resources(lut=b.lut, bram18=b.bram18, uram=b.uram, dsp=b.dsp, ff=b.ff)
     assert b.clock_hz == b.clock_mhz * 1e6 > 0
 
 
@@ -59,47 +59,50 @@ def test_unknown_board_lists_allowed_names():
         assert name in str(err.value)
 
 
-def test_board_is_frozen():
-    with pytest.raises(AttributeError):
-        get_board("zcu104").dsp = 1  # type: ignore[misc]
-    assert isinstance(BOARDS[0], Board)
-
-
 # ----------------------------------------------------------------------------- resources
+
+FINN = ResourceSource.FINN_ESTIMATE
 
 
 def test_totals_sum_each_resource():
-    layers = [{"LUT": 100, "BRAM18": 2, "DSP": 3}, {"LUT": 50.5, "URAM": 1, "FF": 999}]
-    assert total_resources(layers) == {"LUT": 150.5, "BRAM18": 2, "URAM": 1, "DSP": 3}
+    parts = [Resources(lut=100, bram18=2, dsp=3), Resources(lut=50.5, uram=1, ff=999)]
+    assert Resources.total(parts) == Resources(lut=150.5, bram18=2, uram=1, dsp=3, ff=999)
+    assert Resources.total([Resources(lut=1)]).ff is None  # no source counted FFs
 
 
 def test_fit_per_resource_closed_form():
     z1 = get_board("pynq-z1")  # 53,200 LUT, 280 BRAM18, 0 URAM, 220 DSP
-    report = fit({"LUT": 26_600, "BRAM18": 280, "URAM": 0, "DSP": 221}, z1)
+    report = fit(Resources(lut=26_600, bram18=280, uram=0, dsp=221), z1, FINN)
     rows = {r.resource: r for r in report.rows}
-    assert list(rows) == list(RESOURCES)
-    assert rows["LUT"].utilisation == 0.5 and rows["LUT"].fits
-    assert rows["BRAM18"].utilisation == 1.0 and rows["BRAM18"].fits  # exactly full still fits
-    assert rows["URAM"].utilisation == 0.0 and rows["URAM"].fits
-    assert rows["DSP"].used == 221 and rows["DSP"].available == 220 and not rows["DSP"].fits
-    assert not report.fits and report.over == ["DSP"]
-    assert "DSP 221/220" in report.describe() and "OVER" in report.describe()
-    d = report.to_dict()
-    assert d["fits"] is False and d["over"] == ["DSP"] and d["resources"]["LUT"]["fits"]
+    assert list(rows) == list(BUDGETED)
+    assert rows["lut"].utilisation == 0.5 and rows["lut"].fits
+    assert rows["bram18"].utilisation == 1.0 and rows["bram18"].fits  # exactly full still fits
+    assert rows["uram"].utilisation == 0.0 and rows["uram"].fits
+    assert rows["dsp"].used == 221 and rows["dsp"].available == 220 and not rows["dsp"].fits
+    assert not report.fits and report.over == ["dsp"]
+    assert "dsp 221/220" in report.describe() and "OVER" in report.describe()
+    assert report.source is FINN
 
 
 def test_fit_reports_every_resource_over_and_missing_uram():
-    report = fit({"LUT": 60_000, "BRAM18": 300, "URAM": 1, "DSP": 0}, "Pynq-Z1")
-    assert report.over == ["LUT", "BRAM18", "URAM"]  # Zynq-7020 has no URAM at all
-    assert math.isinf(report.row("URAM").utilisation)
+    report = fit(Resources(lut=60_000, bram18=300, uram=1, dsp=0), "Pynq-Z1", FINN)
+    assert report.over == ["lut", "bram18", "uram"]  # Zynq-7020 has no URAM at all
+    assert math.isinf(report.row("uram").utilisation)
 
 
 def test_fit_limit_and_bad_limit():
-    totals = {"LUT": 40_000}
-    assert fit(totals, "pynq-z1").fits
-    assert fit(totals, "pynq-z1", limit=0.7).over == ["LUT"]  # 40,000 > 0.7 * 53,200
+    used = Resources(lut=40_000)
+    assert fit(used, "pynq-z1", FINN).fits
+    assert fit(used, "pynq-z1", FINN, limit=0.7).over == ["lut"]  # 40,000 > 0.7 * 53,200
     with pytest.raises(ValueError):
-        fit(totals, "pynq-z1", limit=1.5)
+        fit(used, "pynq-z1", FINN, limit=1.5)
+
+
+def test_resources_reject_negative_and_unknown_names():
+    with pytest.raises(ValueError):
+        Resources(lut=-1)
+    with pytest.raises(KeyError, match="lut, bram18"):
+        Resources().get("LUT")
 
 
 # ----------------------------------------------------------------------------- cycles
