@@ -28,7 +28,7 @@ from flow.errors import ModelError, VerificationError
 from flow.io import atomic_write_json
 from hw_models.boards import Board, get_board
 from hw_models.cycles import pipeline_performance
-from hw_models.resources import fit, total_resources
+from hw_models.resources import Resources, ResourceSource, fit
 
 log = logging.getLogger(__name__)
 
@@ -731,11 +731,11 @@ def build_dataflow(
     from finn.analysis.fpgadataflow.dataflow_performance import dataflow_performance
 
     rows = layer_rows(child, part)
-    totals = total_resources(
-        {"LUT": r.lut, "BRAM18": r.bram18, "URAM": r.uram, "DSP": r.dsp} for r in rows
-    )
+    used = Resources.total(Resources(lut=r.lut, bram18=r.bram18, uram=r.uram, dsp=r.dsp)
+                           for r in rows)
+    totals = {"LUT": used.lut, "BRAM18": used.bram18, "URAM": used.uram, "DSP": used.dsp}
     perf = pipeline_performance({r.name: r.cycles for r in rows}, clock, _predecessors(child))
-    fit_report = fit(totals, board)
+    fit_report = fit(used, board, ResourceSource.FINN_ESTIMATE)
     notes = []
     if not fit_report.fits:
         notes.append(f"does not fit {board.name}: too many {', '.join(fit_report.over)}")
@@ -748,7 +748,7 @@ def build_dataflow(
         board=board.name, part=part, clock_mhz=clock, target_fps=float(target_fps),
         target_cycles_per_frame=target_cycles,
         input_dtype=qonnx_model.get_tensor_datatype(qonnx_model.graph.input[0].name).name,
-        layers=rows, totals=totals, fit=fit_report.to_dict(), performance=perf.to_dict(),
+        layers=rows, totals=totals, fit=fit_report.model_dump(mode="json") | {"fits": fit_report.fits, "over": fit_report.over, "resources": {r.resource: r.model_dump() for r in fit_report.rows}}, performance=perf.to_dict(),
         finn_performance=dict(child.analysis(dataflow_performance)),
         hls_nodes=[r.name for r in rows if r.impl_style == "hls"],
         outside_partition=outside, paths=paths, verification=verification, notes=notes,
