@@ -4,10 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test test-fast lint bench figures clean
 
 venv: $(STAMP)
 
+# finn-plus pins brevitas==0.13.0 (setuptools<70), torch 2.13 needs setuptools>=77: the stack goes
+# in with one resolve, finn-plus afterwards with --no-deps.
 $(STAMP): requirements/stack.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
@@ -22,8 +24,18 @@ demo: venv
 test: venv
 	$(PY) -m pytest -q
 
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow and not rtlsim"
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
 bench: venv
 	$(PY) -m flow.bench
+
+# the README's measured figures, regenerated from the runs' summaries (runs the recipes if needed)
+figures: venv
+	$(PY) -m flow.figures
 
 clean:
 	rm -rf build/out build/bench

@@ -28,92 +28,85 @@ import logging
 import time
 from pathlib import Path
 
-import torch
-
 from flow.importance.layer import LayerImportance
-from flow.models import ptq_model
 from flow.importance.pruning import keep_strongest_fraction
 from flow.io import atomic_write_json, atomic_write_text
-from flow.methods import MethodContext
+from flow.methods.base import MethodContext
+from flow.methods.params import AqpParams
 from flow.metrics import plan_metrics
-from flow.plan import MAX_BITS, CompressionPlan
-from flow.train import accuracy, train
+from flow.models import qat_model
+from flow.plan import CompressionPlan
+from flow.train import accuracy
+from hw_models.rules import MAX_BITS, input_bits
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["method", "kind", "model", "params_m", "nonzero_params", "avg_bits", "param_size_mb",
-           "weight_mb_dense", "weight_mb_sparse", "compression_ratio", "val_acc", "test_acc",
+COLUMNS = ["method", "kind", "stage", "model", "params_m", "nonzero_params", "avg_bits",
+           "param_size_mbyte", "weight_mbyte_dense", "weight_mbyte_sparse", "compression_ratio", "val_acc", "test_acc",
            "acc_diff_points", "finetune_s"]
 
 
-def baseline_plans(ctx: MethodContext, p: dict, channel_scores: dict[str, list[float]]
+def baseline_plans(ctx: MethodContext, p: AqpParams, channel_scores: dict[str, list[float]]
                    ) -> dict[str, CompressionPlan]:
     """The fixed uniform-bit and fixed channel-pruning plans, by row name."""
-    input_bits = min(ctx.data.input_bits, MAX_BITS)
-    floor = max(p["min_act_bits"], ctx.min_bits)
+    in_bits = input_bits(ctx.data.input_bits)
+    floor = max(p.min_act_bits, ctx.min_bits)
     plans = {}
-    for b in p["baseline_bits"]:
-        plans[f"Fixed W{b}A{max(b, floor)}"] = ctx.arch.uniform_plan(b, max(b, floor), input_bits)
-    pb = p["baseline_prune_bits"]
-    for frac in p["baseline_prune"]:
-        plan = ctx.arch.uniform_plan(pb, max(pb, floor), input_bits)
+    for b in p.baseline_bits:
+        plans[f"Fixed W{b}A{max(b, floor)}"] = ctx.arch.uniform_plan(b, max(b, floor), in_bits)
+    pb = p.baseline_prune_bits
+    for frac in p.baseline_prune:
+        plan = ctx.arch.uniform_plan(pb, max(pb, floor), in_bits)
         for name, scores in channel_scores.items():
             plan = plan.with_layer(name, keep=keep_strongest_fraction(scores, frac))
         plans[f"Fixed prune {round(frac * 100)}% (W{pb})"] = plan
     return plans
 
 
-def finetune(ctx: MethodContext, plan: CompressionPlan, calib_x: torch.Tensor, label: str):
-    """QAT from the float weights (kept channels sliced, unstructured masks fixed): the model."""
-    model = ptq_model(ctx.arch, ctx.float_model, plan, calib_x)
-    train(model, ctx.data.x_train, ctx.data.y_train, ctx.qat, label, ctx.data.x_val, ctx.data.y_val)
-    return model
-
-
-def run_report(ctx: MethodContext, p: dict, aqp_plans: dict[str, CompressionPlan],
+def run_report(ctx: MethodContext, p: AqpParams, aqp_plans: dict[str, CompressionPlan],
                channel_scores: dict[str, list[float]], importance: LayerImportance,
                out_dir: Path) -> dict:
     """Fine-tune and evaluate every variant; write table, figures; return the table as data."""
-    from flow.methods.aqp import calibration_images
-
     out_dir = Path(out_dir)
-    calib_x = calibration_images(ctx, p["calib_samples"])
     x_test, y_test = ctx.data.x_test, ctx.data.y_test
     float_acc = accuracy(ctx.float_model, x_test, y_test)
     full_params = sum(g.params for g in ctx.arch.geometry())
     rows = [{
-        "method": "Float baseline", "kind": "float", "model": ctx.arch.name,
+        "method": "Float baseline", "kind": "float", "stage": "float training",
+        "model": ctx.arch.name,
         "params_m": full_params / 1e6, "nonzero_params": full_params, "avg_bits": 32.0,
-        "param_size_mb": full_params * 4 / 1e6, "weight_mb_dense": full_params * 4 / 1e6,
-        "weight_mb_sparse": None, "compression_ratio": 1.0,
+        "param_size_mbyte": full_params * 4 / 1e6, "weight_mbyte_dense": full_params * 4 / 1e6,
+        "weight_mbyte_sparse": None, "compression_ratio": 1.0,
         "val_acc": accuracy(ctx.float_model, ctx.data.x_val, ctx.data.y_val),
         "test_acc": float_acc, "acc_diff_points": 0.0, "finetune_s": None,
     }]
     variants = [(f"AQP ({m})", "adaptive", plan) for m, plan in aqp_plans.items()]
     baselines = baseline_plans(ctx, p, channel_scores)
     variants += [(name, "fixed", plan) for name, plan in baselines.items()]
-    chosen_name = f"AQP ({p['mode']})"
+    chosen_name = f"AQP ({p.mode})"
+    stage = f"QAT fine-tune, {ctx.qat.epochs} epochs"
     per_layer = None
     for name, kind, plan in variants:
         t0 = time.perf_counter()
-        model = finetune(ctx, plan, calib_x, name)
+        model = qat_model(ctx.arch, ctx.float_model, plan, ctx.data, ctx.qat, name)
         seconds = time.perf_counter() - t0
         metrics = plan_metrics(ctx.arch, plan, model)
-        tot = metrics["totals"]
+        tot = metrics.totals
         acc = accuracy(model, x_test, y_test)
         rows.append({
-            "method": name, "kind": kind, "model": ctx.arch.name, "params_m": tot["params"] / 1e6,
-            "nonzero_params": tot["nonzero"], "avg_bits": tot["avg_bits"],
-            "param_size_mb": tot["avg_bits"] * full_params / 8 / 1e6,
-            "weight_mb_dense": tot["weight_mb"] / 8,
-            "weight_mb_sparse": tot["weight_mb_sparse"] / 8,
-            "compression_ratio": tot["compression_ratio"],
+            "method": name, "kind": kind, "stage": stage, "model": ctx.arch.name,
+            "params_m": tot.params / 1e6,
+            "nonzero_params": tot.nonzero, "avg_bits": tot.avg_bits,
+            "param_size_mbyte": tot.param_size_mbyte,
+            "weight_mbyte_dense": tot.weight_mbit / 8,
+            "weight_mbyte_sparse": tot.weight_mbit_sparse / 8,
+            "compression_ratio": tot.compression_ratio,
             "val_acc": accuracy(model, ctx.data.x_val, ctx.data.y_val), "test_acc": acc,
             "acc_diff_points": 100 * (acc - float_acc), "finetune_s": round(seconds, 2),
         })
         if name == chosen_name:
-            per_layer = metrics["layers"]
-        log.info("%s: b̄ %.3f, test %.2f%%", name, tot["avg_bits"], 100 * acc)
+            per_layer = [r.model_dump() for r in metrics.layers]
+        log.info("%s: b̄ %.3f, test %.2f%%", name, tot.avg_bits, 100 * acc)
     check = done_check(rows, chosen_name)
     table = {"rows": rows, "chosen": chosen_name, "check": check, "per_layer": per_layer,
              "importance": importance.rows()}
@@ -121,10 +114,8 @@ def run_report(ctx: MethodContext, p: dict, aqp_plans: dict[str, CompressionPlan
     atomic_write_text(out_dir / "aqp_table.csv", to_csv(rows))
     plot_tradeoff(rows, chosen_name, out_dir / "aqp_tradeoff.png", ctx.arch.name)
     if per_layer is not None:
-        from flow.methods.aqp import fixed_layers
-
-        plot_layers(per_layer, aqp_plans[p["mode"]], importance, out_dir / "aqp_layers.png",
-                    fixed_layers(p, ctx.arch.layer_names))
+        plot_layers(per_layer, aqp_plans[p.mode], importance, out_dir / "aqp_layers.png",
+                    p.fixed(ctx.arch.layer_names))
     return table
 
 
@@ -207,7 +198,7 @@ def plot_tradeoff(rows: list[dict], chosen: str, path: Path, model_name: str) ->
                 label=f"{chosen}: b̄ {star['avg_bits']:.2f}, {100 * star['test_acc']:.2f} %")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("compression ratio 32 / b̄ (log scale)")
-        ax.set_ylabel("test accuracy (%)")
+        ax.set_ylabel("test accuracy after QAT fine-tuning (%)")
         ax.grid(True, which="both", alpha=0.3)
         if zoom:
             ax.set_ylim(zoom_lo, zoom_hi)

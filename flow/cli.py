@@ -2,18 +2,21 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import math
 import sys
 import warnings
 from pathlib import Path
 
-from rich.console import Console
-from rich.logging import RichHandler
+warnings.filterwarnings("ignore", message="fast_hadamard_transform")  # brevitas, at import
 
-from flow.errors import DensiflowError
-from flow.finn_build import DEFAULT_FIFO_DEPTH
-from hw_models.errors import HardwareError
+from rich.console import Console  # noqa: E402
+from rich.logging import RichHandler  # noqa: E402
+from rich.text import Text  # noqa: E402
+
+from flow.errors import DensiflowError  # noqa: E402
+from hw_models.errors import HardwareError  # noqa: E402
+from hw_models.rules import DEFAULT_FIFO_DEPTH, MAX_FIFO_DEPTH, MIN_FIFO_DEPTH  # noqa: E402
 
 console = Console(width=None if sys.stdout.isatty() else 140)  # logs and CI get whole tables
 
@@ -21,13 +24,13 @@ console = Console(width=None if sys.stdout.isatty() else 140)  # logs and CI get
 def cmd_run(args: argparse.Namespace) -> None:
     from flow.config import load_recipe
     from flow.pipeline import run_recipe
-    from flow.report import print_summary
+    from flow.report import Summary, print_summary
 
     recipe = load_recipe(args.recipe)
     run_recipe(recipe, Path(args.out), fresh=args.fresh, from_step=args.from_step)
-    summary = json.loads((Path(args.out) / recipe.name / "summary.json").read_text())
-    print_summary(summary, console)
-    console.print(f"artefacts: {Path(args.out) / recipe.name}")
+    run_dir = Path(args.out) / recipe.name
+    print_summary(Summary.model_validate_json((run_dir / "summary.json").read_text()), console)
+    console.print(f"artefacts: {run_dir}", markup=False)
 
 
 def cmd_estimate(args: argparse.Namespace) -> None:
@@ -38,72 +41,77 @@ def cmd_estimate(args: argparse.Namespace) -> None:
                          input_dtype=args.input_dtype, clock_mhz=args.clock_mhz,
                          fifo_depth=args.fifo_depth)
     _print_estimate(est.to_dict())
-    console.print(f"estimate.json and intermediate models: {work}")
+    console.print(f"estimate.json and intermediate models: {work}", markup=False)
 
 
-def _run_folder(path: str, step: str) -> Path:
-    """A finished run folder that has completed `step` (else a clear error)."""
-    from flow.pipeline import step_folder
+def _open_run(path: str, step: str):
+    """A Run over an existing run folder whose `step` has finished (else a clear error)."""
+    from flow.config import load_recipe
+    from flow.errors import ConfigError, RunFolderError
+    from flow.run import Run
+    from flow.rundir import RunFolder
 
-    run_dir = Path(path)
-    folder = step_folder(step)
-    if not (run_dir / "recipe.yaml").is_file() or not (run_dir / folder).is_dir():
-        raise DensiflowError(f"{run_dir}: not a run folder with a finished '{step}' step "
-                             f"(expected recipe.yaml and {folder}/)")
-    return run_dir
+    folder = RunFolder.open(Path(path))
+    try:
+        recipe = load_recipe(folder.path / "recipe.yaml")
+    except ConfigError as err:
+        raise RunFolderError(f"{folder.path}: its saved recipe.yaml is unreadable ({err}); run "
+                             "densiflow run with your recipe file to rewrite it") from None
+    if recipe.name != folder.path.name:
+        raise RunFolderError(f"{folder.path}: the folder of run '{recipe.name}' was renamed; name "
+                             f"it {recipe.name} again")
+    run = Run(recipe, folder)
+    run.record(step)  # finished?
+    return run
 
 
 def cmd_simulate(args: argparse.Namespace) -> None:
-    from flow.config import load_recipe, parse_recipe
-    from flow.pipeline import run_recipe
-    from flow.report import print_summary
+    from flow.simulations import simulate_again
 
-    run_dir = _run_folder(args.run, "finn")
-    recipe = load_recipe(run_dir / "recipe.yaml")
-    if recipe.name != run_dir.name:
-        raise DensiflowError(f"{run_dir}: the folder of run '{recipe.name}' was renamed; "
-                             f"name it {recipe.name} again")
-    sim = {**recipe.simulate.model_dump(), "enabled": True}
-    sim.update({k: v for k, v in (("frames", args.frames), ("backpressure", args.backpressure))
-                if v is not None})
-    recipe = parse_recipe({**recipe.model_dump(), "simulate": sim}, f"densiflow simulate {run_dir}")
-    run_recipe(recipe, run_dir.parent, from_step="simulate")
-    print_summary(json.loads((run_dir / "summary.json").read_text()), console)
+    run = _open_run(args.run, "finn")
+    with run.folder.lock():
+        out, result = simulate_again(run, args.frames, args.backpressure)
+    for line in result:
+        console.print(line, markup=False, highlight=False)
+    console.print(f"saved: {out}", markup=False)
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from flow.errors import ConfigError
-    from flow.report import comparison_rows, print_comparison, write_comparison
+    from flow.compare import (
+        comparison_rows,
+        load_current_summary,
+        mixed,
+        print_comparison,
+        unique_runs,
+        write_comparison,
+    )
 
-    summaries = []
-    for run_dir in args.runs:
-        path = Path(run_dir) / "summary.json"
-        if not path.is_file():
-            raise ConfigError(f"{run_dir}: no summary.json; is it a finished run folder?")
-        summaries.append(json.loads(path.read_text()))
+    summaries = [load_current_summary(p) for p in unique_runs(args.runs)]
     rows = comparison_rows(summaries)
+    for note in mixed(rows):
+        console.print(Text("warning: ", style="yellow") + Text(note))
     print_comparison(rows, console)
     paths = write_comparison(rows, Path(args.out))
-    console.print(f"table: {paths['csv']}  plot: {paths['png']}")
+    console.print(f"table: {paths['csv']}  plot: {paths['png']}", markup=False)
 
 
 def cmd_importance(args: argparse.Namespace) -> None:
     from rich.table import Table
 
-    from flow.config import load_recipe
     from flow.importance import compare_measures
     from flow.importance.inspect import measure_scores, run_importance, same_kind, save_comparison
-    from flow.pipeline import Run
 
-    run_dir = _run_folder(args.run, "baseline")
-    layer, channels = run_importance(Run(load_recipe(run_dir / "recipe.yaml"), run_dir))
-    console.print(layer.table())
-    if not args.compare:
-        return
-    names = tuple(args.compare)
-    a, b = (measure_scores(layer, channels, n) for n in names)
-    same_kind(a, b, names)
-    result = compare_measures(a, b)
+    run = _open_run(args.run, "baseline")
+    with run.folder.lock():
+        layer, channels = run_importance(run)
+        console.print(layer.table())
+        if not args.compare:
+            return
+        names = tuple(args.compare)
+        a, b = (measure_scores(layer, channels, n) for n in names)
+        same_kind(a, b, names)
+        result = compare_measures(a, b)
+        saved = save_comparison(run.dir, names, result)
     table = Table(title=f"rank agreement: {names[0]} vs {names[1]}")
     for col in ("scope", "n", "Kendall tau", "Levenshtein"):
         table.add_column(col, justify="left" if col == "scope" else "right")
@@ -112,7 +120,7 @@ def cmd_importance(args: argparse.Namespace) -> None:
     for scope, r in scopes:
         table.add_row(scope, str(r["n"]), f"{r['tau']:.3f}", str(r["lev"]))
     console.print(table)
-    console.print(f"saved: {save_comparison(run_dir, names, result)}")
+    console.print(f"saved: {saved}", markup=False)
 
 
 def cmd_boards(args: argparse.Namespace) -> None:
@@ -132,7 +140,8 @@ def cmd_boards(args: argparse.Namespace) -> None:
 def _print_estimate(est: dict) -> None:
     from rich.table import Table
 
-    table = Table(title=f"FINN estimate on {est['board']} ({est['part']}) at {est['clock_mhz']:g} MHz")
+    table = Table(title=f"FINN estimate on {est['board']} ({est['part']}) at "
+                        f"{est['clock_mhz']:g} MHz")
     for col in ("node", "impl", "PE", "SIMD", "LUT", "BRAM18", "URAM", "DSP", "cycles"):
         table.add_column(col, justify="left" if col == "node" else "right")
     for r in est["layers"]:
@@ -143,15 +152,61 @@ def _print_estimate(est: dict) -> None:
     for res, row in est["fit"]["resources"].items():
         flag = "" if row["fits"] else "  OVER"
         console.print(f"{res:>7}: {row['used']:.0f} / {row['available']} "
-                      f"({100 * row['utilisation']:.1f} %){flag}")
+                      f"({100 * row['utilisation']:.1f} %){flag}", markup=False)
     perf = est["performance"]
     console.print(f"throughput {perf['fps']:,.0f} frames/s, latency {perf['latency_us']:.2f} us, "
-                  f"bottleneck {perf['bottleneck']}")
+                  f"bottleneck {perf['bottleneck']}", markup=False)
     for note in est["notes"]:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(Text("note: ", style="yellow") + Text(note))
+
+
+# ----------------------------------------------------------------------------- arguments
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not allowed; give a finite number > 0")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not allowed; give an integer >= 1")
+    return value
+
+
+def probability(text: str) -> float:
+    """A number in [0, 1) (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not allowed; give a number in [0, 1)")
+    return value
+
+
+def fifo_depth(text: str) -> int:
+    value = positive_int(text)
+    if not MIN_FIFO_DEPTH <= value <= MAX_FIFO_DEPTH:
+        raise argparse.ArgumentTypeError(
+            f"{text} is not allowed; give {MIN_FIFO_DEPTH}..{MAX_FIFO_DEPTH} words")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
+    from flow.run import STEP_NAMES
+
     p = argparse.ArgumentParser(
         prog="densiflow",
         description="Compress a PyTorch network by importance and deploy it through QONNX and "
@@ -160,20 +215,24 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
 
-    r = sub.add_parser("run", help="run a recipe: train, compress, export, FINN build, simulate, report")
+    r = sub.add_parser("run", help="run a recipe: train, compress, export, FINN build, simulate, "
+                                   "report (resumable)")
     r.add_argument("recipe", help="recipe YAML, e.g. build/digits.yaml")
     r.add_argument("--out", default="build/out", help="root of run folders (default build/out)")
-    r.add_argument("--fresh", action="store_true", help="discard earlier results of this run")
-    r.add_argument("--from", dest="from_step", metavar="STEP",
-                   help="re-run from this step on (baseline, plan, qat, export, finn, simulate, report)")
+    r.add_argument("--fresh", action="store_true",
+                   help="redo every step (earlier results are replaced as new ones finish)")
+    r.add_argument("--from", dest="from_step", metavar="STEP", choices=STEP_NAMES,
+                   help=f"redo from this step on ({', '.join(STEP_NAMES)})")
     r.set_defaults(fn=cmd_run)
 
     e = sub.add_parser("estimate", help="FINN build + per-layer estimates of any QONNX file")
     e.add_argument("model", help="QONNX .onnx file")
     e.add_argument("--board", default="pynq-z1", help="pynq-z1, zcu104, kv260 or u250")
-    e.add_argument("--target-fps", type=float, default=100_000, help="folding target (frames/s)")
-    e.add_argument("--clock-mhz", type=float, default=None, help="default: the board's clock")
-    e.add_argument("--fifo-depth", type=int, default=DEFAULT_FIFO_DEPTH,
+    e.add_argument("--target-fps", type=positive_float, default=100_000,
+                   help="folding target (frames/s)")
+    e.add_argument("--clock-mhz", type=positive_float, default=None,
+                   help="default: the board's clock")
+    e.add_argument("--fifo-depth", type=fifo_depth, default=DEFAULT_FIFO_DEPTH,
                    help=f"words per FIFO between layers (default {DEFAULT_FIFO_DEPTH}; FINN's "
                         "shallow FIFOs are 2)")
     e.add_argument("--input-dtype", default=None,
@@ -181,14 +240,17 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default="build/out", help="output root (default build/out)")
     e.set_defaults(fn=cmd_estimate)
 
-    s = sub.add_parser("simulate", help="(re-)run the RTL simulation of a run's FINN build")
+    s = sub.add_parser("simulate", help="simulate a run's FINN build again (other frames or "
+                                        "backpressure) into RUN/simulations/")
     s.add_argument("run", help="run folder, e.g. build/out/digits")
-    s.add_argument("--frames", type=int, default=None, help="test frames (default: the recipe's)")
-    s.add_argument("--backpressure", type=float, default=None,
-                   help="probability that the output is not ready in a cycle, 0..1")
+    s.add_argument("--frames", type=positive_int, default=None,
+                   help="test frames (default: the whole test split)")
+    s.add_argument("--backpressure", type=probability, default=0.0,
+                   help="probability that the output is not ready in a cycle, 0..1 (default 0)")
     s.set_defaults(fn=cmd_simulate)
 
-    c = sub.add_parser("compare", help="compare finished runs: accuracy, Mb, performance density")
+    c = sub.add_parser("compare", help="compare finished runs: accuracy, Mbit, performance "
+                                       "density, resources")
     c.add_argument("runs", nargs="+", help="run folders, e.g. build/out/digits build/out/digits_aqp")
     c.add_argument("--out", default="build/out/compare", help="folder for comparison.csv/.png")
     c.set_defaults(fn=cmd_compare)
@@ -206,20 +268,33 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False)],
-    )
+class _OwnMessages(logging.Filter):
+    """The terminal shows densiflow's own log records; FINN's and QONNX's go to step logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name.startswith(("flow", "hw_models", "__main__"))
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = RichHandler(console=console, show_path=False, markup=False)
+    handler.addFilter(_OwnMessages())
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
+                        handlers=[handler], force=True)
     for noisy in ("matplotlib", "PIL", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message="fast_hadamard_transform")  # brevitas, at import
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    _setup_logging(args.verbose)
     try:
         args.fn(args)
     except (DensiflowError, HardwareError) as err:
-        console.print(f"[bold red]error:[/] {err}")
+        console.print(Text("error: ", style="bold red") + Text(str(err)))
         return 2
+    except KeyboardInterrupt:
+        console.print(Text("interrupted; run the same command again to resume", style="yellow"))
+        return 130
     return 0
 
 

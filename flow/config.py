@@ -1,84 +1,193 @@
-"""The recipe: one YAML file describing a run, validated with clear errors naming the field."""
+"""The recipe: one YAML file describing a run, validated whole (method parameters included) when it
+is loaded, with errors naming the file, the field and what is allowed."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from flow.errors import ConfigError
-from flow.finn_build import DEFAULT_FIFO_DEPTH
 from flow.io import read_yaml
+from flow.methods.params import METHOD_NAMES, MethodParams, UniformParams
+from hw_models.rules import (
+    DEFAULT_FIFO_DEPTH,
+    MAX_FIFO_DEPTH,
+    MIN_FIFO_DEPTH,
+    MIN_RTL_BITS,
+)
+
+DATASETS = ("digits", "mnist", "cifar10", "synthetic")
+# folders densiflow keeps next to the run folders in the output root
+RESERVED_NAMES = ("rtlsim_cache", "synth_cache", "compare", "estimate", "search", "test_cache")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # no '.', '..', hidden or nested names
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 class DataSection(_Section):
-    dataset: str = "digits"
+    dataset: Literal["digits", "mnist", "cifar10", "synthetic"] = "digits"
     path: str | None = None  # folder of MNIST idx files or CIFAR-10 python batches
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
     limit: int | None = Field(default=None, ge=1)  # cap on training samples, for quick runs
+
+    @model_validator(mode="after")
+    def _path_fits_dataset(self) -> DataSection:
+        needs_path = self.dataset in ("mnist", "cifar10")
+        if needs_path and self.path is None:
+            raise ValueError(f"data.path: dataset '{self.dataset}' needs the folder of its files "
+                             "(nothing is downloaded)")
+        if not needs_path and self.path is not None:
+            raise ValueError(f"data.path: dataset '{self.dataset}' reads no files; remove path")
+        return self
 
 
 class ModelSection(_Section):
     arch: str = "digits_cnn"
 
+    @field_validator("arch")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        from flow.models.zoo import ARCHITECTURES
+
+        if value not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture '{value}'; allowed: {sorted(ARCHITECTURES)}")
+        return value
+
 
 class TrainSection(_Section):
     epochs: int = Field(default=30, ge=1)
-    lr: float = Field(default=3e-3, gt=0)
+    lr: float = Field(default=3e-3, gt=0, allow_inf_nan=False)
     batch_size: int = Field(default=64, ge=2)
-    weight_decay: float = Field(default=0.0, ge=0)
+    weight_decay: float = Field(default=0.0, ge=0, allow_inf_nan=False)
 
 
 class HardwareSection(_Section):
     board: str = "pynq-z1"
-    target_fps: float = Field(default=100_000, gt=0)  # folding target, frames per second
-    clock_mhz: float | None = Field(default=None, gt=0)  # None: the board's default clock
-    fifo_depth: int = Field(default=DEFAULT_FIFO_DEPTH, ge=2, le=65536)  # words per FIFO
+    # rtl: every layer in FINN's RTL library (>= 2-bit weights), simulated in Verilator;
+    # estimate: FINN estimates only, HLS layers (1-bit weights) allowed, no RTL simulation
+    target: Literal["rtl", "estimate"] = "rtl"
+    target_fps: float = Field(default=100_000, gt=0, allow_inf_nan=False)
+    clock_mhz: float | None = Field(default=None, gt=0, allow_inf_nan=False)  # None: the board's
+    fifo_depth: int = Field(default=DEFAULT_FIFO_DEPTH, ge=MIN_FIFO_DEPTH, le=MAX_FIFO_DEPTH)
+
+    @field_validator("board")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        from hw_models.boards import get_board
+        from hw_models.errors import UnknownBoardError
+
+        try:
+            get_board(value)
+        except UnknownBoardError as err:
+            raise ValueError(str(err)) from None
+        return value
+
+    @property
+    def min_weight_bits(self) -> int:
+        """Narrowest weights the target can build."""
+        return MIN_RTL_BITS if self.target == "rtl" else 1
+
+
+class ResourceFractions(_Section):
+    """Largest share of the board's resources a design may use (None: no limit)."""
+
+    lut: float | None = Field(default=None, gt=0, le=1)
+    bram18: float | None = Field(default=None, gt=0, le=1)
+    uram: float | None = Field(default=None, gt=0, le=1)
+    dsp: float | None = Field(default=None, gt=0, le=1)
+
+
+class BudgetSection(_Section):
+    """What a compressed design must meet (None: no limit); the search enforces every one."""
+
+    max_weight_mbit: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    max_total_mbit: float | None = Field(default=None, gt=0, allow_inf_nan=False)  # + activations
+    min_performance_density: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    max_accuracy_drop_points: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    board_fraction: ResourceFractions = ResourceFractions()
+    min_fps: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
 
 class SimulateSection(_Section):
     enabled: bool = True
     frames: int | None = Field(default=None, ge=1)  # None: the whole test split
     backpressure: float = Field(default=0.0, ge=0, lt=1)  # probability of a stalled output cycle
+    # share of test frames whose RTL prediction must equal PyTorch's (1.0: bit-exact flows)
+    min_agreement: float = Field(default=1.0, ge=0, le=1)
 
 
 class Recipe(_Section):
     """A whole run: data, architecture, training, compression method, hardware target."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(pattern=NAME_PATTERN)
     data: DataSection = DataSection()
     model: ModelSection = ModelSection()
     train: TrainSection = TrainSection()
     qat: TrainSection = TrainSection(epochs=10, lr=1e-3)
-    method: dict[str, Any] = {"name": "uniform", "weight_bits": 4, "act_bits": 4}
+    method: MethodParams = UniformParams(name="uniform", weight_bits=4, act_bits=4)
     hardware: HardwareSection = HardwareSection()
+    budget: BudgetSection = BudgetSection()
     simulate: SimulateSection = SimulateSection()
 
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value in RESERVED_NAMES:
+            raise ValueError(f"'{value}' is a folder densiflow keeps beside run folders; "
+                             f"reserved: {', '.join(RESERVED_NAMES)}")
+        return value
 
-def parse_recipe(data: Any, source: str = "recipe") -> Recipe:
-    """Validate plain data; a ConfigError names every offending field and what is allowed."""
+    @model_validator(mode="after")
+    def _fits_target(self) -> Recipe:
+        hw = self.hardware
+        why = ("FINN's RTL layers need >= 2-bit weights; set hardware.target: estimate for "
+               "FINN estimates with HLS layers")
+        self.method.check_bits(hw.min_weight_bits, why)
+        if hw.target == "estimate" and self.simulate.enabled:
+            raise ValueError("simulate.enabled: the 'estimate' target may build HLS layers, which "
+                             "Verilator cannot simulate; set simulate.enabled: false")
+        return self
+
+
+def parse_recipe(data: Any, source: str = "recipe", base: Path | None = None) -> Recipe:
+    """Validate plain data; a ConfigError names every offending field and what is allowed.
+    Files the recipe names (a method's plan file) are relative to `base`."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
     try:
-        recipe = Recipe.model_validate(data)
+        return Recipe.model_validate(data, context={"base": base})
     except ValidationError as err:
         raise ConfigError(f"{source}: " + "; ".join(_describe(e) for e in err.errors())) from None
-    if "name" not in recipe.method:
-        raise ConfigError(f"{source}: method.name is required (e.g. uniform, aqp)")
-    return recipe
 
 
 def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a recipe YAML file."""
-    return parse_recipe(read_yaml(path, "recipe file"), source=str(path))
+    return parse_recipe(read_yaml(path, "recipe file"), source=str(path), base=Path(path).parent)
 
 
 def _describe(error: dict) -> str:
-    field = ".".join(str(p) for p in error["loc"])
-    if error["type"] == "extra_forbidden":
+    loc = [str(p) for p in error["loc"]]
+    if len(loc) > 1 and loc[0] == "method" and loc[1] in METHOD_NAMES:
+        loc = [loc[0], *loc[2:]]  # the union's tag is not a field
+    field = ".".join(loc)
+    msg = error["msg"].removeprefix("Value error, ")
+    kind = error["type"]
+    if kind == "extra_forbidden":
         return f"unknown key '{field}'"
-    return f"{field}: {error['msg']} (got {error.get('input')!r})"
+    if not field:
+        return msg
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        got = error.get("input", {}).get("name") if isinstance(error.get("input"), dict) else None
+        return (f"{field}.name: {got!r} is not a method; allowed: {', '.join(METHOD_NAMES)}"
+                if got is not None else f"{field}.name: required; allowed: {', '.join(METHOD_NAMES)}")
+    if kind == "value_error" and msg.startswith(("method.", "simulate.", "data.", "budget.")):
+        return msg  # a cross-field check that names its own field
+    got = error.get("input")
+    shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+    if isinstance(got, float) and not math.isfinite(got):
+        shown = f" (got {got})"
+    return f"{field}: {msg}{shown}"

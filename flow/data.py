@@ -59,6 +59,9 @@ class Dataset:
             x, y = self.split(split)
             if x.dtype != torch.float32 or y.dtype != torch.int64 or len(x) != len(y):
                 raise DataError(f"dataset {self.name!r}: malformed {split} split")
+            if len(x) < 2:
+                raise DataError(f"dataset {self.name!r}: the {split} split holds {len(x)} "
+                                "samples; training and evaluation need at least 2")
             if tuple(x.shape[1:]) != tuple(self.in_shape):
                 raise DataError(f"dataset {self.name!r}: {split} images are not {self.in_shape}")
 
@@ -82,6 +85,13 @@ class Dataset:
             DataLoader(val, batch_size),
             DataLoader(test, batch_size),
         )
+
+    def subset(self, split: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first n samples of a seeded permutation of a split: the one calibration subset
+        every method, importance measure and PTQ step uses (same seed, same images)."""
+        x, y = self.split(split)
+        idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
+        return x[idx], y[idx]
 
     def __repr__(self) -> str:
         return (

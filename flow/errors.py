@@ -1,12 +1,12 @@
-"""User-facing error classes: each names the input at fault and what is allowed."""
+"""User-facing error classes: each names the input at fault and what is allowed, in one line."""
 
 
 class DensiflowError(Exception):
     """Base of every error a user can cause; the CLI prints its message without a traceback."""
 
 
-class ConfigError(DensiflowError):
-    """A recipe or plan field is unknown or out of range."""
+class ConfigError(DensiflowError, ValueError):
+    """A recipe, plan or option value is unknown or out of range (a ValueError for pydantic)."""
 
 
 class DataError(DensiflowError):
@@ -19,3 +19,11 @@ class ModelError(DensiflowError):
 
 class VerificationError(DensiflowError):
     """Two levels of the flow (PyTorch, QONNX, FINN, RTL) disagree beyond tolerance."""
+
+
+class RunFolderError(DensiflowError):
+    """A run folder is not densiflow's, is in use by another process, or is unfinished."""
+
+
+class ArtefactError(DensiflowError):
+    """A saved artefact is missing, damaged or changed since the step that wrote it."""

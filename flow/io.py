@@ -11,7 +11,6 @@ import yaml
 
 from flow.errors import ConfigError
 
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -44,12 +43,21 @@ def _jsonable(obj):
 
 
 def read_yaml(path: str | Path, what: str, fmt: str = "YAML") -> Any:
-    """Parse a YAML (or JSON) file; a ConfigError names `what` and the file if it is missing
-    or not valid `fmt`."""
+    """Parse a YAML (or JSON) file; a ConfigError names `what` and the file if it is missing, a
+    folder, not text, or not valid `fmt` (with the line, column and a caret)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a folder; give the {fmt} file inside it")
     if not path.is_file():
         raise ConfigError(f"{what} {path} does not exist")
     try:
-        return yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path} is not a text file; expected {fmt}") from None
+    try:
+        return yaml.safe_load(text)  # parsed from text, so that errors show the line and a caret
     except yaml.YAMLError as err:
-        raise ConfigError(f"{what} {path} is not valid {fmt}: {err}") from None
+        for mark in (getattr(err, "context_mark", None), getattr(err, "problem_mark", None)):
+            if mark is not None:
+                mark.name = str(path)
+        raise ConfigError(f"{what} {path} is not valid {fmt}:\n{err}") from None

@@ -1,30 +1,77 @@
-"""Size metrics of a plan on an architecture: parameters, Mb, AQP's average bit-width, density.
+"""Size metrics of a plan on an architecture: parameters, Mbit, AQP's average bit-width, density.
 
-Conventions (stated once, used by every report):
-- weight Mb: every kept weight at its bit-width, dense storage, as FINN deploys it;
-- sparse weight Mb: nonzero weights only, each with a ceil(log2(fan-in))-bit column index (CSR),
+Conventions (stated once, used by every report; units in the field names: `_mbit` = 10^6 bits,
+`_mbyte` = 10^6 bytes, the papers' "MB"):
+- weight_mbit: every kept weight at its bit-width, dense storage, as FINN deploys it;
+- weight_mbit_sparse: nonzero weights only, each with a ceil(log2(fan-in))-bit column index (CSR),
   what unstructured pruning saves where the storage is sparse (FINN's is not);
-- activation Mb (qsparse's operating memory, with weights): the input and every hidden layer's
+- act_mbit (qsparse's operating memory, with weights): the input and every hidden layer's
   output per frame at their quantized widths; the classifier's logits are not requantized and not
   counted;
 - average bit-width b̄ = Σ b(l)·S(l)·N_P(l) (AQP), with N_P(l) the layer's share of the FULL
   architecture's parameters and S(l) the fraction of those it still holds (channels and zeros
-  removed), so both quantization and pruning lower it; compression ratio = 32 / b̄.
+  removed), so both quantization and pruning lower it; compression ratio = 32 / b̄;
+- performance density = test accuracy in percent per Mbit of weights + activations.
 """
 from __future__ import annotations
 
 import math
 
 import torch
+from pydantic import BaseModel
 
-from flow.models import Architecture, Net
+from flow.models import Architecture, LayerGeometry, Net
 from flow.plan import CompressionPlan
 
 
-def plan_metrics(arch: Architecture, plan: CompressionPlan, model: Net | None = None) -> dict:
+class LayerMetrics(BaseModel):
+    """Sizes of one layer under a plan."""
+
+    layer: str
+    kind: str
+    in_ch: int
+    out_ch: int
+    full_out_ch: int
+    weight_bits: int
+    act_bits: int | None
+    params: int
+    nonzero: int
+    macs: int
+    weight_mbit: float
+    weight_mbit_sparse: float
+    act_mbit: float
+    avg_bits_share: float  # b(l)·S(l)·N_P(l)
+
+
+class PlanTotals(BaseModel):
+    """Whole-network sizes under a plan."""
+
+    params: int
+    full_params: int
+    nonzero: int
+    macs: int
+    weight_mbit: float
+    weight_mbit_sparse: float
+    act_mbit: float
+    total_mbit: float
+    avg_bits: float
+    compression_ratio: float
+
+    @property
+    def param_size_mbyte(self) -> float:
+        """The AQP paper's "Parameters Size (MB)": b̄ × full parameter count / 8 bytes."""
+        return self.avg_bits * self.full_params / 8 / 1e6
+
+
+class PlanMetrics(BaseModel):
+    layers: list[LayerMetrics]
+    totals: PlanTotals
+
+
+def plan_metrics(arch: Architecture, plan: CompressionPlan, model: Net | None = None) -> PlanMetrics:
     """Per-layer rows and totals; nonzero weights are counted in `model` when given."""
-    full = {g.name: g.params for g in arch.geometry()}
-    full_params = sum(full.values())
+    full_params = sum(g.params for g in arch.geometry())
+    full_out = {s.name: s.out for s in arch.layers}
     rows = []
     for geo in arch.geometry(plan):
         lp = plan.layers[geo.name]
@@ -32,47 +79,34 @@ def plan_metrics(arch: Architecture, plan: CompressionPlan, model: Net | None = 
             int(torch.count_nonzero(model.blocks[geo.name][0].weight).item())
             if model is not None else geo.params
         )
-        act_bits = lp.act_bits or 0
-        rows.append({
-            "layer": geo.name,
-            "kind": geo.kind,
-            "in_ch": geo.in_ch,
-            "out_ch": geo.out_ch,
-            "full_out_ch": next(s.out for s in arch.layers if s.name == geo.name),
-            "weight_bits": lp.weight_bits,
-            "act_bits": lp.act_bits,
-            "params": geo.params,
-            "nonzero": nonzero,
-            "macs": geo.macs,
-            "weight_mb": geo.params * lp.weight_bits / 1e6,
-            "weight_mb_sparse": nonzero * (lp.weight_bits + _index_bits(geo)) / 1e6,
-            "act_mb": geo.out_elems * act_bits / 1e6,
-            "avg_bits_share": lp.weight_bits * nonzero / full_params,
-        })
-    input_mb = math.prod(arch.in_shape) * plan.input_bits / 1e6
-    weight_mb = sum(r["weight_mb"] for r in rows)
-    act_mb = input_mb + sum(r["act_mb"] for r in rows)
-    avg_bits = sum(r["avg_bits_share"] for r in rows)
-    totals = {
-        "params": sum(r["params"] for r in rows),
-        "full_params": full_params,
-        "nonzero": sum(r["nonzero"] for r in rows),
-        "macs": sum(r["macs"] for r in rows),
-        "weight_mb": weight_mb,
-        "weight_mb_sparse": sum(r["weight_mb_sparse"] for r in rows),
-        "act_mb": act_mb,
-        "total_mb": weight_mb + act_mb,
-        "avg_bits": avg_bits,
-        "compression_ratio": 32.0 / avg_bits,
-    }
-    return {"layers": rows, "totals": totals}
+        rows.append(LayerMetrics(
+            layer=geo.name, kind=geo.kind, in_ch=geo.in_ch, out_ch=geo.out_ch,
+            full_out_ch=full_out[geo.name], weight_bits=lp.weight_bits, act_bits=lp.act_bits,
+            params=geo.params, nonzero=nonzero, macs=geo.macs,
+            weight_mbit=geo.params * lp.weight_bits / 1e6,
+            weight_mbit_sparse=nonzero * (lp.weight_bits + _index_bits(geo)) / 1e6,
+            act_mbit=geo.out_elems * (lp.act_bits or 0) / 1e6,
+            avg_bits_share=lp.weight_bits * nonzero / full_params,
+        ))
+    input_mbit = math.prod(arch.in_shape) * plan.input_bits / 1e6
+    weight_mbit = sum(r.weight_mbit for r in rows)
+    act_mbit = input_mbit + sum(r.act_mbit for r in rows)
+    avg_bits = sum(r.avg_bits_share for r in rows)
+    totals = PlanTotals(
+        params=sum(r.params for r in rows), full_params=full_params,
+        nonzero=sum(r.nonzero for r in rows), macs=sum(r.macs for r in rows),
+        weight_mbit=weight_mbit, weight_mbit_sparse=sum(r.weight_mbit_sparse for r in rows),
+        act_mbit=act_mbit, total_mbit=weight_mbit + act_mbit, avg_bits=avg_bits,
+        compression_ratio=32.0 / avg_bits,
+    )
+    return PlanMetrics(layers=rows, totals=totals)
 
 
-def performance_density(accuracy: float, total_mb: float) -> float:
-    """Accuracy in percent per Mb of weights + activations."""
-    return 100.0 * accuracy / total_mb
+def performance_density(accuracy: float, total_mbit: float) -> float:
+    """Accuracy in percent per Mbit of weights + activations."""
+    return 100.0 * accuracy / total_mbit
 
 
-def _index_bits(geo) -> int:
+def _index_bits(geo: LayerGeometry) -> int:
     fan_in = geo.in_ch * geo.kernel * geo.kernel
     return max(1, math.ceil(math.log2(fan_in)))

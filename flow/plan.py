@@ -1,20 +1,21 @@
 """CompressionPlan: per-layer precision and kept channels, as plain data a person can edit."""
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from flow.errors import ConfigError
 from flow.io import atomic_write_text, read_yaml
+from hw_models.rules import MAX_BITS, MIN_ACT_BITS
 
-MIN_BITS, MAX_BITS = 1, 8
+MIN_BITS = 1
 
 
-@dataclass(frozen=True)
-class LayerPlan:
+class LayerPlan(BaseModel):
     """Precision and structure of one quantizable layer.
 
     `act_bits` is the width of the layer's output activation; None only for the classifier,
@@ -23,60 +24,72 @@ class LayerPlan:
     threshold multiplier: weights with |w| <= k·σ(l) are zeroed (0 = none).
     """
 
-    weight_bits: int
-    act_bits: int | None
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    weight_bits: int = Field(ge=MIN_BITS, le=MAX_BITS)
+    act_bits: int | None = Field(ge=MIN_ACT_BITS, le=MAX_BITS)
     keep: tuple[int, ...] | None = None
-    prune_k: float = 0.0
+    prune_k: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+
+    @field_validator("keep", mode="before")
+    @classmethod
+    def _keep_list(cls, value):
+        return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("keep")
+    @classmethod
+    def _keep_indices(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if value is None:
+            return None
+        if not value or min(value) < 0:
+            raise ValueError("must be a non-empty list of channel indices >= 0")
+        if len(set(value)) != len(value):
+            raise ValueError("channel indices repeat")
+        return tuple(sorted(value))
 
 
-@dataclass(frozen=True)
-class CompressionPlan:
+class CompressionPlan(BaseModel):
     """What every method produces: input precision plus a LayerPlan per layer, by stable name."""
 
-    input_bits: int
-    layers: dict[str, LayerPlan] = field(default_factory=dict)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    input_bits: int = Field(ge=MIN_BITS, le=MAX_BITS)
+    layers: dict[str, LayerPlan] = {}
 
     def with_layer(self, name: str, **changes) -> CompressionPlan:
         """A copy with one layer's fields changed."""
-        return replace(self, layers={**self.layers, name: replace(self.layers[name], **changes)})
+        layer = self.layers[name].model_copy(update=changes)
+        return self.model_copy(update={"layers": {**self.layers, name: layer}})
 
     def to_dict(self) -> dict:
         """Plain-data form (the YAML/JSON schema)."""
-        layers = {}
-        for name, lp in self.layers.items():
-            d = asdict(lp)
-            d["keep"] = list(lp.keep) if lp.keep is not None else None
-            layers[name] = d
-        return {"input_bits": self.input_bits, "layers": layers}
+        data = self.model_dump(mode="json")
+        for layer in data["layers"].values():
+            layer["keep"] = None if layer["keep"] is None else list(layer["keep"])
+        return data
+
+    def digest(self) -> str:
+        """A short content hash (same plan, same digest)."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @classmethod
-    def from_dict(cls, data: dict, source: str = "plan") -> CompressionPlan:
-        """Parse and range-check plain data; errors name the field."""
-        if not isinstance(data, dict) or set(data) - {"input_bits", "layers"}:
-            extra = sorted(set(data) - {"input_bits", "layers"}) if isinstance(data, dict) else data
-            raise ConfigError(f"{source}: unknown keys {extra}; allowed: input_bits, layers")
-        input_bits = _check_bits(data.get("input_bits"), f"{source}.input_bits")
-        layers = {}
-        for name, d in (data.get("layers") or {}).items():
-            where = f"{source}.layers.{name}"
-            unknown = set(d) - {"weight_bits", "act_bits", "keep", "prune_k"}
-            if unknown:
-                raise ConfigError(
-                    f"{where}: unknown keys {sorted(unknown)}; "
-                    "allowed: weight_bits, act_bits, keep, prune_k"
-                )
-            act = d.get("act_bits")
-            keep = d.get("keep")
-            prune_k = float(d.get("prune_k", 0.0))
-            if prune_k < 0:
-                raise ConfigError(f"{where}.prune_k: {prune_k} is negative; allowed: >= 0")
-            layers[name] = LayerPlan(
-                weight_bits=_check_bits(d.get("weight_bits"), f"{where}.weight_bits"),
-                act_bits=None if act is None else _check_bits(act, f"{where}.act_bits"),
-                keep=None if keep is None else _check_keep(keep, f"{where}.keep"),
-                prune_k=prune_k,
-            )
-        return cls(input_bits=input_bits, layers=layers)
+    def from_dict(cls, data, source: str = "plan") -> CompressionPlan:
+        """Parse and range-check plain data; a ConfigError names the field and what is allowed."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a mapping with input_bits and layers")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as err:
+            parts = []
+            for e in err.errors():
+                field = ".".join(str(p) for p in e["loc"])
+                msg = e["msg"].removeprefix("Value error, ")
+                if e["type"] == "extra_forbidden":
+                    msg = "unknown key; allowed: input_bits, layers (weight_bits, act_bits, " \
+                          "keep, prune_k)"
+                parts.append(f"{source}.{field}: {msg}")
+            raise ConfigError("; ".join(parts)) from None
 
     def save(self, path: str | Path) -> None:
         """Write as YAML (or JSON if the suffix is .json), atomically."""
@@ -92,19 +105,3 @@ class CompressionPlan:
     def load(cls, path: str | Path) -> CompressionPlan:
         """Read a YAML or JSON plan file."""
         return cls.from_dict(read_yaml(path, "plan file", "YAML/JSON"), source=str(path))
-
-
-def _check_bits(value, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not MIN_BITS <= value <= MAX_BITS:
-        raise ConfigError(f"{where}: {value!r} is not allowed; use an integer {MIN_BITS}..{MAX_BITS}")
-    return value
-
-
-def _check_keep(keep, where: str) -> tuple[int, ...]:
-    if not isinstance(keep, (list, tuple)) or not keep or not all(
-        isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in keep
-    ):
-        raise ConfigError(f"{where}: must be a non-empty list of channel indices >= 0")
-    if len(set(keep)) != len(keep):
-        raise ConfigError(f"{where}: channel indices repeat")
-    return tuple(sorted(keep))

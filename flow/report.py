@@ -1,14 +1,120 @@
-"""What a person looks at: summary.json, the per-layer terminal table, cross-run comparison."""
+"""What a person looks at for one run: summary.json (typed, versioned) and the terminal table."""
 from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict
 from rich.console import Console
 from rich.table import Table
 
 from flow.io import atomic_write_json
+from flow.results import BaselineResult, QatResult, RtlValidation, SimulateResult
+from flow.run import STEP_NAMES, Run
+from hw_models.resources import Resources, ResourceSource
 
+SCHEMA_VERSION = 1
 RESOURCE_KEYS = ("lut", "bram18", "uram", "dsp")
+
+
+class AccuracyByStage(BaseModel):
+    """Test accuracy at each stage of the flow, in [0, 1]."""
+
+    float_test: float  # the trained float network
+    qat_test: float  # the plan's network after the qat step's fine-tuning (what is exported)
+    rtl_test: float | None = None  # the simulated RTL (None: not simulated)
+
+
+class Memory(BaseModel):
+    weight_mbit: float
+    act_mbit: float
+    total_mbit: float
+    avg_bits: float
+    params: int
+
+
+class HardwareSummary(BaseModel):
+    resource_source: ResourceSource
+    resources: Resources
+    fits: bool
+    over: list[str]
+    fps: float
+    latency_us: float
+    steady_state_cycles: int
+    clock_mhz: float
+    target_fps: float
+    target_met: bool
+    hls_nodes: list[str]
+
+
+class StepSummary(BaseModel):
+    id: str
+    seconds: float
+
+
+class Summary(BaseModel):
+    """Every figure of one run; `steps` ties it to the step results it was made from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+    run: str
+    dataset: str
+    arch: str
+    method: str
+    board: str
+    target: str
+    accuracy: AccuracyByStage
+    accuracy_drop_points: float  # float_test - qat_test, in points
+    memory: Memory
+    performance_density: float  # qat_test accuracy in % per Mbit of weights + activations
+    hardware: HardwareSummary
+    simulation: RtlValidation | None  # None: skipped
+    simulation_skipped: str | None
+    plan: dict
+    layers: list[dict]
+    steps: dict[str, StepSummary]
+
+
+def build_summary(run: Run) -> Summary:
+    """The summary of a run whose steps up to the report have finished."""
+    recipe = run.recipe
+    base = BaselineResult.model_validate(run.result("baseline"))
+    qat = QatResult.model_validate(run.result("qat"))
+    finn = run.result("finn")["estimate"]
+    sim = SimulateResult.model_validate(run.result("simulate"))
+    t = qat.metrics.totals
+    val = sim.validation
+    return Summary(
+        run=recipe.name, dataset=recipe.data.dataset, arch=recipe.model.arch,
+        method=recipe.method.name, board=recipe.hardware.board, target=recipe.hardware.target,
+        accuracy=AccuracyByStage(float_test=base.float_test_accuracy,
+                                 qat_test=qat.qat_test_accuracy,
+                                 rtl_test=val.rtl_test_accuracy if val else None),
+        accuracy_drop_points=100 * (base.float_test_accuracy - qat.qat_test_accuracy),
+        memory=Memory(weight_mbit=t.weight_mbit, act_mbit=t.act_mbit, total_mbit=t.total_mbit,
+                      avg_bits=t.avg_bits, params=t.params),
+        performance_density=qat.performance_density,
+        hardware=_hardware(finn, recipe.hardware.target_fps),
+        simulation=val, simulation_skipped=sim.skipped,
+        plan=run.result("plan")["plan"],
+        layers=layer_table_rows(qat, finn),
+        steps={s: StepSummary(id=run.record(s).id, seconds=run.record(s).seconds)
+               for s in STEP_NAMES[:-1]},
+    )
+
+
+def _hardware(finn: dict, target_fps: float) -> HardwareSummary:
+    perf = finn["performance"]
+    totals = finn["totals"]
+    return HardwareSummary(
+        resource_source=ResourceSource.FINN_ESTIMATE,
+        resources=Resources(lut=totals["LUT"], bram18=totals["BRAM18"], uram=totals["URAM"],
+                            dsp=totals["DSP"]),
+        fits=finn["fit"]["fits"], over=finn["fit"]["over"], fps=perf["fps"],
+        latency_us=perf["latency_us"], steady_state_cycles=perf["steady_state_cycles"],
+        clock_mhz=finn["clock_mhz"], target_fps=target_fps, target_met=perf["fps"] >= target_fps,
+        hls_nodes=finn["hls_nodes"],
+    )
 
 
 def group_hw_layers(finn_layers: list[dict], layer_names: list[str]) -> dict[str, list[dict]]:
@@ -26,37 +132,30 @@ def group_hw_layers(finn_layers: list[dict], layer_names: list[str]) -> dict[str
     layer = 0
     after_compute = False
     for i, row in enumerate(finn_layers):
-        is_thr = row["op_type"].startswith("Thresholding")
-        if after_compute and is_thr:
+        if after_compute and row["op_type"].startswith("Thresholding"):
             groups[layer_names[layer - 1]].append(row)
             after_compute = False
-            continue
-        if i in compute:
+        elif i in compute:
             groups[layer_names[layer]].append(row)
             layer += 1
             after_compute = True
         else:
-            after_compute = after_compute and row["op_type"].startswith(("StreamingFIFO", "StreamingDataWidth"))
+            after_compute = after_compute and row["op_type"].startswith(
+                ("StreamingFIFO", "StreamingDataWidth"))
             groups[layer_names[min(layer, len(layer_names) - 1)]].append(row)
     return groups
 
 
-def layer_table_rows(qat: dict, finn: dict | None) -> list[dict]:
+def layer_table_rows(qat: QatResult, finn: dict | None) -> list[dict]:
     """Per-layer rows joining plan metrics with FINN estimates (summed over the layer's nodes)."""
-    metrics = qat["metrics"]["layers"]
-    groups = group_hw_layers(finn["layers"], [r["layer"] for r in metrics]) if finn else {}
+    metrics = qat.metrics.layers
+    groups = group_hw_layers(finn["layers"], [m.layer for m in metrics]) if finn else {}
     rows = []
     for m in metrics:
-        nodes = groups.get(m["layer"], [])
-        row = {
-            "layer": m["layer"],
-            "weight_bits": m["weight_bits"],
-            "act_bits": m["act_bits"],
-            "channels": f"{m['out_ch']}/{m['full_out_ch']}",
-            "weight_mb": m["weight_mb"],
-            "act_mb": m["act_mb"],
-            "nodes": [n["name"] for n in nodes],
-        }
+        nodes = groups.get(m.layer, [])
+        row = {"layer": m.layer, "weight_bits": m.weight_bits, "act_bits": m.act_bits,
+               "channels": f"{m.out_ch}/{m.full_out_ch}", "weight_mbit": m.weight_mbit,
+               "act_mbit": m.act_mbit, "nodes": [n["name"] for n in nodes]}
         if nodes:
             row.update({k: sum(n[k] for n in nodes) for k in RESOURCE_KEYS})
             row["cycles"] = max(n["cycles"] for n in nodes)
@@ -64,172 +163,54 @@ def layer_table_rows(qat: dict, finn: dict | None) -> list[dict]:
     return rows
 
 
-def build_summary(recipe: dict, results: dict) -> dict:
-    """The run's figures in one JSON-able dict."""
-    qat, finn, sim = results.get("qat"), results.get("finn"), results.get("simulate")
-    summary = {
-        "run": recipe["name"],
-        "dataset": recipe["data"]["dataset"],
-        "arch": recipe["model"]["arch"],
-        "method": recipe["method"]["name"],
-        "board": recipe["hardware"]["board"],
-        "float_test_accuracy": results["baseline"]["test_accuracy"],
-        "plan": results["plan"]["plan"],
-        "seconds": {step: r.get("seconds") for step, r in results.items()},
-    }
-    if qat:
-        t = qat["metrics"]["totals"]
-        summary.update({
-            "test_accuracy": qat["test_accuracy"],
-            "accuracy_drop_points": 100 * (results["baseline"]["test_accuracy"] - qat["test_accuracy"]),
-            "weight_mb": t["weight_mb"], "act_mb": t["act_mb"], "total_mb": t["total_mb"],
-            "avg_bits": t["avg_bits"], "params": t["params"],
-            "performance_density": qat["performance_density"],
-        })
-    if finn:
-        summary["hardware"] = {
-            "totals": finn["totals"], "fits": finn["fit"]["fits"], "over": finn["fit"]["over"],
-            "fps": finn["performance"]["fps"], "latency_us": finn["performance"]["latency_us"],
-            "steady_state_cycles": finn["performance"]["steady_state_cycles"],
-            "clock_mhz": finn["clock_mhz"], "hls_nodes": finn["hls_nodes"],
-            "target_fps": recipe["hardware"]["target_fps"],
-        }
-    if sim:
-        summary["simulation"] = {k: v for k, v in sim.items() if k != "seconds"}
-    summary["layers"] = layer_table_rows(qat, finn) if qat else []
-    return summary
-
-
-def write_summary(run_dir: Path, summary: dict) -> Path:
+def write_summary(run_dir: Path, summary: Summary) -> Path:
     """summary.json in the run folder, atomically."""
     path = run_dir / "summary.json"
-    atomic_write_json(path, summary)
+    atomic_write_json(path, summary.model_dump(mode="json"))
     return path
 
 
-def print_summary(summary: dict, console: Console | None = None) -> None:
+def print_summary(summary: Summary, console: Console | None = None) -> None:
     """The per-layer table and the totals, for the terminal."""
     console = console or Console()
-    table = Table(title=f"densiflow run '{summary['run']}' — {summary['arch']} on "
-                        f"{summary['dataset']}, {summary['method']} plan, {summary['board']}")
-    for col in ("layer", "W/A bits", "channels", "weight Mb", "act Mb", "LUT", "BRAM18", "DSP",
-                "cycles"):
+    hw = summary.hardware
+    table = Table(title=f"densiflow run '{summary.run}': {summary.arch} on {summary.dataset}, "
+                        f"{summary.method} plan, {summary.board} ({hw.resource_source.label})")
+    for col in ("layer", "W/A bits", "channels", "weight Mbit", "act Mbit", "LUT", "BRAM18",
+                "DSP", "cycles"):
         table.add_column(col, justify="left" if col == "layer" else "right")
-    for r in summary["layers"]:
+    for r in summary.layers:
         table.add_row(
             r["layer"], f"{r['weight_bits']}/{r['act_bits'] or '-'}", r["channels"],
-            f"{r['weight_mb']:.4f}", f"{r['act_mb']:.4f}",
+            f"{r['weight_mbit']:.4f}", f"{r['act_mbit']:.4f}",
             *(f"{r[k]:.0f}" if k in r else "-" for k in ("lut", "bram18", "dsp", "cycles")),
         )
-    hw = summary.get("hardware")
-    if hw:
-        t = hw["totals"]
-        table.add_row("total", "", "", f"{summary['weight_mb']:.4f}", f"{summary['act_mb']:.4f}",
-                      f"{t['LUT']:.0f}", f"{t['BRAM18']:.0f}", f"{t['DSP']:.0f}",
-                      str(hw["steady_state_cycles"]), style="bold")
+    m, res = summary.memory, hw.resources
+    table.add_row("total", "", "", f"{m.weight_mbit:.4f}", f"{m.act_mbit:.4f}", f"{res.lut:.0f}",
+                  f"{res.bram18:.0f}", f"{res.dsp:.0f}", str(hw.steady_state_cycles),
+                  style="bold")
     console.print(table)
+    for line in summary_lines(summary):
+        console.print(line, markup=False, highlight=False)
+
+
+def summary_lines(summary: Summary) -> list[str]:
+    """The run's headline figures, one line each, every accuracy named by its stage."""
+    acc, m, hw = summary.accuracy, summary.memory, summary.hardware
     lines = [
-        f"accuracy: float {100 * summary['float_test_accuracy']:.2f} %, "
-        f"compressed {100 * summary['test_accuracy']:.2f} % "
-        f"(drop {summary['accuracy_drop_points']:.2f} points)",
-        f"size: {summary['total_mb']:.4f} Mb (weights {summary['weight_mb']:.4f} + activations "
-        f"{summary['act_mb']:.4f}), average bit-width {summary['avg_bits']:.2f}, "
-        f"performance density {summary['performance_density']:.1f} %/Mb",
+        f"test accuracy: float {100 * acc.float_test:.2f} %, after QAT {100 * acc.qat_test:.2f} %"
+        + (f", simulated RTL {100 * acc.rtl_test:.2f} %" if acc.rtl_test is not None else "")
+        + f" (QAT vs float {-summary.accuracy_drop_points:+.2f} points)",
+        f"size: {m.total_mbit:.4f} Mbit (weights {m.weight_mbit:.4f} + activations "
+        f"{m.act_mbit:.4f}), average bit-width {m.avg_bits:.2f}, performance density "
+        f"{summary.performance_density:.1f} %/Mbit (after QAT)",
     ]
-    if hw:
-        fit = "fits" if hw["fits"] else f"DOES NOT FIT (over: {', '.join(hw['over'])})"
-        met = "met" if hw["fps"] >= hw["target_fps"] else "MISSED"
-        lines.append(
-            f"hardware: {hw['fps']:,.0f} frames/s at {hw['clock_mhz']:g} MHz (target "
-            f"{hw['target_fps']:,.0f}: {met}), latency {hw['latency_us']:.2f} us (estimate), "
-            f"{fit} on {summary['board']}"
-        )
-    sim = summary.get("simulation")
-    if sim:
-        lines.append(
-            f"RTL simulation: {sim['frames']} frames, {sim['mismatches']} mismatching words, "
-            f"accuracy {100 * sim['accuracy']:.2f} %, {sim['measured_cycles_per_frame']:.1f} "
-            f"cycles/frame measured vs {sim['estimated_cycles_per_frame']} estimated, first-frame "
-            f"latency {sim['measured_latency_cycles']} cycles"
-        )
-        if sim.get("bottleneck"):
-            b = sim["bottleneck"]
-            lines.append(f"measured bottleneck: {b['node']}, busy {b['busy_cycles']:.0f} "
-                         f"cycles/frame (FINN estimate {b['estimated_cycles']})")
-    for line in lines:
-        console.print(line)
-
-
-COMPARE_COLUMNS = ("run", "method", "test_accuracy", "total_mb", "avg_bits", "performance_density",
-                   "LUT", "BRAM18", "DSP", "fps", "fits")
-
-
-def comparison_rows(summaries: list[dict]) -> list[dict]:
-    """One row per run: accuracy, size, density and hardware totals."""
-    rows = []
-    for s in summaries:
-        hw = s.get("hardware") or {}
-        totals = hw.get("totals", {})
-        rows.append({
-            "run": s["run"], "method": s["method"], "test_accuracy": s.get("test_accuracy"),
-            "total_mb": s.get("total_mb"), "avg_bits": s.get("avg_bits"),
-            "performance_density": s.get("performance_density"),
-            "LUT": totals.get("LUT"), "BRAM18": totals.get("BRAM18"), "DSP": totals.get("DSP"),
-            "fps": hw.get("fps"), "fits": hw.get("fits"),
-        })
-    return rows
-
-
-def write_comparison(rows: list[dict], out_dir: Path) -> dict[str, Path]:
-    """comparison.csv and comparison.png (accuracy vs Mb, marker area ~ LUTs) in out_dir."""
-    import csv
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from flow.io import atomic_write_text
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COMPARE_COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-    csv_path = out_dir / "comparison.csv"
-    atomic_write_text(csv_path, buf.getvalue())
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for r in rows:
-        ax.scatter(r["total_mb"], 100 * r["test_accuracy"], s=40 + (r["LUT"] or 0) / 50, alpha=0.7)
-        ax.annotate(f"{r['run']}\n{r['performance_density']:.0f} %/Mb",
-                    (r["total_mb"], 100 * r["test_accuracy"]), fontsize=8,
-                    xytext=(4, 4), textcoords="offset points")
-    ax.set_xlabel("weights + activations (Mb)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("performance density across runs (marker area ~ LUTs)")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    png_path = out_dir / "comparison.png"
-    tmp = png_path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(png_path)
-    return {"csv": csv_path, "png": png_path}
-
-
-def print_comparison(rows: list[dict], console: Console | None = None) -> None:
-    """The comparison as a terminal table, best performance density first."""
-    console = console or Console()
-    table = Table(title="runs compared")
-    for col in COMPARE_COLUMNS:
-        table.add_column(col, justify="left" if col in ("run", "method") else "right")
-    for r in sorted(rows, key=lambda r: -(r["performance_density"] or 0)):
-        table.add_row(
-            r["run"], r["method"], f"{100 * r['test_accuracy']:.2f} %", f"{r['total_mb']:.4f}",
-            f"{r['avg_bits']:.2f}", f"{r['performance_density']:.1f}",
-            *(f"{r[k]:.0f}" if r[k] is not None else "-" for k in ("LUT", "BRAM18", "DSP", "fps")),
-            "yes" if r["fits"] else "no" if r["fits"] is not None else "-",
-        )
-    console.print(table)
+    fit = "fits" if hw.fits else f"DOES NOT FIT (over: {', '.join(hw.over)})"
+    lines.append(
+        f"hardware ({hw.resource_source.label}): {hw.fps:,.0f} frames/s at {hw.clock_mhz:g} MHz "
+        f"(target {hw.target_fps:,.0f}: {'met' if hw.target_met else 'MISSED'}), latency "
+        f"{hw.latency_us:.2f} us, {fit} on {summary.board}")
+    if summary.simulation is None:
+        lines.append(f"RTL simulation: skipped ({summary.simulation_skipped})")
+        return lines
+    return lines + summary.simulation.lines()

@@ -16,8 +16,10 @@ from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.core.onnx_exec import execute_onnx
 from qonnx.custom_op.registry import getCustomOp
 
-from flow.errors import ModelError, VerificationError
+from flow.errors import ConfigError, ModelError, VerificationError
 from flow.io import atomic_write_text
+from flow.results import RtlValidation
+from flow.run import Run
 
 log = logging.getLogger(__name__)
 
@@ -42,56 +44,97 @@ def reference_streams(parent_path: Path, python_child_path: Path,
     return np.stack(ins), np.stack(outs), np.stack(finals)
 
 
-def validate_rtl(finn_dir: Path, paths: dict[str, str], frames: np.ndarray, labels: np.ndarray,
+def validate_run(run: Run, out_dir: Path, frames: int | None, backpressure: float,
+                 min_agreement: float) -> RtlValidation:
+    """Simulate a run's FINN build on its test split (or the first `frames`) and check it."""
+    from flow.train import predict
+
+    d = run.data
+    n = frames or len(d.x_test)
+    if n > len(d.x_test):
+        raise ConfigError(f"frames: {n} is more than the test split holds; "
+                          f"allowed: 1..{len(d.x_test)}")
+    x, y = d.x_test[:n], d.y_test[:n]
+    finn = run.result("finn")["estimate"]
+    paths = {k: run.artefact("finn", rel) for k, rel in finn["paths"].items()
+             if k in ("dataflow_parent", "dataflow_python", "dataflow_rtl")}
+    result = validate_rtl(
+        paths, x.numpy(), y.numpy(), predict(run.quant_model(), x).numpy(), out_dir,
+        finn["part"], finn["clock_mhz"], finn["performance"]["steady_state_cycles"],
+        backpressure, min_agreement, cache_dir=run.rtlsim_cache,
+    )
+    return result
+
+
+def validate_rtl(paths: dict[str, Path], frames: np.ndarray, labels: np.ndarray,
                  torch_logits: np.ndarray, out_dir: Path, part: str, clock_mhz: float,
-                 estimated_cycles: int, backpressure: float = 0.0,
-                 cache_dir: Path | None = None) -> dict:
+                 estimated_cycles: int, backpressure: float = 0.0, min_agreement: float = 1.0,
+                 cache_dir: Path | None = None) -> RtlValidation:
     """Simulate `frames` (NCHW raw pixels) on the generated RTL and compare at every level.
 
-    Raises VerificationError on any output word that differs from FINN's python execution.
+    Raises VerificationError on any output word that differs from FINN's python execution, or
+    when the RTL predicts what PyTorch predicts on fewer than `min_agreement` of the frames.
     """
     from hw_models.rtlsim import build_simulator, generate_rtl, run_frames
 
     part_in, part_out, final = reference_streams(
-        finn_dir / paths["dataflow_parent"], finn_dir / paths["dataflow_python"], frames
+        paths["dataflow_parent"], paths["dataflow_python"], frames
     )
     if not np.array_equal(part_out.reshape(len(frames), -1).argmax(1),
                           final.reshape(len(frames), -1).argmax(1)):
         raise ModelError("the nodes after the dataflow partition change the predicted class; "
                          "only a positive per-tensor scale may follow the accelerator")
-    rtl_model = generate_rtl(finn_dir / paths["dataflow_rtl"], out_dir / "rtl", fpgapart=part,
+    rtl_model = generate_rtl(paths["dataflow_rtl"], out_dir / "rtl", fpgapart=part,
                              clk_ns=1000.0 / clock_mhz)
     sim = build_simulator(rtl_model, cache_dir=cache_dir)
     log.info("simulating %d frames on the RTL (backpressure %.0f %%)", len(frames),
              100 * backpressure)
     got, stats = run_frames(sim, part_in, backpressure=backpressure)
     got = got.reshape(part_out.shape)
-    mismatches = int(np.count_nonzero(got != part_out))
-    hw_pred = got.reshape(len(frames), -1).argmax(1)
+    atomic_write_text(out_dir / "node_cycles.txt", stats.node_table() + "\n")
+    result = _validation(got, part_out, labels, torch_logits, stats, clock_mhz, estimated_cycles,
+                         backpressure, min_agreement)
+    _check(result, got, part_out)
+    return result
+
+
+def _validation(got, expected, labels, torch_logits, stats, clock_mhz: float,
+                estimated_cycles: int, backpressure: float, min_agreement: float) -> RtlValidation:
+    n = len(labels)
+    hw_pred = got.reshape(n, -1).argmax(1)
     measured, slowest = stats.steady_cycles_per_frame, stats.bottleneck
-    result = {
-        "frames": len(frames),
-        "output_words": int(part_out.size),
-        "mismatches": mismatches,
-        "accuracy": float(np.mean(hw_pred == labels)),
-        "agreement_with_pytorch": float(np.mean(hw_pred == torch_logits.argmax(1))),
-        "measured_latency_cycles": stats.first_frame_latency,
-        "measured_cycles_per_frame": measured,
-        "estimated_cycles_per_frame": estimated_cycles,
-        "measured_over_estimated": None if measured is None else measured / estimated_cycles,
-        "measured_fps": None if measured is None else clock_mhz * 1e6 / measured,
-        "backpressure": backpressure,
-        "bottleneck": None if slowest is None else {
+    sim = stats.to_json()
+    sim.pop("frame_done")
+    return RtlValidation(
+        frames=n, output_words=int(expected.size),
+        mismatches=int(np.count_nonzero(got != expected)),
+        rtl_test_accuracy=float(np.mean(hw_pred == labels)),
+        agreement_with_pytorch=float(np.mean(hw_pred == torch_logits.argmax(1))),
+        min_agreement=min_agreement,
+        measured_latency_cycles=stats.first_frame_latency,
+        measured_cycles_per_frame=measured, estimated_cycles_per_frame=estimated_cycles,
+        measured_over_estimated=None if measured is None else measured / estimated_cycles,
+        measured_fps=None if measured is None else clock_mhz * 1e6 / measured,
+        backpressure=backpressure,
+        bottleneck=None if slowest is None else {
             "node": slowest.name, "busy_cycles": slowest.busy,
             "estimated_cycles": slowest.estimated},
-        "sim": stats.to_json(),
-    }
-    atomic_write_text(out_dir / "node_cycles.txt", stats.node_table() + "\n")
-    result["sim"].pop("frame_done")
-    if mismatches:
-        first = int(np.flatnonzero((got != part_out).reshape(len(frames), -1).any(1))[0])
+        sim=sim,
+    )
+
+
+def _check(result: RtlValidation, got: np.ndarray, expected: np.ndarray) -> None:
+    """VerificationError on any mismatching word or too little agreement with PyTorch."""
+    if result.mismatches:
+        bad = (got != expected).reshape(result.frames, -1).any(1)
         raise VerificationError(
-            f"RTL simulation differs from FINN's python execution in {mismatches} of "
-            f"{part_out.size} output words (first bad frame: {first})"
+            f"RTL simulation differs from FINN's python execution in {result.mismatches} of "
+            f"{result.output_words} output words (first bad frame: {int(np.flatnonzero(bad)[0])})"
         )
-    return result
+    if result.agreement_with_pytorch < result.min_agreement:
+        raise VerificationError(
+            f"the simulated RTL predicts what PyTorch predicts on "
+            f"{100 * result.agreement_with_pytorch:.1f} % of {result.frames} frames, below "
+            f"simulate.min_agreement {100 * result.min_agreement:.1f} %: the hardware does not "
+            "implement the trained network (were 03_qat or 04_export changed?)"
+        )

@@ -8,6 +8,10 @@ from __future__ import annotations
 # FINN's RTL layers (MVAU_rtl, Thresholding_rtl) need signed weights and activations of at least
 # 2 bits; 1-bit (bipolar/XNOR) layers exist only as HLS, which Verilator cannot simulate.
 MIN_RTL_BITS = 2
+# A ReLU activation needs >= 2 bits: FINN's RTL thresholding needs them, and a 1-bit unsigned
+# ReLU quantizer has a single nonzero level whose QONNX export does not match PyTorch (seen:
+# error 23.1). Binary networks use bipolar sign activations, which the zoo does not build.
+MIN_ACT_BITS = MIN_RTL_BITS
 # Widest quantized value the flow builds: Brevitas' Uint8/Int8 quantizers and FINN's
 # MultiThreshold conversion (max_multithreshold_bit_width=8) stop at 8 bits.
 MAX_BITS = 8

@@ -8,15 +8,16 @@ import pytest
 import torch
 
 from flow.aqp_report import done_check
+from flow.config import parse_recipe
 from flow.data import load_dataset
 from flow.errors import ConfigError
 from flow.importance.pruning import structured_keep
-from flow.methods import MethodContext, get_method
-from flow.methods.aqp import check_params, make_plan
+from flow.methods.aqp import make_plan as aqp_make_plan
+from flow.methods.base import MethodContext, get_method
+from flow.methods.params import AqpParams
 from flow.models import build_float, get_architecture
 from flow.plan import CompressionPlan
 from flow.train import TrainConfig, train
-
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -33,6 +34,10 @@ def ctx(torch_one_thread):
 
 
 FAST = {"report": False, "k_step": 0.5}
+
+
+def make_plan(ctx, params: dict, out) -> CompressionPlan:
+    return aqp_make_plan(ctx, AqpParams(name="aqp", **params), out).plan
 
 
 @pytest.fixture(scope="module")
@@ -52,18 +57,18 @@ def runs(ctx, tmp_path_factory):
     return out
 
 
-def test_unknown_and_bad_params(ctx, tmp_path):
-    with pytest.raises(ConfigError, match=r"unknown keys \['bogus'\].*allowed: .*t_margin"):
-        make_plan(ctx, {"bogus": 1}, tmp_path)
-    for bad in ({"mode": "both"}, {"pruning": "channels"}, {"t_margin": -1}, {"k_step": 0},
-                {"act_bits": "auto"}, {"importance": {"quant": 0.7}},
-                {"importance": {"hessian": 0.5, "nope": 0.5}}, {"fixed_layers": ["conv9"]},
-                {"baseline_prune": [1.5]}, {"max_bits": 9}):
-        with pytest.raises(ConfigError):
-            make_plan(ctx, {**FAST, **bad}, tmp_path)
-    p = check_params({}, 2)
-    assert p["mode"] == "combined" and p["pruning"] == "unstructured" and p["k_max"] == 3.0
-    assert get_method("aqp") is make_plan
+def test_unknown_and_bad_params(ctx):
+    for bad in ({"bogus": 1}, {"mode": "both"}, {"pruning": "channels"}, {"t_margin": -1},
+                {"k_step": 0}, {"act_bits": "auto"}, {"importance": {"quant": 0.7}},
+                {"importance": {"hessian": 0.5, "nope": 0.5}}, {"baseline_prune": [1.5]},
+                {"max_bits": 9}):
+        with pytest.raises(ConfigError, match=f"method.{next(iter(bad))}"):
+            parse_recipe({"name": "x", "method": {"name": "aqp", **bad}})
+    with pytest.raises(ValueError, match=r"fixed_layers: unknown layers \['conv9'\]"):
+        AqpParams(name="aqp", fixed_layers=["conv9"]).fixed(ctx.arch.layer_names)
+    p = AqpParams(name="aqp")
+    assert p.mode == "combined" and p.pruning == "unstructured" and p.k_max == 3.0
+    assert get_method("aqp") is aqp_make_plan
 
 
 @pytest.mark.parametrize("key", ["quant", "prune", "combined", "structured"])
@@ -166,8 +171,9 @@ def test_report_outputs(ctx, tmp_path):
     assert rows["Fixed W2A2"]["avg_bits"] == pytest.approx(2.0)
     assert rows["Fixed prune 50% (W8)"]["params_m"] < rows["Fixed W8A8"]["params_m"]
     aqp = rows["AQP (combined)"]
-    assert aqp["param_size_mb"] == pytest.approx(aqp["avg_bits"] * 47376 / 8 / 1e6)
-    assert aqp["weight_mb_dense"] >= aqp["param_size_mb"]
+    assert aqp["param_size_mbyte"] == pytest.approx(aqp["avg_bits"] * 47376 / 8 / 1e6)
+    assert aqp["weight_mbyte_dense"] >= aqp["param_size_mbyte"]
+    assert aqp["stage"] == "QAT fine-tune, 1 epochs" and rows["Float baseline"]["stage"] == "float training"
     with (tmp_path / "aqp_table.csv").open() as f:
         assert [r["method"] for r in csv.DictReader(f)] == methods
     for png in ("aqp_tradeoff.png", "aqp_layers.png"):

@@ -1,7 +1,8 @@
-"""The command line: clear errors with exit code 2, no traceback; listings."""
-from pathlib import Path
+"""The command line: one-line errors with exit code 2, no traceback, nothing written; listings."""
+import pytest
 
 from flow.cli import main
+from flow.rundir import RunFolder
 
 
 def test_missing_recipe(capsys):
@@ -22,14 +23,38 @@ def test_unknown_method_is_named(tmp_path, capsys):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("name: r\nmethod: {name: magic}\n")
     assert main(["run", str(recipe), "--out", str(tmp_path)]) == 2
-    assert "unknown method 'magic'" in capsys.readouterr().out
+    assert "method.name: 'magic' is not a method; allowed: uniform, aqp" in capsys.readouterr().out
 
 
-def test_simulate_refuses_a_renamed_run_folder(tmp_path, capsys):
+def test_text_in_brackets_survives(tmp_path, capsys):
+    """Defect 10: errors went through Rich markup, and text in [...] vanished."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\nmethod: {name: aqp, fixed_layers: [bold]}\ntrain: [1\n")
+    assert main(["run", str(recipe)]) == 2
+    out = capsys.readouterr().out
+    assert "train: [1" in out and "^" in out
+
+
+def test_recipe_that_is_a_folder_or_binary(tmp_path, capsys):
+    """Defect 11: a binary recipe gave UnicodeDecodeError; a folder said "does not exist"."""
+    assert main(["run", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().out
+    binary = tmp_path / "r.yaml"
+    binary.write_bytes(bytes(range(256)))
+    assert main(["run", str(binary)]) == 2
+    assert "is not a text file" in capsys.readouterr().out
+
+
+def test_simulate_refuses_foreign_and_renamed_folders(tmp_path, capsys):
     run = tmp_path / "copy_of_r"
     (run / "05_finn").mkdir(parents=True)
     (run / "recipe.yaml").write_text("name: r\n")
     assert main(["simulate", str(run)]) == 2
+    assert "not a densiflow run folder" in capsys.readouterr().out
+    RunFolder.create_or_open(tmp_path / "r", "r")
+    (tmp_path / "r" / "recipe.yaml").write_text("name: r\n")
+    (tmp_path / "r").rename(run.with_name("renamed"))
+    assert main(["simulate", str(run.with_name("renamed"))]) == 2
     assert "folder of run 'r' was renamed; name it r again" in capsys.readouterr().out
 
 
@@ -40,13 +65,26 @@ def test_estimate_rejects_non_onnx(tmp_path, capsys):
     assert "is not a readable ONNX file" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("option, value", [("--clock-mhz", "-100"), ("--clock-mhz", "0"),
+                                           ("--target-fps", "inf"), ("--target-fps", "nan"),
+                                           ("--fifo-depth", "1")])
+def test_estimate_refuses_impossible_numbers(tmp_path, capsys, option, value):
+    """Defect 9: -100 MHz gave negative frames/s; 0 MHz became 100 MHz; inf fps was accepted."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["estimate", str(tmp_path / "m.onnx"), option, value])
+    assert exit_.value.code == 2
+    assert f"argument {option}: {value} is not allowed" in capsys.readouterr().err
+
+
 def test_compare_needs_finished_runs(tmp_path, capsys):
     assert main(["compare", str(tmp_path)]) == 2
-    assert "no summary.json" in capsys.readouterr().out
+    assert "not a densiflow run folder" in capsys.readouterr().out
+    RunFolder.create_or_open(tmp_path / "r", "r")
+    assert main(["compare", str(tmp_path / "r")]) == 2
+    assert "no summary.json; the run has not finished" in capsys.readouterr().out
 
 
 def test_boards_lists_catalogue(capsys):
     assert main(["boards"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in ("Pynq-Z1", "ZCU104", "KV260", "U250"))
-    assert Path("build/digits.yaml").is_file()

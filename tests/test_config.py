@@ -1,12 +1,21 @@
+"""The recipe is checked whole when it is loaded: every field, method parameters included."""
 import pytest
 
 from flow.config import load_recipe, parse_recipe
 from flow.errors import ConfigError
+from flow.methods.params import AqpParams, UniformParams
 
 
 def test_default_recipe_loads():
     recipe = load_recipe("build/digits.yaml")
-    assert recipe.data.dataset == "digits" and recipe.method["name"] == "uniform"
+    assert recipe.data.dataset == "digits"
+    assert recipe.method == UniformParams(name="uniform", weight_bits=4, act_bits=4)
+
+
+def test_method_parameters_are_typed_and_defaulted():
+    recipe = parse_recipe({"name": "x", "method": {"name": "aqp", "t_margin": 0.05}})
+    assert isinstance(recipe.method, AqpParams)
+    assert recipe.method.t_margin == 0.05 and recipe.method.mode == "combined"
 
 
 @pytest.mark.parametrize(
@@ -15,9 +24,31 @@ def test_default_recipe_loads():
         ({"name": "x", "trian": {}}, "unknown key 'trian'"),
         ({"name": "x", "data": {"seeed": 1}}, "unknown key 'data.seeed'"),
         ({"name": "x", "train": {"epochs": 0}}, "train.epochs"),
+        ({"name": "x", "train": {"lr": float("inf")}}, "train.lr"),
         ({"name": "x", "simulate": {"backpressure": 1.5}}, "simulate.backpressure"),
+        ({"name": "x", "simulate": {"min_agreement": 1.5}}, "simulate.min_agreement"),
         ({"name": "bad name!"}, "name"),
-        ({"name": "x", "method": {"weight_bits": 4}}, "method.name is required"),
+        # defect 1: names that would address the output root or a folder densiflow keeps
+        ({"name": "."}, "name"),
+        ({"name": ".."}, "name"),
+        ({"name": ".hidden"}, "name"),
+        ({"name": "rtlsim_cache"}, "name: .*reserved"),
+        # defect 2: the method and data sections are checked at load, not when a step runs
+        ({"name": "x", "method": {"weight_bits": 4}}, "method.name: required"),
+        ({"name": "x", "method": {"name": "bogus"}}, "method.name: 'bogus' is not a method"),
+        ({"name": "x", "method": {"name": "uniform", "weight_bits": 0, "act_bits": 4}},
+         "method.weight_bits"),
+        ({"name": "x", "method": {"name": "uniform", "weight_bits": 4}}, "method.act_bits"),
+        ({"name": "x", "method": {"name": "aqp", "k_step": 0}}, "method.k_step"),
+        ({"name": "x", "method": {"name": "aqp", "modes": "quant"}}, "unknown key 'method.modes'"),
+        ({"name": "x", "method": {"name": "aqp", "importance": {"quant": 2.0}}},
+         "method.importance.*sum to 1"),
+        ({"name": "x", "data": {"dataset": "imagenet"}}, "data.dataset"),
+        ({"name": "x", "data": {"dataset": "mnist"}}, "data.path: .*needs the folder"),
+        ({"name": "x", "model": {"arch": "resnet"}}, "model.arch: .*unknown architecture"),
+        ({"name": "x", "hardware": {"board": "zedboard"}}, "hardware.board: .*unknown board"),
+        ({"name": "x", "hardware": {"clock_mhz": 0}}, "hardware.clock_mhz"),
+        ({"name": "x", "hardware": {"fifo_depth": 1}}, "hardware.fifo_depth"),
         ([1, 2], "expected a mapping"),
     ],
 )
@@ -26,9 +57,41 @@ def test_bad_recipes_name_the_field(data, message):
         parse_recipe(data)
 
 
+def test_one_bit_activations_are_refused_with_the_reason():
+    """Defect 8: act_bits 1 used to train and then fail export verification."""
+    with pytest.raises(ConfigError, match=r"method.act_bits: .*greater than or equal to 2"):
+        parse_recipe({"name": "x", "method": {"name": "uniform", "weight_bits": 4, "act_bits": 1}})
+
+
+def test_one_bit_weights_only_where_hls_layers_are_allowed():
+    w1 = {"name": "uniform", "weight_bits": 1, "act_bits": 2}
+    with pytest.raises(ConfigError, match="method.weight_bits: 1 bits is below 2: FINN's RTL"):
+        parse_recipe({"name": "x", "method": w1})
+    with pytest.raises(ConfigError, match="method.baseline_bits: 1 bits"):
+        parse_recipe({"name": "x", "method": {"name": "aqp", "baseline_bits": [1, 4]}})
+    with pytest.raises(ConfigError, match="simulate.enabled"):
+        parse_recipe({"name": "x", "method": w1, "hardware": {"target": "estimate"}})
+    recipe = parse_recipe({"name": "x", "method": w1, "hardware": {"target": "estimate"},
+                           "simulate": {"enabled": False}})
+    assert recipe.hardware.min_weight_bits == 1
+
+
 def test_missing_and_invalid_files(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_recipe(tmp_path / "none.yaml")
-    (tmp_path / "bad.yaml").write_text("name: [unclosed")
-    with pytest.raises(ConfigError, match="not valid YAML"):
-        load_recipe(tmp_path / "bad.yaml")
+    with pytest.raises(ConfigError, match="is a folder"):
+        load_recipe(tmp_path)
+    (tmp_path / "binary.yaml").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
+    with pytest.raises(ConfigError, match="not a text file"):
+        load_recipe(tmp_path / "binary.yaml")
+
+
+def test_yaml_errors_keep_the_file_line_and_caret(tmp_path):
+    """Defect 10: the YAML error named <unicode string> and lost its line and caret."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ntrain: [unclosed\n")
+    with pytest.raises(ConfigError) as err:
+        load_recipe(bad)
+    text = str(err.value)
+    assert "not valid YAML" in text and f'"{bad}", line' in text and "^" in text
+    assert "<unicode string>" not in text

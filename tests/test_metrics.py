@@ -25,10 +25,10 @@ def exported(tmp_path_factory):
 def test_weights_macs_and_outputs_match_inference_cost(exported):
     plan, model, qmodel = exported
     cost = inference_cost(qmodel, discount_sparsity=False)["total_cost"]
-    totals = plan_metrics(ARCH, plan, model)["totals"]
-    assert cost["total_mem_w_elems"] == totals["params"]
-    assert cost["total_mem_w_bits"] == pytest.approx(1e6 * totals["weight_mb"])
-    assert cost["total_macs"] == totals["macs"]
+    totals = plan_metrics(ARCH, plan, model).totals
+    assert cost["total_mem_w_elems"] == totals.params
+    assert cost["total_mem_w_bits"] == pytest.approx(1e6 * totals.weight_mbit)
+    assert cost["total_macs"] == totals.macs
     assert cost["total_mem_o_elems"] == 16 * 64 + 5 * 36 + 32 * 16 + 40 + 10  # closed form
 
 
@@ -38,21 +38,21 @@ def test_pruned_zeros_match_inference_cost_sparsity(exported):
         w = model.blocks["conv3"][0].weight
         w[w.abs() < w.abs().median()] = 0.0
     metrics = plan_metrics(ARCH, plan, model)
-    row = next(r for r in metrics["layers"] if r["layer"] == "conv3")
-    assert row["nonzero"] == int(torch.count_nonzero(w))
+    row = next(r for r in metrics.layers if r.layer == "conv3")
+    assert row.nonzero == int(torch.count_nonzero(w))
     # AQP's b̄ = Σ b(l)·S(l)·N_P(l), N_P over the FULL architecture's parameters
     full = {g.name: g.params for g in ARCH.geometry()}
-    expected = sum(r["weight_bits"] * r["nonzero"] for r in metrics["layers"]) / sum(full.values())
-    assert metrics["totals"]["avg_bits"] == pytest.approx(expected)
-    assert metrics["totals"]["compression_ratio"] == pytest.approx(32 / expected)
+    expected = sum(r.weight_bits * r.nonzero for r in metrics.layers) / sum(full.values())
+    assert metrics.totals.avg_bits == pytest.approx(expected)
+    assert metrics.totals.compression_ratio == pytest.approx(32 / expected)
 
 
 def test_uniform_full_plan_closed_form():
     plan = ARCH.uniform_plan(4, 4, 5)
-    t = plan_metrics(ARCH, plan)["totals"]
+    t = plan_metrics(ARCH, plan).totals
     params = 144 + 4608 + 9216 + 32768 + 640
-    assert t["params"] == params and t["avg_bits"] == pytest.approx(4.0)
+    assert t.params == params and t.avg_bits == pytest.approx(4.0)
     acts = 64 * 5 + (16 * 64 + 32 * 36 + 32 * 16 + 64) * 4  # input + hidden outputs
-    assert t["act_mb"] == pytest.approx(acts / 1e6)
-    assert t["total_mb"] == pytest.approx((params * 4 + acts) / 1e6)
-    assert performance_density(0.98, t["total_mb"]) == pytest.approx(98 / t["total_mb"])
+    assert t.act_mbit == pytest.approx(acts / 1e6)
+    assert t.total_mbit == pytest.approx((params * 4 + acts) / 1e6)
+    assert performance_density(0.98, t.total_mbit) == pytest.approx(98 / t.total_mbit)

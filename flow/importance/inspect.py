@@ -12,7 +12,8 @@ from pathlib import Path
 
 from flow.errors import ConfigError
 from flow.importance.channel import activation_l1, weight_l1
-from flow.importance.layer import MEASURES, LayerImportance, layer_importance
+from flow.importance.layer import LayerImportance, layer_importance
+from flow.importance.weights import MEASURES
 from flow.io import atomic_write_json
 
 CHANNEL_MEASURES = ("act_l1", "act_l1_val", "weight_l1")
@@ -37,10 +38,10 @@ def run_importance(run) -> tuple[LayerImportance, dict[str, dict[str, list[float
         channels = json.loads(channels_path.read_text())
     else:
         float_model = float_model or run.float_model()
-        d = run.data
+        d, seed = run.data, run.recipe.data.seed
         channels = {
-            "act_l1": activation_l1(float_model, d.x_train[:CALIB_SAMPLES]),
-            "act_l1_val": activation_l1(float_model, d.x_val[:CALIB_SAMPLES]),
+            "act_l1": activation_l1(float_model, d.subset("train", CALIB_SAMPLES, seed)[0]),
+            "act_l1_val": activation_l1(float_model, d.subset("val", CALIB_SAMPLES, seed)[0]),
             "weight_l1": weight_l1(float_model),
         }
         atomic_write_json(channels_path, channels)

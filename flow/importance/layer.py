@@ -32,19 +32,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from flow.errors import ConfigError
 from flow.importance.pruning import magnitude_prune_fraction
+from flow.importance.weights import MEASURE_DOC, check_weights
 from flow.io import atomic_write_json
 from flow.models import Architecture, Net, ptq_model
 from flow.train import mean_loss
-
-MEASURES = ("quant", "hessian", "prune", "data_free")
-MEASURE_DOC = {
-    "quant": "val-loss increase, only this layer at low precision (PTQ)",
-    "hessian": "Hutchinson trace of the loss Hessian / #params (HAWQ-v2)",
-    "prune": "val-loss increase, smallest-|w| fraction of this layer zeroed",
-    "data_free": "share of the network's parameters",
-}
+from hw_models.rules import input_bits
 
 
 @dataclass
@@ -114,28 +107,6 @@ class LayerImportance:
             table.add_row(row["layer"], *(f"{row[m]:.3f}" for m in self.normalised),
                           f"{row['combined']:.3f}", str(row["rank"]))
         return table
-
-
-def check_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
-    """Validate user weights of the measures (default: equal); ConfigError names the fault."""
-    if weights is None:
-        return {m: 1.0 / len(MEASURES) for m in MEASURES}
-    if not isinstance(weights, Mapping) or not weights:
-        raise ConfigError("importance weights: must be a mapping measure -> weight; "
-                          f"measures: {list(MEASURES)}")
-    unknown = sorted(set(weights) - set(MEASURES))
-    if unknown:
-        raise ConfigError(f"importance weights: unknown measures {unknown}; "
-                          f"allowed: {list(MEASURES)}")
-    out = {}
-    for m, w in weights.items():
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not np.isfinite(w) or w < 0:
-            raise ConfigError(f"importance weights.{m}: {w!r} is not a number >= 0")
-        out[m] = float(w)
-    total = sum(out.values())
-    if abs(total - 1.0) > 1e-6:
-        raise ConfigError(f"importance weights: they sum to {total:g}; they must sum to 1 ({out})")
-    return {m: out.get(m, 0.0) for m in MEASURES if m in out}
 
 
 def normalise(values: Sequence[float]) -> list[float]:
@@ -216,17 +187,15 @@ def layer_importance(arch: Architecture, float_model: Net, data, *,
     activation calibration use the first samples of a seeded permutation of the train split.
     """
     w = check_weights(weights)
-    gen = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(len(data.x_train), generator=gen)
-    calib_x = data.x_train[perm[:calib_samples]]
-    hx, hy = data.x_train[perm[:hessian_samples]], data.y_train[perm[:hessian_samples]]
+    calib_x, _ = data.subset("train", calib_samples, seed)
+    hx, hy = data.subset("train", hessian_samples, seed)
     raw: dict[str, list[float]] = {}
     seconds: dict[str, float] = {}
     for m in w:
         t0 = time.perf_counter()
         if m == "quant":
             raw[m] = quant_sensitivity(arch, float_model, data.x_val, data.y_val, calib_x,
-                                       min(data.input_bits, 8), low_bits, high_bits, min_act_bits)
+                                       input_bits(data.input_bits), low_bits, high_bits, min_act_bits)
         elif m == "hessian":
             traces = hessian_trace(float_model, hx, hy, hutchinson_samples, seed)
             raw[m] = [t / g.params for t, g in zip(traces, arch.geometry())]

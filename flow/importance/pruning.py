@@ -20,15 +20,6 @@ import numpy as np
 import torch
 
 
-
-
-
-
-
-
-
-
-
 def magnitude_prune_fraction(w: torch.Tensor, fraction: float) -> torch.Tensor:
     """A copy of w with its smallest-|w| `fraction` of entries set to zero (ties by position)."""
     flat = w.detach().flatten().clone()

@@ -1,5 +1,6 @@
 """FINN-compatible Brevitas network builders: architectures, plan application, channel surgery."""
-from flow.models.build import Net, build_float, build_quant, calibrate, ptq_model, transfer_weights
+from flow.models.build import Net, build_float, build_quant, calibrate, transfer_weights
+from flow.models.ptq import ptq_model, qat_model
 from flow.models.zoo import ARCHITECTURES, Architecture, LayerGeometry, LayerSpec, get_architecture
 
 __all__ = [
@@ -13,5 +14,6 @@ __all__ = [
     "calibrate",
     "get_architecture",
     "ptq_model",
+    "qat_model",
     "transfer_weights",
 ]

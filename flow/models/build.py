@@ -122,19 +122,6 @@ def transfer_weights(src: Net, src_plan: CompressionPlan | None, dst: Net,
     return dst
 
 
-def ptq_model(arch: Architecture, float_model: Net, plan: CompressionPlan,
-              calib_x: torch.Tensor, batch_size: int = 128) -> Net:
-    """The plan's Brevitas network with the float weights (kept channels sliced out, unstructured
-    masks applied), activation scales calibrated on `calib_x`: post-training quantization."""
-    from flow.models.prune import apply_unstructured_pruning
-
-    q = build_quant(arch, float_model.pixel_max, plan)
-    transfer_weights(float_model, None, q, plan)
-    apply_unstructured_pruning(q, plan)
-    calibrate(q, [calib_x[i : i + batch_size] for i in range(0, len(calib_x), batch_size)])
-    return q
-
-
 @torch.no_grad()
 def calibrate(model: Net, batches: Iterable[torch.Tensor]) -> Net:
     """Set activation-quantizer scales from data (BatchNorm statistics untouched)."""

@@ -8,9 +8,9 @@ the QONNX graph carries the zeros as ordinary weights.
 from __future__ import annotations
 
 import torch
+from torch import nn
 from torch.nn.utils import prune
 
-from flow.models.build import Net
 from flow.plan import CompressionPlan
 
 
@@ -24,7 +24,7 @@ def unstructured_mask(w: torch.Tensor, k: float) -> torch.Tensor:
     return (w.detach().abs() > weight_threshold(w, k)).to(w.dtype)
 
 
-def apply_unstructured_pruning(model: Net, plan: CompressionPlan) -> Net:
+def apply_unstructured_pruning(model: nn.Module, plan: CompressionPlan) -> nn.Module:
     """Mask every layer whose plan has prune_k > 0 (in place); the zeros survive training."""
     for name, lp in plan.layers.items():
         layer = model.blocks[name][0]
@@ -35,7 +35,7 @@ def apply_unstructured_pruning(model: Net, plan: CompressionPlan) -> Net:
     return model
 
 
-def make_pruning_permanent(model: Net) -> Net:
+def make_pruning_permanent(model: nn.Module) -> nn.Module:
     """Fold every mask into a plain `weight` Parameter (zeros stay); call before export."""
     for block in model.blocks.values():
         layer = block[0]

@@ -1,0 +1,92 @@
+"""A recipe bound to its run folder: the data, the architecture and the checked artefacts of
+finished steps, as every step and command reads them."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import torch
+
+from flow.config import Recipe
+from flow.data import Dataset, load_dataset
+from flow.errors import ArtefactError, ConfigError
+from flow.models import Architecture, Net, build_float, build_quant, get_architecture
+from flow.plan import CompressionPlan
+from flow.rundir import RunFolder, StepRecord
+
+STEP_NAMES = ("baseline", "plan", "qat", "export", "finn", "simulate", "report")
+
+
+def step_folder(step: str) -> str:
+    """A step's folder name in the run folder, e.g. '05_finn'."""
+    return f"{STEP_NAMES.index(step) + 1:02d}_{step}"
+
+
+@dataclass
+class Run:
+    """A recipe bound to its run folder; loads (and checks) what earlier steps saved."""
+
+    recipe: Recipe
+    folder: RunFolder
+
+    @property
+    def dir(self) -> Path:
+        return self.folder.path
+
+    @property
+    def rtlsim_cache(self) -> Path:
+        """Verilator builds, shared by the runs of one output root ($DENSIFLOW_RTLSIM_CACHE wins)."""
+        env = os.environ.get("DENSIFLOW_RTLSIM_CACHE")
+        return Path(env) if env else self.dir.parent / "rtlsim_cache"
+
+    def step_dir(self, step: str) -> Path:
+        return self.folder.step_link(step_folder(step))
+
+    def record(self, step: str) -> StepRecord:
+        record = self.folder.record(step_folder(step))
+        if record is None:
+            raise ArtefactError(f"{self.step_dir(step)}: step '{step}' has not finished; run "
+                                "densiflow run RECIPE")
+        return record
+
+    def result(self, step: str) -> dict:
+        return self.record(step).result
+
+    def artefact(self, step: str, rel: str) -> Path:
+        return self.folder.artefact(step_folder(step), rel)
+
+    @cached_property
+    def data(self) -> Dataset:
+        d = self.recipe.data
+        return load_dataset(d.dataset, d.path, seed=d.seed, limit=d.limit)
+
+    @cached_property
+    def arch(self) -> Architecture:
+        arch = get_architecture(self.recipe.model.arch)
+        if tuple(arch.in_shape) != tuple(self.data.in_shape):
+            raise ConfigError(
+                f"model.arch: '{arch.name}' takes inputs {arch.in_shape}, but dataset "
+                f"'{self.data.name}' has {self.data.in_shape}"
+            )
+        return arch
+
+    def load_state(self, step: str, model: Net) -> Net:
+        """Load a step's model.pt into `model` (checked first)."""
+        path = self.artefact(step, "model.pt")
+        try:
+            model.load_state_dict(torch.load(path, weights_only=True))
+        except (RuntimeError, OSError, ValueError) as err:
+            raise ArtefactError(f"{path} does not fit this network ({err}); redo it: densiflow "
+                                f"run RECIPE --from {step}") from None
+        return model.eval()
+
+    def float_model(self) -> Net:
+        return self.load_state("baseline", build_float(self.arch, self.data.pixel_max))
+
+    def plan(self) -> CompressionPlan:
+        return CompressionPlan.load(self.artefact("plan", "plan.yaml"))
+
+    def quant_model(self) -> Net:
+        return self.load_state("qat", build_quant(self.arch, self.data.pixel_max, self.plan()))

@@ -1,0 +1,34 @@
+"""`densiflow simulate RUN`: simulate a finished FINN build again, beside the run's own steps.
+
+The results land in `RUN/simulations/frames<N>_bp<P>/`; the recipe, the step folders and
+summary.json are left alone, so the next `densiflow run` has nothing to redo.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from flow.io import atomic_write_json
+from flow.run import Run
+from flow.validate import validate_run
+
+
+def simulate_again(run: Run, frames: int | None, backpressure: float) -> tuple[Path, list[str]]:
+    """Simulate `frames` test frames (all by default); the result folder and its summary lines."""
+    n = frames or len(run.data.x_test)
+    root = run.dir / "simulations"
+    root.mkdir(exist_ok=True)
+    final = root / f"frames{n}_bp{backpressure:g}"
+    work = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
+    try:
+        result = validate_run(run, work, n, backpressure, run.recipe.simulate.min_agreement)
+        atomic_write_json(work / "result.json", result.model_dump(mode="json"))
+        if final.exists():
+            old = final.rename(root / f".{final.name}.old{os.getpid()}")
+            shutil.rmtree(old)
+        work.rename(final)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return final, result.lines()

@@ -1,0 +1,121 @@
+"""The bodies of the run's steps: each reads checked artefacts of earlier steps through `Run`,
+writes its own into `out` and returns its typed result (flow.results)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from flow.methods.base import MethodContext, get_method
+from flow.metrics import performance_density, plan_metrics
+from flow.models import build_float, build_quant, qat_model
+from flow.results import (
+    BaselineResult,
+    ExportResult,
+    FinnResult,
+    PlanResult,
+    QatResult,
+    ReportResult,
+    SimulateResult,
+)
+from flow.run import Run
+from flow.train import TrainConfig, accuracy, train
+
+
+def _train_cfg(section, seed: int) -> TrainConfig:
+    return TrainConfig(section.epochs, section.lr, section.batch_size, section.weight_decay, seed)
+
+
+def baseline(run: Run, out: Path) -> BaselineResult:
+    """Train the float network; keep the best-validation weights."""
+    d, seed = run.data, run.recipe.data.seed
+    torch.manual_seed(seed)
+    model = build_float(run.arch, d.pixel_max)
+    train(model, d.x_train, d.y_train, _train_cfg(run.recipe.train, seed), "float", d.x_val,
+          d.y_val)
+    torch.save(model.state_dict(), out / "model.pt")
+    return BaselineResult(float_val_accuracy=accuracy(model, d.x_val, d.y_val),
+                          float_test_accuracy=accuracy(model, d.x_test, d.y_test))
+
+
+def plan(run: Run, out: Path) -> PlanResult:
+    """Run the recipe's compression method; its plan lands in plan.yaml."""
+    recipe = run.recipe
+    ctx = MethodContext(
+        arch=run.arch, data=run.data, float_model=run.float_model(),
+        qat=_train_cfg(recipe.qat, recipe.data.seed), min_bits=recipe.hardware.min_weight_bits,
+        seed=recipe.data.seed,
+    )
+    output = get_method(recipe.method.name)(ctx, recipe.method, out)
+    run.arch.check_plan(output.plan)
+    output.plan.save(out / "plan.yaml")
+    if output.model is not None:
+        torch.save(output.model.state_dict(), out / "model.pt")
+    return PlanResult(method=recipe.method.name, plan=output.plan.to_dict(),
+                      plan_digest=output.plan.digest(), trained_model=output.model is not None)
+
+
+def qat(run: Run, out: Path) -> QatResult:
+    """The plan's Brevitas network, calibrated and fine-tuned from the float (or the method's)
+    weights."""
+    d, plan_ = run.data, run.plan()
+    cfg = _train_cfg(run.recipe.qat, run.recipe.data.seed)
+    if PlanResult.model_validate(run.result("plan")).trained_model:
+        start = run.load_state("plan", build_quant(run.arch, d.pixel_max, plan_))
+        model = qat_model(run.arch, start, plan_, d, cfg, start_plan=plan_)
+    else:
+        model = qat_model(run.arch, run.float_model(), plan_, d, cfg)
+    torch.save(model.state_dict(), out / "model.pt")
+    acc = accuracy(model, d.x_test, d.y_test)
+    metrics = plan_metrics(run.arch, plan_, model)
+    return QatResult(qat_val_accuracy=accuracy(model, d.x_val, d.y_val), qat_test_accuracy=acc,
+                     epochs=cfg.epochs, metrics=metrics,
+                     performance_density=performance_density(acc, metrics.totals.total_mbit))
+
+
+def export(run: Run, out: Path) -> ExportResult:
+    """Export the fine-tuned network to QONNX and check it against PyTorch."""
+    from flow.export import export_model, verify_export
+
+    d, model = run.data, run.quant_model()
+    qmodel = export_model(model, d.in_shape, d.input_bits, out / "model.qonnx.onnx")
+    return ExportResult(**verify_export(qmodel, model, d.x_test[:64]))
+
+
+def finn(run: Run, out: Path) -> FinnResult:
+    """FINN dataflow build and estimates; the HW layers are checked against QONNX on test frames."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from flow.finn_build import build_dataflow, verify_hw_model
+
+    hw = run.recipe.hardware
+    qonnx_path = run.artefact("export", "model.qonnx.onnx")
+    est = build_dataflow(ModelWrapper(str(qonnx_path)), hw.board, hw.target_fps, out,
+                         clock_mhz=hw.clock_mhz, verify_frames=0, source=str(qonnx_path),
+                         fifo_depth=hw.fifo_depth)
+    frames = run.data.x_test[:32].numpy()
+    verification = verify_hw_model(ModelWrapper(est.paths["qonnx"]),
+                                   ModelWrapper(est.paths["hw_python"]), frames)
+    estimate = est.to_dict()
+    estimate["paths"] = {key: str(Path(p).relative_to(out.resolve()))
+                         for key, p in est.paths.items()}
+    return FinnResult(estimate=estimate, verification=verification)
+
+
+def simulate(run: Run, out: Path) -> SimulateResult:
+    """Verilator simulation of the generated RTL on the test split, bit-exact or an error."""
+    from flow.validate import validate_run
+
+    sim = run.recipe.simulate
+    if not sim.enabled:
+        return SimulateResult(skipped="simulate.enabled is false")
+    return SimulateResult(validation=validate_run(run, out, sim.frames, sim.backpressure,
+                                                  sim.min_agreement))
+
+
+def report(run: Run, out: Path) -> ReportResult:
+    """summary.json in the run folder (the terminal table is printed by the CLI)."""
+    from flow.report import build_summary, write_summary
+
+    path = write_summary(run.dir, build_summary(run))
+    return ReportResult(summary=str(path))
