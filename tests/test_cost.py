@@ -1,0 +1,152 @@
+"""The analytic cost model against closed forms and FINN's own estimates of real FINN nodes."""
+import math
+import random
+
+import pytest
+
+from hw_models.calibrate import finn_estimate, finn_node, init_finn, random_mvau, sweep
+from hw_models.cost import (
+    Calibration,
+    CalibrationSample,
+    CostModelError,
+    FifoLayer,
+    MvauLayer,
+    SlidingWindowLayer,
+    ThresholdingLayer,
+    WidthConverterLayer,
+    acc_bits_bound,
+    error_report,
+    estimate,
+    fit_calibration,
+    layer_from_node,
+    load_calibration,
+)
+from hw_models.resources import Resources, ResourceSource
+
+ZU = "xczu7ev-ffvc1156-2-e"
+Z7 = "xc7z020clg400-1"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def finn(finn_build_dir):
+    init_finn()
+
+
+def mvau_node(mw, mh, simd, pe, w=4, a=4, vecs=(1, 1, 1), impl="rtl", **extra):
+    attrs = dict(MW=mw, MH=mh, SIMD=simd, PE=pe, numInputVectors=list(vecs),
+                 weightDataType=f"INT{w}", inputDataType=f"UINT{a}", accDataType="INT16",
+                 outputDataType="INT16", noActivation=1, binaryXnorMode=0, ActVal=0,
+                 mem_mode="internal_decoupled")
+    return finn_node(f"MVAU_{impl}", **(attrs | extra))
+
+
+def test_rtl_mvau_dsp_and_cycles_closed_form_match_finn():
+    # DSP48E2: ceil(PE/4) * SIMD DSPs; cycles (MH/PE)(MW/SIMD) * vectors
+    node = mvau_node(576, 64, simd=36, pe=8, vecs=(1, 28, 28))
+    layer = layer_from_node(node, ZU)
+    got = estimate(layer)
+    ref, cycles = finn_estimate(node, ZU)
+    assert got.resources.dsp == math.ceil(8 / 4) * 36 == ref.dsp
+    assert got.cycles == (64 // 8) * (576 // 36) * 28 * 28 == cycles
+
+
+def test_mvau_weight_bram_follows_the_finn_r_ladder():
+    # 576 x 64 weights of 4 bits at SIMD 36, PE 8: 128 words of 1152 bits -> 32 x 36-bit RAMB18
+    node = mvau_node(576, 64, simd=36, pe=8, ram_style="block")
+    assert estimate(layer_from_node(node, ZU)).resources.bram18 == math.ceil(128 / 512) * 32
+    assert finn_estimate(node, ZU)[0].bram18 == 32
+
+
+def test_hls_mvau_lut_terms_reproduce_finn_r():
+    node = mvau_node(64, 32, simd=8, pe=4, w=3, a=5, impl="hls", resType="lut")
+    got = estimate(layer_from_node(node, Z7)).resources.lut
+    ref = finn_estimate(node, Z7)[0].lut
+    assert abs(got - ref) <= 1  # FINN truncates to an int
+
+
+@pytest.mark.parametrize("impl", ["rtl", "hls"])
+def test_random_mvaus_within_one_percent_of_finn(impl):
+    rng = random.Random(7)
+    for _ in range(40):
+        node, part = random_mvau(rng, impl), rng.choice((ZU, Z7))
+        got, ref = estimate(layer_from_node(node, part)), finn_estimate(node, part)
+        for res in ("lut", "bram18", "uram", "dsp"):
+            assert got.resources.get(res) == pytest.approx(ref[0].get(res), rel=0.01, abs=1)
+        assert got.cycles == ref[1]
+
+
+def test_whole_sweep_median_error_is_small():
+    """Fresh seed (not the one the stored calibration was fitted on): median within 1 %."""
+    layers, refs = [], {}
+    for i, (node, part) in enumerate(sweep(300, seed=12345)):
+        node.name = f"n{i}"
+        layers.append(estimate(layer_from_node(node, part)))
+        res, cyc = finn_estimate(node, part)
+        refs[node.name] = layers[-1].model_copy(update={"resources": res, "cycles": cyc})
+    report = error_report(layers, refs)
+    for q in ("lut", "bram18", "dsp", "cycles"):
+        assert report.summary[q].median <= 0.01, (q, report.describe())
+    assert report.summary["cycles"].worst == 0.0
+
+
+def test_sliding_window_cycles_and_parallel_window():
+    base = dict(IFMChannels=3, IFMDim=[32, 32], OFMDim=[30, 30], ConvKernelDim=[3, 3],
+                Stride=[1, 1], Dilation=[1, 1], depthwise=0, inputDataType="UINT8",
+                outputDataType="UINT8")
+    for simd, parallel in ((1, 0), (3, 0), (3, 1)):
+        node = finn_node("ConvolutionInputGenerator_rtl", SIMD=simd, parallel_window=parallel,
+                         **base)
+        layer = layer_from_node(node, ZU)
+        assert isinstance(layer, SlidingWindowLayer)
+        res, cycles = finn_estimate(node, ZU)
+        assert estimate(layer).cycles == cycles
+        assert estimate(layer).resources.lut == res.lut
+    # parallel window: one input word per cycle, 32 * 32 * (3 / 3) + 2
+    assert estimate(layer).cycles == 32 * 32 + 2
+
+
+def test_width_converter_and_fifo_terms():
+    dwc = WidthConverterLayer(in_width=960, out_width=15)
+    node = finn_node("StreamingDataWidthConverter_rtl", dataType="INT15", inShape=[1, 64],
+                     outShape=[1, 64], inWidth=960, outWidth=15)
+    assert estimate(dwc).resources.lut == finn_estimate(node, Z7)[0].lut == 21
+    fifo = FifoLayer(depth=32, width=40)
+    # srl FIFO: one SRLC32E per bit plus 5 * clog2-counter - 7 of control (FINN's fifo model)
+    assert estimate(fifo).resources.lut == 40 + 5 * (6 + 1) - 7
+
+
+def test_geometry_only_thresholding_bounds_finn():
+    layer = ThresholdingLayer(channels=64, pe=2, input_bits=16, output_bits=4)
+    narrowed = layer.model_copy(update={"threshold_bits": 12})
+    assert estimate(layer).resources.lut >= estimate(narrowed).resources.lut
+
+
+def test_fit_recovers_known_coefficients_from_another_source():
+    """A calibration is data: fit synthetic 'Yosys' figures made from known coefficients."""
+    rng = random.Random(3)
+    samples = []
+    for _ in range(60):
+        layer = MvauLayer(mw=rng.choice((16, 64, 256)), mh=rng.choice((16, 64)),
+                          simd=rng.choice((1, 2, 4, 8)), pe=rng.choice((1, 2, 4)), weight_bits=4,
+                          input_bits=rng.randint(2, 8))
+        adder = layer.pe * (4 + layer.input_bits) * (2 * layer.simd - 1)
+        acc = layer.pe * acc_bits_bound(layer.mw, 4, layer.input_bits, False)
+        lut = 100 + 3.0 * adder + 2.0 * acc
+        samples.append(CalibrationSample(layer=layer, resources=Resources(lut=lut),
+                                         source=ResourceSource.YOSYS))
+    cal = fit_calibration(samples, family="xc7")
+    assert cal.source == ResourceSource.YOSYS
+    assert cal.fit["MVAU_rtl"]["lut"].worst_rel_error < 1e-6
+    assert cal.coefficients["MVAU_rtl"]["lut"] == pytest.approx(
+        {"const": 100.0, "adder_tree": 3.0, "accumulator": 2.0}, rel=1e-4)
+    with pytest.raises(CostModelError):
+        fit_calibration(samples + [samples[0].model_copy(
+            update={"source": ResourceSource.FINN_ESTIMATE})])
+
+
+def test_calibration_round_trips(tmp_path):
+    cal = load_calibration()
+    assert cal.source == ResourceSource.FINN_ESTIMATE
+    assert Calibration.load(cal.save(tmp_path / "c.json")) == cal
+    with pytest.raises(CostModelError, match="not found"):
+        Calibration.load(tmp_path / "missing.json")
