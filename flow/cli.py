@@ -34,13 +34,16 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_estimate(args: argparse.Namespace) -> None:
-    from flow.finn_build import estimate_qonnx
+    from flow.finn import InputDtypeError, estimate_qonnx
 
     work = Path(args.out) / "estimate" / Path(args.model).stem
-    est = estimate_qonnx(args.model, args.board, args.target_fps, work,
-                         input_dtype=args.input_dtype, clock_mhz=args.clock_mhz,
-                         fifo_depth=args.fifo_depth)
-    _print_estimate(est.to_dict())
+    try:
+        build = estimate_qonnx(args.model, args.board, args.target_fps, work,
+                               input_dtype=args.input_dtype, clock_mhz=args.clock_mhz,
+                               fifo_depth=args.fifo_depth)
+    except InputDtypeError as err:
+        raise DensiflowError(err.message("--input-dtype")) from None
+    _print_estimate(build)
     console.print(f"estimate.json and intermediate models: {work}", markup=False)
 
 
@@ -137,26 +140,27 @@ def cmd_boards(args: argparse.Namespace) -> None:
     console.print(table)
 
 
-def _print_estimate(est: dict) -> None:
+def _print_estimate(build) -> None:
     from rich.table import Table
 
-    table = Table(title=f"FINN estimate on {est['board']} ({est['part']}) at "
-                        f"{est['clock_mhz']:g} MHz")
+    table = Table(title=f"{build.source.label} on {build.board} ({build.part}) at "
+                        f"{build.clock_mhz:g} MHz")
     for col in ("node", "impl", "PE", "SIMD", "LUT", "BRAM18", "URAM", "DSP", "cycles"):
         table.add_column(col, justify="left" if col == "node" else "right")
-    for r in est["layers"]:
-        table.add_row(r["name"], r["impl_style"], str(r["pe"] or "-"), str(r["simd"] or "-"),
-                      f"{r['lut']:.0f}", f"{r['bram18']:.0f}", f"{r['uram']:.0f}",
-                      f"{r['dsp']:.0f}", str(r["cycles"]))
+    for r in build.layers:
+        res = r.resources
+        table.add_row(r.name, r.impl_style, str(r.pe or "-"), str(r.simd or "-"),
+                      f"{res.lut:.0f}", f"{res.bram18:.0f}", f"{res.uram:.0f}", f"{res.dsp:.0f}",
+                      str(r.cycles))
     console.print(table)
-    for res, row in est["fit"]["resources"].items():
-        flag = "" if row["fits"] else "  OVER"
-        console.print(f"{res:>7}: {row['used']:.0f} / {row['available']} "
-                      f"({100 * row['utilisation']:.1f} %){flag}", markup=False)
-    perf = est["performance"]
-    console.print(f"throughput {perf['fps']:,.0f} frames/s, latency {perf['latency_us']:.2f} us, "
-                  f"bottleneck {perf['bottleneck']}", markup=False)
-    for note in est["notes"]:
+    for row in build.fit.rows:
+        flag = "" if row.fits else "  OVER"
+        console.print(f"{row.resource:>7}: {row.used:.0f} / {row.available} "
+                      f"({100 * row.utilisation:.1f} %){flag}", markup=False)
+    perf = build.performance
+    console.print(f"throughput {perf.fps:,.0f} frames/s, latency {perf.latency_us:.2f} us, "
+                  f"bottleneck {perf.bottleneck}", markup=False)
+    for note in build.notes:
         console.print(Text("note: ", style="yellow") + Text(note))
 
 

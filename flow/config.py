@@ -73,6 +73,9 @@ class HardwareSection(_Section):
     target_fps: float = Field(default=100_000, gt=0, allow_inf_nan=False)
     clock_mhz: float | None = Field(default=None, gt=0, allow_inf_nan=False)  # None: the board's
     fifo_depth: int = Field(default=DEFAULT_FIFO_DEPTH, ge=MIN_FIFO_DEPTH, le=MAX_FIFO_DEPTH)
+    # optimiser: densiflow's folding (hw_models.folding), fewest resources at the target within
+    # budget.board_fraction; finn: FINN's SetFolding
+    folding: Literal["optimiser", "finn"] = "optimiser"
 
     @field_validator("board")
     @classmethod

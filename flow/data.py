@@ -59,9 +59,7 @@ class Dataset:
             x, y = self.split(split)
             if x.dtype != torch.float32 or y.dtype != torch.int64 or len(x) != len(y):
                 raise DataError(f"dataset {self.name!r}: malformed {split} split")
-            if len(x) < 2:
-                raise DataError(f"dataset {self.name!r}: the {split} split holds {len(x)} "
-                                "samples; training and evaluation need at least 2")
+
             if tuple(x.shape[1:]) != tuple(self.in_shape):
                 raise DataError(f"dataset {self.name!r}: {split} images are not {self.in_shape}")
 
@@ -85,6 +83,14 @@ class Dataset:
             DataLoader(val, batch_size),
             DataLoader(test, batch_size),
         )
+
+    def check_splits(self) -> None:
+        """DataError unless every split holds the 2 samples a run needs at least."""
+        for split in ("train", "val", "test"):
+            n = len(self.split(split)[0])
+            if n < 2:
+                raise DataError(f"dataset {self.name!r}: the {split} split holds {n} samples; "
+                                "training and evaluation need at least 2")
 
     def subset(self, split: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The first n samples of a seeded permutation of a split: the one calibration subset

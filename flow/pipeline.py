@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 def preflight(run: Run) -> None:
     """Every check that needs the data or the architecture, before anything is written."""
     recipe, data = run.recipe, run.data
+    data.check_splits()
     arch = run.arch
     arch.check_plan(arch.uniform_plan(4, 4, 4))  # the architecture itself is sound
     fixed = getattr(recipe.method, "fixed", None)

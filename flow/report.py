@@ -10,6 +10,7 @@ from rich.table import Table
 from flow.io import atomic_write_json
 from flow.results import BaselineResult, QatResult, RtlValidation, SimulateResult
 from flow.run import STEP_NAMES, Run
+from flow.finn import FinnBuild, LayerEstimate
 from hw_models.resources import Resources, ResourceSource
 
 SCHEMA_VERSION = 1
@@ -32,9 +33,22 @@ class Memory(BaseModel):
     params: int
 
 
+class FoldingSummary(BaseModel):
+    """The folding optimiser against FINN's SetFolding at the same target (FINN's estimate of
+    both), the resource-bound ceiling, and the optimiser's own cost-model view."""
+
+    setfolding_fps: float
+    setfolding_resources: Resources
+    ceiling_fps: float
+    fraction_of_bound: float  # fps / min(target, ceiling)
+    binding: str
+    cost_model_resources: Resources  # includes LUTRAM weights, which FINN counts as 0 LUT
+
+
 class HardwareSummary(BaseModel):
     resource_source: ResourceSource
     resources: Resources
+    folding: FoldingSummary | None  # None: FINN's SetFolding was used
     fits: bool
     over: list[str]
     fps: float
@@ -80,7 +94,7 @@ def build_summary(run: Run) -> Summary:
     recipe = run.recipe
     base = BaselineResult.model_validate(run.result("baseline"))
     qat = QatResult.model_validate(run.result("qat"))
-    finn = run.result("finn")["estimate"]
+    finn = run.finn_build()
     sim = SimulateResult.model_validate(run.result("simulate"))
     t = qat.metrics.totals
     val = sim.validation
@@ -103,21 +117,23 @@ def build_summary(run: Run) -> Summary:
     )
 
 
-def _hardware(finn: dict, target_fps: float) -> HardwareSummary:
-    perf = finn["performance"]
-    totals = finn["totals"]
+def _hardware(finn: FinnBuild, target_fps: float) -> HardwareSummary:
+    perf, rep = finn.performance, finn.folding
+    folding = None if rep is None else FoldingSummary(
+        setfolding_fps=rep.setfolding.fps, setfolding_resources=rep.setfolding.resources,
+        ceiling_fps=rep.ceiling.fps, fraction_of_bound=rep.fraction_of_bound,
+        binding=rep.binding, cost_model_resources=rep.cost_model.resources)
     return HardwareSummary(
-        resource_source=ResourceSource.FINN_ESTIMATE,
-        resources=Resources(lut=totals["LUT"], bram18=totals["BRAM18"], uram=totals["URAM"],
-                            dsp=totals["DSP"]),
-        fits=finn["fit"]["fits"], over=finn["fit"]["over"], fps=perf["fps"],
-        latency_us=perf["latency_us"], steady_state_cycles=perf["steady_state_cycles"],
-        clock_mhz=finn["clock_mhz"], target_fps=target_fps, target_met=perf["fps"] >= target_fps,
-        hls_nodes=finn["hls_nodes"],
+        resource_source=finn.source, resources=finn.totals, folding=folding, fits=finn.fits,
+        over=finn.fit.over,
+        fps=perf.fps, latency_us=perf.latency_us, steady_state_cycles=perf.steady_state_cycles,
+        clock_mhz=finn.clock_mhz, target_fps=target_fps, target_met=perf.fps >= target_fps,
+        hls_nodes=finn.hls_nodes,
     )
 
 
-def group_hw_layers(finn_layers: list[dict], layer_names: list[str]) -> dict[str, list[dict]]:
+def group_hw_layers(finn_layers: list[LayerEstimate],
+                    layer_names: list[str]) -> dict[str, list[LayerEstimate]]:
     """Attribute FINN's HW nodes to plan layers, in chain order.
 
     Each MVAU/VVAU closes a layer; the Thresholding right after it is that layer's activation;
@@ -125,14 +141,14 @@ def group_hw_layers(finn_layers: list[dict], layer_names: list[str]) -> dict[str
     to the next compute layer; nodes after the last one to the last layer. Returns {} where the
     number of compute nodes differs from the number of layers (a foreign model).
     """
-    compute = [i for i, r in enumerate(finn_layers) if r["op_type"].startswith(("MVAU", "VVAU"))]
+    compute = [i for i, r in enumerate(finn_layers) if r.op_type.startswith(("MVAU", "VVAU"))]
     if len(compute) != len(layer_names):
         return {}
-    groups: dict[str, list[dict]] = {name: [] for name in layer_names}
+    groups: dict[str, list[LayerEstimate]] = {name: [] for name in layer_names}
     layer = 0
     after_compute = False
     for i, row in enumerate(finn_layers):
-        if after_compute and row["op_type"].startswith("Thresholding"):
+        if after_compute and row.op_type.startswith("Thresholding"):
             groups[layer_names[layer - 1]].append(row)
             after_compute = False
         elif i in compute:
@@ -140,25 +156,25 @@ def group_hw_layers(finn_layers: list[dict], layer_names: list[str]) -> dict[str
             layer += 1
             after_compute = True
         else:
-            after_compute = after_compute and row["op_type"].startswith(
+            after_compute = after_compute and row.op_type.startswith(
                 ("StreamingFIFO", "StreamingDataWidth"))
             groups[layer_names[min(layer, len(layer_names) - 1)]].append(row)
     return groups
 
 
-def layer_table_rows(qat: QatResult, finn: dict | None) -> list[dict]:
+def layer_table_rows(qat: QatResult, finn: FinnBuild) -> list[dict]:
     """Per-layer rows joining plan metrics with FINN estimates (summed over the layer's nodes)."""
     metrics = qat.metrics.layers
-    groups = group_hw_layers(finn["layers"], [m.layer for m in metrics]) if finn else {}
+    groups = group_hw_layers(finn.layers, [m.layer for m in metrics])
     rows = []
     for m in metrics:
         nodes = groups.get(m.layer, [])
         row = {"layer": m.layer, "weight_bits": m.weight_bits, "act_bits": m.act_bits,
                "channels": f"{m.out_ch}/{m.full_out_ch}", "weight_mbit": m.weight_mbit,
-               "act_mbit": m.act_mbit, "nodes": [n["name"] for n in nodes]}
+               "act_mbit": m.act_mbit, "nodes": [n.name for n in nodes]}
         if nodes:
-            row.update({k: sum(n[k] for n in nodes) for k in RESOURCE_KEYS})
-            row["cycles"] = max(n["cycles"] for n in nodes)
+            row.update({k: sum(n.resources.get(k) for n in nodes) for k in RESOURCE_KEYS})
+            row["cycles"] = max(n.cycles for n in nodes)
         rows.append(row)
     return rows
 
@@ -210,6 +226,13 @@ def summary_lines(summary: Summary) -> list[str]:
         f"hardware ({hw.resource_source.label}): {hw.fps:,.0f} frames/s at {hw.clock_mhz:g} MHz "
         f"(target {hw.target_fps:,.0f}: {'met' if hw.target_met else 'MISSED'}), latency "
         f"{hw.latency_us:.2f} us, {fit} on {summary.board}")
+    if hw.folding is not None:
+        f, r = hw.folding, hw.folding.setfolding_resources
+        lines.append(
+            f"folding optimiser: {hw.fps:,.0f} frames/s vs FINN SetFolding {f.setfolding_fps:,.0f} "
+            f"at the same target (LUT {r.lut:.0f}, BRAM18 {r.bram18:.0f}, DSP {r.dsp:.0f}); "
+            f"resource-bound ceiling {f.ceiling_fps:,.0f} frames/s, bound by {f.binding}; "
+            f"cost-model LUT incl. LUTRAM weights {f.cost_model_resources.lut:.0f}")
     if summary.simulation is None:
         lines.append(f"RTL simulation: skipped ({summary.simulation_skipped})")
         return lines

@@ -5,10 +5,9 @@ plan's network after the qat step's fine-tuning), `rtl_` (the simulated RTL's pr
 """
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict
 
+from flow.finn import FinnBuild
 from flow.metrics import PlanMetrics
 
 
@@ -44,8 +43,7 @@ class ExportResult(_Result):
 
 
 class FinnResult(_Result):
-    estimate: dict[str, Any]  # flow.finn build result, dumped
-    verification: dict[str, Any]  # QONNX vs FINN HW-layer python execution
+    build: FinnBuild  # FINN's estimate, folding, and the check of its HW layers against QONNX
 
 
 class RtlValidation(_Result):

@@ -12,6 +12,7 @@ import torch
 from flow.config import Recipe
 from flow.data import Dataset, load_dataset
 from flow.errors import ArtefactError, ConfigError
+from flow.finn import FinnBuild
 from flow.models import Architecture, Net, build_float, build_quant, get_architecture
 from flow.plan import CompressionPlan
 from flow.rundir import RunFolder, StepRecord
@@ -71,6 +72,15 @@ class Run:
                 f"'{self.data.name}' has {self.data.in_shape}"
             )
         return arch
+
+    def finn_build(self) -> FinnBuild:
+        """The FINN build of the run, its files checked."""
+        from flow.results import FinnResult
+
+        build = FinnResult.model_validate(self.result("finn")).build.at(self.step_dir("finn"))
+        for rel in build.paths.values():
+            self.artefact("finn", rel)
+        return build
 
     def load_state(self, step: str, model: Net) -> Net:
         """Load a step's model.pt into `model` (checked first)."""

@@ -86,20 +86,18 @@ def finn(run: Run, out: Path) -> FinnResult:
     """FINN dataflow build and estimates; the HW layers are checked against QONNX on test frames."""
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from flow.finn_build import build_dataflow, verify_hw_model
+    from flow.finn import build_dataflow
 
-    hw = run.recipe.hardware
+    from hw_models.folding import Budget
+
+    hw, fractions = run.recipe.hardware, run.recipe.budget.board_fraction
     qonnx_path = run.artefact("export", "model.qonnx.onnx")
-    est = build_dataflow(ModelWrapper(str(qonnx_path)), hw.board, hw.target_fps, out,
-                         clock_mhz=hw.clock_mhz, verify_frames=0, source=str(qonnx_path),
-                         fifo_depth=hw.fifo_depth)
-    frames = run.data.x_test[:32].numpy()
-    verification = verify_hw_model(ModelWrapper(est.paths["qonnx"]),
-                                   ModelWrapper(est.paths["hw_python"]), frames)
-    estimate = est.to_dict()
-    estimate["paths"] = {key: str(Path(p).relative_to(out.resolve()))
-                         for key, p in est.paths.items()}
-    return FinnResult(estimate=estimate, verification=verification)
+    budget = Budget(**{k: v for k, v in fractions.model_dump().items() if v is not None})
+    build = build_dataflow(ModelWrapper(str(qonnx_path)), hw.board, hw.target_fps, out,
+                           clock_mhz=hw.clock_mhz, source=str(qonnx_path),
+                           fifo_depth=hw.fifo_depth, verify_inputs=run.data.x_test[:32].numpy(),
+                           folding=hw.folding, budget=budget)
+    return FinnResult(build=build)
 
 
 def simulate(run: Run, out: Path) -> SimulateResult:

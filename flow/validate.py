@@ -12,36 +12,14 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from qonnx.core.modelwrapper import ModelWrapper
-from qonnx.core.onnx_exec import execute_onnx
-from qonnx.custom_op.registry import getCustomOp
 
 from flow.errors import ConfigError, ModelError, VerificationError
+from flow.finn.verify import partition_streams
 from flow.io import atomic_write_text
 from flow.results import RtlValidation
 from flow.run import Run
 
 log = logging.getLogger(__name__)
-
-
-def reference_streams(parent_path: Path, python_child_path: Path,
-                      frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Partition input, partition output and model output of each frame, by python execution."""
-    parent = ModelWrapper(str(parent_path))
-    partitions = parent.get_nodes_by_op_type("StreamingDataflowPartition")
-    if len(partitions) != 1:
-        raise ModelError(f"{parent_path}: expected one dataflow partition, found {len(partitions)}")
-    node = partitions[0]
-    getCustomOp(node).set_nodeattr("model", str(python_child_path))
-    iname, oname = parent.graph.input[0].name, parent.graph.output[0].name
-    ins, outs, finals = [], [], []
-    for frame in frames:
-        ctx = execute_onnx(parent, {iname: frame[None].astype(np.float32)},
-                           return_full_exec_context=True)
-        ins.append(ctx[node.input[0]][0])
-        outs.append(ctx[node.output[0]][0])
-        finals.append(ctx[oname][0])
-    return np.stack(ins), np.stack(outs), np.stack(finals)
 
 
 def validate_run(run: Run, out_dir: Path, frames: int | None, backpressure: float,
@@ -55,12 +33,11 @@ def validate_run(run: Run, out_dir: Path, frames: int | None, backpressure: floa
         raise ConfigError(f"frames: {n} is more than the test split holds; "
                           f"allowed: 1..{len(d.x_test)}")
     x, y = d.x_test[:n], d.y_test[:n]
-    finn = run.result("finn")["estimate"]
-    paths = {k: run.artefact("finn", rel) for k, rel in finn["paths"].items()
-             if k in ("dataflow_parent", "dataflow_python", "dataflow_rtl")}
+    build = run.finn_build()
+    paths = {k: build.path(k) for k in ("dataflow_parent", "dataflow_python", "dataflow_rtl")}
     result = validate_rtl(
         paths, x.numpy(), y.numpy(), predict(run.quant_model(), x).numpy(), out_dir,
-        finn["part"], finn["clock_mhz"], finn["performance"]["steady_state_cycles"],
+        build.part, build.clock_mhz, build.performance.steady_state_cycles,
         backpressure, min_agreement, cache_dir=run.rtlsim_cache,
     )
     return result
@@ -77,7 +54,7 @@ def validate_rtl(paths: dict[str, Path], frames: np.ndarray, labels: np.ndarray,
     """
     from hw_models.rtlsim import build_simulator, generate_rtl, run_frames
 
-    part_in, part_out, final = reference_streams(
+    part_in, part_out, final = partition_streams(
         paths["dataflow_parent"], paths["dataflow_python"], frames
     )
     if not np.array_equal(part_out.reshape(len(frames), -1).argmax(1),

@@ -9,12 +9,14 @@ Every layer of a FINN dataflow pipeline works on its own frame at the same time,
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+
+from pydantic import BaseModel, ConfigDict
 
 
-@dataclass(frozen=True)
-class Performance:
+class Performance(BaseModel):
     """Throughput and latency of a pipeline at one clock."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     clock_mhz: float
     steady_state_cycles: int  # cycles between frames in steady state (slowest layer)
@@ -24,7 +26,8 @@ class Performance:
     latency_us: float  # first-frame latency in microseconds
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Plain JSON-able fields."""
+        return self.model_dump(mode="json")
 
 
 def throughput_fps(steady_state_cycles: int, clock_mhz: float) -> float:

@@ -19,7 +19,7 @@ from flow.models import build_float, get_architecture
 from flow.plan import CompressionPlan
 from flow.train import TrainConfig, train
 
-pytestmark = pytest.mark.usefixtures("torch_one_thread")
+pytestmark = [pytest.mark.usefixtures("torch_one_thread"), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

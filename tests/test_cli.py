@@ -88,3 +88,43 @@ def test_boards_lists_catalogue(capsys):
     assert main(["boards"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in ("Pynq-Z1", "ZCU104", "KV260", "U250"))
+
+
+def test_estimate_names_the_input_dtype_option(tmp_path, capsys):
+    """Defect 14: the error for an unannotated input said "Pass input_dtype"."""
+    import torch
+    from brevitas.export import export_qonnx
+
+    from flow.models import build_quant, get_architecture
+
+    arch = get_architecture("digits_cnn")
+    path = tmp_path / "plain.onnx"
+    export_qonnx(build_quant(arch, 16, arch.uniform_plan(4, 4, 5)).eval(),
+                 input_t=torch.zeros(1, 1, 8, 8), export_path=str(path), dynamo=False)
+    assert main(["estimate", str(path), "--out", str(tmp_path)]) == 2
+    out = capsys.readouterr().out
+    assert "--input-dtype" in out and "input_dtype" not in out.replace("--input-dtype", "")
+
+
+def test_empty_test_split_is_refused_before_training(tmp_path, capsys):
+    """Defect 11: an MNIST folder with an empty test split crashed in torch.cat after training."""
+    import gzip
+
+    import numpy as np
+
+    def idx(path, arr):
+        dims = b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+        path.write_bytes(gzip.compress(bytes([0, 0, 8, arr.ndim]) + dims + arr.tobytes()))
+
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    idx(folder / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (40, 28, 28), np.uint8))
+    idx(folder / "train-labels-idx1-ubyte.gz", (np.arange(40) % 10).astype(np.uint8))
+    idx(folder / "t10k-images-idx3-ubyte.gz", np.zeros((0, 28, 28), np.uint8))
+    idx(folder / "t10k-labels-idx1-ubyte.gz", np.zeros((0,), np.uint8))
+    recipe = tmp_path / "m.yaml"
+    recipe.write_text(f"name: m\ndata: {{dataset: mnist, path: {folder}}}\nmodel: {{arch: lenet}}\n")
+    assert main(["run", str(recipe), "--out", str(tmp_path / "out")]) == 2
+    assert "the test split holds 0 samples" in capsys.readouterr().out
+    assert not (tmp_path / "out").exists()

@@ -11,6 +11,7 @@ import torch
 from scipy.stats import kendalltau
 from torch import nn
 
+from flow.data import Dataset
 from flow.errors import ConfigError
 from flow.importance import (
     activation_l1,
@@ -24,7 +25,11 @@ from flow.importance import (
     weight_l1,
 )
 from flow.importance.layer import LayerImportance, hutchinson_trace, normalise
-from flow.importance.pruning import keep_strongest_fraction, magnitude_prune_fraction, structured_keep
+from flow.importance.pruning import (
+    keep_strongest_fraction,
+    magnitude_prune_fraction,
+    structured_keep,
+)
 from flow.models import build_float, get_architecture, ptq_model
 from flow.models.prune import (
     apply_unstructured_pruning,
@@ -33,7 +38,6 @@ from flow.models.prune import (
     weight_threshold,
 )
 from flow.train import TrainConfig, train
-
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -255,15 +259,12 @@ def test_normalise():
     assert normalise([0.0, 0.0]) == [0.5, 0.5]
 
 
-class _TinyData:
-    """What layer_importance needs of a Dataset, from random digits-like images."""
-
-    def __init__(self, n=96, seed=0):
-        g = torch.Generator().manual_seed(seed)
-        self.x_train = torch.randint(0, 17, (n, 1, 8, 8), generator=g).float()
-        self.y_train = torch.randint(0, 10, (n,), generator=g)
-        self.x_val, self.y_val = self.x_train[:48], self.y_train[:48]
-        self.input_bits = 5
+def _TinyData(n=96, seed=0) -> Dataset:
+    """A Dataset of random digits-like images."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 17, (n, 1, 8, 8), generator=g).float()
+    y = torch.randint(0, 10, (n,), generator=g)
+    return Dataset("tiny", x, y, x[:48], y[:48], x[:48], y[:48], (1, 8, 8), 10, 16)
 
 
 def test_layer_importance_measures_and_json(tiny_net, tmp_path):

@@ -214,20 +214,20 @@ def test_rtl_must_agree_with_pytorch(run_dir):
     from flow.validate import validate_rtl
 
     run = Run(load_recipe(run_dir / "recipe.yaml"), RunFolder.open(run_dir))
-    finn = run.result("finn")["estimate"]
-    paths = {k: run.step_dir("finn") / v for k, v in finn["paths"].items()}
+    build = run.finn_build()
+    paths = {k: build.path(k) for k in build.paths}
     x, y = run.data.x_test[:8].numpy(), run.data.y_test[:8].numpy()
     wrong = np.eye(10)[(y + 1) % 10]  # a network that never predicts what the RTL predicts
     with pytest.raises(VerificationError, match="predicts what PyTorch predicts on 0.0 %"):
-        validate_rtl(paths, x, y, wrong, run_dir / "scratch", finn["part"], finn["clock_mhz"],
-                     finn["performance"]["steady_state_cycles"], cache_dir=run.rtlsim_cache)
+        validate_rtl(paths, x, y, wrong, run_dir / "scratch", build.part, build.clock_mhz,
+                     build.performance.steady_state_cycles, cache_dir=run.rtlsim_cache)
 
 
 def test_rtl_mismatch_raises(run_dir, monkeypatch):
     import flow.validate as validate
 
     run = Run(load_recipe(run_dir / "recipe.yaml"), RunFolder.open(run_dir))
-    real = validate.reference_streams
+    real = validate.partition_streams
 
     def one_word_off(*args):
         part_in, part_out, final = real(*args)
@@ -235,7 +235,7 @@ def test_rtl_mismatch_raises(run_dir, monkeypatch):
         part_out.flat[3] += 1
         return part_in, part_out, final
 
-    monkeypatch.setattr(validate, "reference_streams", one_word_off)
+    monkeypatch.setattr(validate, "partition_streams", one_word_off)
     with pytest.raises(VerificationError, match="differs from FINN's python execution in 1 of"):
         validate.validate_run(run, run_dir / "scratch2", 4, 0.0, 1.0)
 

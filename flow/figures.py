@@ -1,0 +1,119 @@
+"""`make figures`: the README's measured figures, regenerated from runs anyone can repeat.
+
+Runs (or resumes) each recipe below, reads its current summary and artefacts, renders the tables
+in Markdown and writes them into README.md between the `figures` markers, and into
+build/figures.json. No figure in the README is typed by hand.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import platform
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from flow.compare import load_current_summary
+from flow.config import load_recipe
+from flow.io import atomic_write_json, atomic_write_text
+from flow.pipeline import run_recipe
+from flow.report import Summary
+
+OUT = Path("build/out")
+README = Path("README.md")
+BEGIN, END = "<!-- figures:begin (make figures) -->", "<!-- figures:end -->"
+log = logging.getLogger(__name__)
+
+
+def default_table(s: Summary) -> str:
+    """The default recipe's figures: accuracy per stage, memory, FINN estimate, RTL simulation."""
+    a, m, hw, sim = s.accuracy, s.memory, s.hardware, s.simulation
+    rows = [
+        ("test accuracy: float / after QAT / simulated RTL",
+         f"{100 * a.float_test:.2f} % / {100 * a.qat_test:.2f} % / "
+         + (f"{100 * a.rtl_test:.2f} %" if a.rtl_test is not None else "not simulated")),
+        ("memory (weights + activations)",
+         f"{m.total_mbit:.4f} Mbit ({m.weight_mbit:.4f} + {m.act_mbit:.4f}), performance density "
+         f"{s.performance_density:.1f} %/Mbit"),
+        (f"{hw.resource_source.label}, {s.board} @ {hw.clock_mhz:g} MHz",
+         f"LUT {hw.resources.lut:.0f}, BRAM18 {hw.resources.bram18:.0f}, DSP "
+         f"{hw.resources.dsp:.0f}; {hw.fps:,.0f} frames/s, latency {hw.latency_us:.1f} µs; "
+         + ("fits" if hw.fits else "does not fit")),
+    ]
+    if sim is not None:
+        rows += [
+            (f"RTL simulation (Verilator), {sim.frames} test frames",
+             f"{sim.mismatches} mismatching words, agreement with PyTorch "
+             f"{100 * sim.agreement_with_pytorch:.1f} %"),
+            ("cycles per frame, measured vs FINN estimate",
+             f"{sim.measured_cycles_per_frame:.0f} vs {sim.estimated_cycles_per_frame} (ratio "
+             f"{sim.measured_over_estimated:.2f}); first-frame latency "
+             f"{sim.measured_latency_cycles} cycles"),
+        ]
+    return _markdown(("figure", "value"), rows)
+
+
+def aqp_table(run_dir: Path) -> str:
+    """AQP against the fixed baselines (02_plan/aqp_table.json)."""
+    table = json.loads((run_dir / "02_plan" / "aqp_table.json").read_text())
+    rows = [(r["method"], f"{r['avg_bits']:.2f}", f"{r['param_size_mbyte']:.4f}",
+             f"{100 * r['test_acc']:.2f} %", f"{r['acc_diff_points']:+.2f}")
+            for r in table["rows"]]
+    return _markdown(("method", "avg bits b̄", "param size (MB)", "test accuracy (stage: QAT "
+                      "fine-tune; float: float training)", "Δ vs float (points)"), rows)
+
+
+def _markdown(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+# (title, recipe, renderer of the run folder) in README order
+SECTIONS: list[tuple[str, str, Callable[[Path], str]]] = [
+    ("Default recipe (`make demo`, build/digits.yaml: digits CNN, uniform W4A4, Pynq-Z1, "
+     "100k frames/s)", "build/digits.yaml",
+     lambda run_dir: default_table(load_current_summary(run_dir))),
+    ("AQP (build/digits_aqp.yaml), from 02_plan/aqp_table.json", "build/digits_aqp.yaml",
+     aqp_table),
+    ("AQP's plan through the whole flow", "build/digits_aqp.yaml",
+     lambda run_dir: default_table(load_current_summary(run_dir))),
+]
+
+
+def render() -> tuple[str, dict]:
+    """Run or resume every section's recipe; the Markdown block and the figures as data."""
+    blocks, data = [], {}
+    for title, recipe_path, renderer in SECTIONS:
+        recipe = load_recipe(recipe_path)
+        run_recipe(recipe, OUT)
+        run_dir = OUT / recipe.name
+        blocks.append(f"**{title}**\n\n{renderer(run_dir)}")
+        data[recipe.name] = load_current_summary(run_dir).model_dump(mode="json")
+    stamp = (f"Measured by `make figures` on {datetime.date.today().isoformat()}, "
+             f"{platform.machine()}, Python {platform.python_version()}.")
+    return "\n\n".join([stamp, *blocks]), data
+
+
+def write_readme(block: str, readme: Path = README) -> None:
+    """Replace the text between the figure markers of the README."""
+    text = readme.read_text()
+    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.DOTALL)
+    if not pattern.search(text):
+        raise SystemExit(f"{readme}: the markers {BEGIN} ... {END} are missing")
+    atomic_write_text(readme, pattern.sub(lambda _: f"{BEGIN}\n{block}\n{END}", text))
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    block, data = render()
+    write_readme(block)
+    atomic_write_json(Path("build/figures.json"), data)
+    print(block)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

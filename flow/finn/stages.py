@@ -1,0 +1,289 @@
+"""The model -> model stages of a FINN dataflow build, in the order FINN's builder runs them.
+
+Each stage mirrors a step body of FINN's `finn/builder/build_dataflow_steps.py` (never imported:
+it needs Vivado at import time). FINN and QONNX are imported inside each stage, so importing this
+module is cheap. Every stage needs `flow.finn.settings.finn_settings` around it.
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from flow.errors import ModelError
+from flow.finn.coverage import is_hw_node
+from flow.finn.errors import InputDtypeError
+from hw_models.rules import DEFAULT_FIFO_DEPTH, MAX_BITS, MAX_INPUT_BITS
+
+QONNX_QUANT_OPS = ("Quant", "BipolarQuant", "BinaryQuant", "Trunc")
+ELTWISE_OPS = ("Mul", "Div", "Sub", "Add", "And", "Or", "Xor", "Equal", "Less", "LessOrEqual",
+               "Greater", "GreaterOrEqual")
+
+
+def _input_datatype(name: str, tensor: str, source: str):
+    """The QONNX integer datatype called `name`, allowed as the accelerator's input."""
+    from qonnx.core.datatype import DataType
+
+    try:
+        dt = DataType[name.upper()]
+    except (KeyError, ValueError, AttributeError):
+        raise InputDtypeError(source, tensor, f"cannot take {name!r}: it is not a QONNX "
+                              "datatype") from None
+    if not dt.is_integer() or not 1 <= dt.bitwidth() <= MAX_INPUT_BITS:
+        raise InputDtypeError(source, tensor, f"cannot take {name!r}: it must be an integer "
+                              f"datatype of 1 to {MAX_INPUT_BITS} bits")
+    return dt
+
+
+def prepare_qonnx(model, input_dtype: str | None = None, source: str = "model"):
+    """Clean up a QONNX model and annotate its input's integer datatype (needed by FINN)."""
+    from qonnx.util.cleanup import cleanup_model
+
+    ops = {n.op_type for n in model.graph.node}
+    if not ops & {*QONNX_QUANT_OPS, "MultiThreshold"}:
+        raise ModelError(
+            f"{source} has no QONNX quantization nodes ({', '.join(QONNX_QUANT_OPS)}): it is not "
+            "a QONNX model. Export a Brevitas network with brevitas.export.export_qonnx."
+        )
+    name = model.graph.input[0].name  # as in the user's file (clean-up renames it)
+    try:
+        model = cleanup_model(model)
+    except Exception as e:
+        raise ModelError(f"{source}: QONNX clean-up failed: {type(e).__name__}: {e}") from e
+    inp = model.graph.input[0].name
+    if input_dtype is not None:
+        model.set_tensor_datatype(inp, _input_datatype(input_dtype, name, source))
+    dt = model.get_tensor_datatype(inp)
+    if not dt.is_integer():
+        raise InputDtypeError(source, name, f"has no integer datatype annotation (it is "
+                              f"{dt.name}); FINN needs one")
+    return model
+
+
+def qonnx_to_finn(model):
+    """QONNX Quant nodes -> FINN-ONNX (MultiThreshold activations, integer weights)."""
+    from finn.transformation.qonnx.convert_qonnx_to_finn import ConvertQONNXtoFINN
+    from finn.transformation.qonnx.quant_act_to_multithreshold import (
+        default_filter_function_generator,
+    )
+
+    flt = default_filter_function_generator(max_multithreshold_bit_width=MAX_BITS)
+    return model.transform(ConvertQONNXtoFINN(filter_function=flt))
+
+
+def tidy_up(model):
+    """Shapes, constant folding, readable names, datatypes (FINN's step_tidy_up)."""
+    from finn.transformation.qonnx.give_unique_node_names_recursive import (
+        GiveUniqueNodeNamesRecursive,
+    )
+    from qonnx.transformation.fold_constants import FoldConstants
+    from qonnx.transformation.general import GiveReadableTensorNames, RemoveStaticGraphInputs
+    from qonnx.transformation.infer_datatypes import InferDataTypes
+    from qonnx.transformation.infer_shapes import InferShapes
+
+    for t in (InferShapes(), FoldConstants(), GiveUniqueNodeNamesRecursive(),
+              GiveReadableTensorNames(), InferDataTypes(), RemoveStaticGraphInputs()):
+        model = model.transform(t)
+    return model
+
+
+def streamline(model):
+    """Move and absorb float scales/biases into thresholds; lower convs (FINN's step_streamline)."""
+    from finn.transformation.streamline import Streamline, absorb
+    from finn.transformation.streamline.reorder import MakeMaxPoolNHWC
+    from qonnx.transformation.bipolar_to_xnor import ConvertBipolarMatMulToXnorPopcount
+    from qonnx.transformation.general import RemoveUnusedTensors
+    from qonnx.transformation.infer_data_layouts import InferDataLayouts
+    from qonnx.transformation.lower_convs_to_matmul import LowerConvsToMatMul
+
+    model = model.transform(absorb.AbsorbScalarBiasIntoMultiThreshold())
+    model = model.transform(Streamline())
+    if model.get_nodes_by_op_type("Conv"):
+        # leftover Transposes make CreateDataflowPartition fail ("partition depends on itself")
+        for t in (LowerConvsToMatMul(), MakeMaxPoolNHWC(),
+                  absorb.AbsorbTransposeIntoMultiThreshold(), MakeMaxPoolNHWC(),
+                  absorb.AbsorbConsecutiveTransposes()):
+            model = model.transform(t)
+    for t in (ConvertBipolarMatMulToXnorPopcount(), Streamline(),
+              absorb.AbsorbScalarMulAddIntoTopK(), InferDataLayouts(), RemoveUnusedTensors()):
+        model = model.transform(t)
+    return model
+
+
+def _not_float_tail(model, node) -> bool:
+    """False for a float elementwise op followed only by such ops up to the output.
+
+    Generalises FINN's `reject_output_dequant` (last Mul only) to a trailing Mul -> Add (e.g.
+    Brevitas' TensorNorm): float HW layers exist only as HLS and belong to the host.
+    """
+
+    def float_tail(n) -> bool:
+        if n.op_type not in ELTWISE_OPS or model.get_tensor_datatype(n.output[0]).name != "FLOAT32":
+            return False
+        return all(float_tail(s) for s in model.find_direct_successors(n) or [])
+
+    return not float_tail(node)
+
+
+_HW = "finn.transformation.fpgadataflow.convert_to_hw."
+_REQUANT = _HW + "requant.InferRequantLayer"
+_THRESHOLDING = _HW + "thresholding.InferThresholdingLayer"
+# (trigger op types, transformation) in the order of FINN's step_convert_to_hw; () = always
+HW_CONVERSIONS: tuple[tuple[tuple[str, ...], str], ...] = (
+    # standalone thresholds: activations over MAX_BITS -> Requant, the rest -> Thresholding
+    (("MultiThreshold", "Quant"), _REQUANT),
+    (("MultiThreshold",), _THRESHOLDING),
+    (("XnorPopcountMatMul",),
+     _HW + "binary_matrix_vector_activation.InferBinaryMatrixVectorActivation"),
+    (("MatMul",), _HW + "quantized_matrix_vector_activation.InferQuantizedMatrixVectorActivation"),
+    (("MatMul",), _HW + "vector_vector_activation.InferVectorVectorActivation"),
+    (("TopK",), _HW + "label_select.InferLabelSelectLayer"),
+    (("MultiThreshold", "Quant"), _REQUANT),
+    (("MultiThreshold",), _THRESHOLDING),
+    (("Pad",), _HW + "fm_padding.InferFMPadding"),
+    (("MaxPool", "AveragePool", "MaxPoolNHWC", "QuantAvgPool2d"), _HW + "pool.InferPool"),
+    (("ReduceMax", "ReduceSum", "ReduceMean"), _HW + "pool_from_reduce.InferPoolFromReduce"),
+    (("Im2Col",), _HW + "conv_inp_gen.InferConvInpGen"),
+    (("ConvolutionInputGenerator",), "finn.transformation.move_reshape.RemoveCNVtoFCFlatten"),
+    (("Concat",), _HW + "pad1d.InferPad1DLayer"),
+    (("Concat",), _HW + "concat.InferConcatLayer"),
+    (("Split",), _HW + "split.InferSplitLayer"),
+    (ELTWISE_OPS, _HW + "elementwise_binary_operation.InferElementwiseBinaryOperation"),
+    (("Where",), _HW + "where.InferWhereLayer"),
+    (("Relu",), _HW + "relu_as_elementwise_max.InferReLUAsElementwiseMax"),
+    (("Upsample",), _HW + "upsample.InferUpsample"),
+    (("GlobalAveragePool",), _HW + "global_acc_pool.InferGlobalAccPoolLayer"),
+    (("Gather",), _HW + "select_token.InferSelectTokenLayer"),
+    (("Gather",), _HW + "crop.InferCrop"),
+    (("Gather",), _HW + "lookup.InferLookupLayer"),
+    (("Softmax",), _HW + "hw_softmax.InferHWSoftmax"),
+    (("PWPolyF", "Gelu", "Sigmoid", "Tanh", "Erf"), _HW + "pwpolyf.InferPWPolyFLayer"),
+    (("LayerNormalization",), _HW + "layer_norm.InferLayerNorm"),
+    (("Crop",), _HW + "crop.InferCrop"),
+    ((), _HW + "duplicate_streams.InferDuplicateStreamsLayer"),  # graph forks
+    (("Requant",),
+     "finn.transformation.fpgadataflow.absorb_into_requant.AbsorbElementwiseOpsIntoRequant"),
+)
+
+
+def _conversion(path: str):
+    """An instance of the FINN transformation at dotted `path` (imported now)."""
+    module, _, name = path.rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    if path == _REQUANT:
+        return cls(bitwidth_threshold=MAX_BITS + 1)
+    if name == "InferElementwiseBinaryOperation":
+        # float de-quantising ops at the output (the last layer's scale) stay in software
+        return cls(_not_float_tail)
+    return cls()
+
+
+def convert_to_hw(model):
+    """Supported nodes -> FINN HW layers, standalone thresholds (FINN's step_convert_to_hw)."""
+    from finn.transformation.fpgadataflow.convert_to_hw.reshape import InferReshape
+    from finn.transformation.fpgadataflow.convert_to_hw.shuffle import InferShuffle
+    from finn.transformation.move_reshape import RemoveCNVtoFCFlatten
+    from finn.transformation.qonnx.give_unique_node_names_recursive import (
+        GiveUniqueNodeNamesRecursive,
+    )
+    from finn.transformation.streamline import absorb
+    from qonnx.transformation.infer_data_layouts import InferDataLayouts
+    from qonnx.transformation.infer_datatypes import InferDataTypes
+    from qonnx.transformation.infer_shapes import InferShapes
+
+    for op_types, path in HW_CONVERSIONS:
+        if not op_types or any(model.get_nodes_by_op_type(op) for op in op_types):
+            model = model.transform(_conversion(path))
+    for t in (absorb.AbsorbConsecutiveTransposes(), RemoveCNVtoFCFlatten(),
+              GiveUniqueNodeNamesRecursive(), InferDataLayouts(), InferDataTypes(), InferShapes(),
+              InferReshape()):
+        model = model.transform(t)
+    if model.get_nodes_by_op_type("Transpose"):
+        # the first Transpose (NCHW -> NHWC of the input) stays in software, as in FINN
+        model = model.transform(InferShuffle())
+    return model
+
+
+def minimize_bit_width(model):
+    """Tighten weight/accumulator widths, round and clip thresholds (FINN's _minimize_bit_width).
+
+    HDL generation needs integer thresholds, so RoundAndClipThresholds always runs.
+    """
+    from finn.transformation.fpgadataflow.minimize_accumulator_width import (
+        MinimizeAccumulatorWidth,
+    )
+    from finn.transformation.fpgadataflow.minimize_weight_bit_width import MinimizeWeightBitWidth
+    from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
+    from qonnx.transformation.infer_datatypes import InferDataTypes
+
+    for t in (MinimizeWeightBitWidth(), MinimizeAccumulatorWidth(), InferDataTypes(),
+              RoundAndClipThresholds(), InferDataTypes(), MinimizeWeightBitWidth(),
+              InferDataTypes()):
+        model = model.transform(t)
+    return model
+
+
+def create_dataflow_partition(model, partition_dir: Path):
+    """Move the HW layers into one StreamingDataflowPartition; returns (parent, child)."""
+    from finn.transformation.fpgadataflow.create_dataflow_partition import CreateDataflowPartition
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    parent = model.transform(CreateDataflowPartition(partition_model_dir=str(partition_dir)))
+    sdps = parent.get_nodes_by_op_type("StreamingDataflowPartition")
+    if len(sdps) != 1:
+        raise ModelError(f"expected one dataflow partition, FINN made {len(sdps)}")
+    child = ModelWrapper(getCustomOp(sdps[0]).get_nodeattr("model"))
+    return parent, child
+
+
+def _prefer_rtl(model):
+    """Ask for the RTL variant of every unspecialised HW layer."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    for node in model.graph.node:
+        if is_hw_node(node) and not node.op_type.endswith(("_rtl", "_hls")):
+            getCustomOp(node).set_nodeattr("preferred_impl_style", "rtl")
+    return model
+
+
+def specialize_layers(model, part: str):
+    """Pick the RTL variant of every HW layer where FINN has one for `part`, else HLS."""
+    from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
+    from finn.transformation.qonnx.give_unique_node_names_recursive import (
+        GiveUniqueNodeNamesRecursive,
+    )
+    from qonnx.transformation.infer_datatypes import InferDataTypes
+    from qonnx.transformation.infer_shapes import InferShapes
+
+    model = _prefer_rtl(model).transform(SpecializeLayers(part))
+    for t in (GiveUniqueNodeNamesRecursive(), InferShapes(), InferDataTypes()):
+        model = model.transform(t)
+    return model
+
+
+def insert_dwc_fifo(model, part: str, fifo_depth: int = DEFAULT_FIFO_DEPTH):
+    """Width converters, and FIFOs of at least `fifo_depth` words between all layers.
+
+    FINN sizes FIFOs by simulation in Vivado; without it every FIFO gets one fixed depth. FINN's
+    shallow 2-word FIFOs let bursty producers (sliding windows) stall their neighbours: on
+    digits the RTL ran 11 % slower than FINN's estimate with depth 2, 2 % faster with 32.
+    """
+    from finn.transformation.fpgadataflow.insert_dwc import InsertDWC
+    from finn.transformation.fpgadataflow.insert_fifo import InsertFIFO
+    from qonnx.custom_op.registry import getCustomOp
+    from qonnx.transformation.general import GiveReadableTensorNames
+
+    model = model.transform(InsertDWC())
+    model = model.transform(InsertFIFO(create_shallow_fifos=True))
+    for node in model.get_nodes_by_op_type("StreamingFIFO"):
+        inst = getCustomOp(node)
+        inst.set_nodeattr("depth", max(int(inst.get_nodeattr("depth")), fifo_depth))
+    model = specialize_layers(model, part)
+    return model.transform(GiveReadableTensorNames())
+
+
+def annotate_cycles(model):
+    """Each HW layer's expected cycles per frame as its `cycles_estimate` attribute."""
+    from finn.transformation.fpgadataflow.annotate_cycles import AnnotateCycles
+
+    return model.transform(AnnotateCycles())
