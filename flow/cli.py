@@ -40,7 +40,7 @@ def cmd_estimate(args: argparse.Namespace) -> None:
     try:
         build = estimate_qonnx(args.model, args.board, args.target_fps, work,
                                input_dtype=args.input_dtype, clock_mhz=args.clock_mhz,
-                               fifo_depth=args.fifo_depth)
+                               fifo_depth=args.fifo_depth, folding=args.folding)
     except InputDtypeError as err:
         raise DensiflowError(err.message("--input-dtype")) from None
     _print_estimate(build)
@@ -77,6 +77,52 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     for line in result:
         console.print(line, markup=False, highlight=False)
     console.print(f"saved: {out}", markup=False)
+
+
+def cmd_deploy(args: argparse.Namespace) -> None:
+    from flow.pipeline import run_recipe
+    from flow.report import Summary, summary_lines
+
+    run = _open_run(args.run, "finn")
+    run_recipe(run.recipe, run.dir.parent, from_step="deploy")
+    summary = Summary.model_validate_json((run.dir / "summary.json").read_text())
+    for line in summary_lines(summary)[-1:]:
+        console.print(line, markup=False, highlight=False)
+
+
+def cmd_agent(args: argparse.Namespace) -> None:
+    import subprocess
+
+    from flow.hil_run import deployment_folder, token_file
+
+    run = _open_run(args.run, "deploy")
+    folder = deployment_folder(run)
+    cmd = [sys.executable, str(folder / "agent.py"), "--folder", str(folder), "--backend",
+           "rtlsim", "--token-file", str(token_file(run)), "--port", str(args.port),
+           "--bind", args.bind]
+    console.print(f"serving {run.dir.name}'s RTL simulation; stop with Ctrl-C. Validate from "
+                  f"another terminal: densiflow hil {run.dir} --target {args.bind}:{args.port}",
+                  markup=False)
+    subprocess.run(cmd, check=False)
+
+
+def cmd_hil(args: argparse.Namespace) -> None:
+    from rich.progress import Progress
+
+    from flow.hil import HilOptions
+    from flow.hil_run import token_file, validate_hil
+
+    run = _open_run(args.run, "deploy")
+    options = HilOptions(batch_size=args.batch_size, timeout_s=args.timeout, fresh=args.fresh)
+    token = Path(args.token_file) if args.token_file else token_file(run)
+    with run.folder.lock(), Progress(console=console, transient=True) as bar:
+        task = bar.add_task("HIL batches", total=None)
+
+        def progress(event) -> None:
+            bar.update(task, completed=event.frames_done, total=event.frames_total)
+
+        result = validate_hil(run, args.target, token, options, progress)
+    console.print(result.summary_line(), markup=False)
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
@@ -208,19 +254,11 @@ def fifo_depth(text: str) -> int:
     return value
 
 
-def parser() -> argparse.ArgumentParser:
+def _add_run(sub) -> None:
     from flow.run import STEP_NAMES
 
-    p = argparse.ArgumentParser(
-        prog="densiflow",
-        description="Compress a PyTorch network by importance and deploy it through QONNX and "
-                    "FINN, validated in a cycle-accurate RTL simulation.",
-    )
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = p.add_subparsers(dest="command", required=True)
-
     r = sub.add_parser("run", help="run a recipe: train, compress, export, FINN build, simulate, "
-                                   "report (resumable)")
+                                   "deploy, report (resumable)")
     r.add_argument("recipe", help="recipe YAML, e.g. build/digits.yaml")
     r.add_argument("--out", default="build/out", help="root of run folders (default build/out)")
     r.add_argument("--fresh", action="store_true",
@@ -229,6 +267,8 @@ def parser() -> argparse.ArgumentParser:
                    help=f"redo from this step on ({', '.join(STEP_NAMES)})")
     r.set_defaults(fn=cmd_run)
 
+
+def _add_estimate(sub) -> None:
     e = sub.add_parser("estimate", help="FINN build + per-layer estimates of any QONNX file")
     e.add_argument("model", help="QONNX .onnx file")
     e.add_argument("--board", default="pynq-z1", help="pynq-z1, zcu104, kv260 or u250")
@@ -239,11 +279,16 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--fifo-depth", type=fifo_depth, default=DEFAULT_FIFO_DEPTH,
                    help=f"words per FIFO between layers (default {DEFAULT_FIFO_DEPTH}; FINN's "
                         "shallow FIFOs are 2)")
+    e.add_argument("--folding", choices=("optimiser", "finn"), default="optimiser",
+                   help="densiflow's folding optimiser (default) or FINN's SetFolding")
     e.add_argument("--input-dtype", default=None,
                    help="integer type of the input if the file does not annotate it, e.g. UINT8")
     e.add_argument("--out", default="build/out", help="output root (default build/out)")
     e.set_defaults(fn=cmd_estimate)
 
+
+def _add_run_commands(sub) -> None:
+    """Commands that work on a finished run folder."""
     s = sub.add_parser("simulate", help="simulate a run's FINN build again (other frames or "
                                         "backpressure) into RUN/simulations/")
     s.add_argument("run", help="run folder, e.g. build/out/digits")
@@ -253,11 +298,29 @@ def parser() -> argparse.ArgumentParser:
                    help="probability that the output is not ready in a cycle, 0..1 (default 0)")
     s.set_defaults(fn=cmd_simulate)
 
-    c = sub.add_parser("compare", help="compare finished runs: accuracy, Mbit, performance "
-                                       "density, resources")
-    c.add_argument("runs", nargs="+", help="run folders, e.g. build/out/digits build/out/digits_aqp")
-    c.add_argument("--out", default="build/out/compare", help="folder for comparison.csv/.png")
-    c.set_defaults(fn=cmd_compare)
+    d = sub.add_parser("deploy", help="make the run's deployment folder again (e.g. on a machine "
+                                      "with Vivado, to build the bitstream)")
+    d.add_argument("run", help="run folder, e.g. build/out/digits")
+    d.set_defaults(fn=cmd_deploy)
+
+    a = sub.add_parser("agent", help="serve the run's RTL simulation to `densiflow hil` "
+                                     "(the board agent with its rtlsim backend, in the foreground)")
+    a.add_argument("run", help="run folder, e.g. build/out/digits")
+    a.add_argument("--port", type=positive_int, default=7531, help="TCP port (default 7531)")
+    a.add_argument("--bind", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    a.set_defaults(fn=cmd_agent)
+
+    h = sub.add_parser("hil", help="hardware-in-the-loop validation of the whole test split "
+                                   "against a board agent")
+    h.add_argument("run", help="run folder, e.g. build/out/digits")
+    h.add_argument("--target", required=True, help="HOST:PORT of the agent")
+    h.add_argument("--token-file", default=None, help="shared token (default RUN/hil/token)")
+    h.add_argument("--batch-size", type=positive_int, default=None,
+                   help="frames per request (default: the agent's maximum)")
+    h.add_argument("--timeout", type=positive_float, default=120.0,
+                   help="seconds to wait for any answer (default 120)")
+    h.add_argument("--fresh", action="store_true", help="start over instead of resuming")
+    h.set_defaults(fn=cmd_hil)
 
     i = sub.add_parser("importance", help="layer/channel importance of a run; rank agreement")
     i.add_argument("run", help="run folder, e.g. build/out/digits")
@@ -267,6 +330,23 @@ def parser() -> argparse.ArgumentParser:
                         "weight_l1 (per channel; act_l1_val is a second calibration batch)")
     i.set_defaults(fn=cmd_importance)
 
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="densiflow",
+        description="Compress a PyTorch network by importance and deploy it through QONNX and "
+                    "FINN, validated in a cycle-accurate RTL simulation.",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+    _add_run(sub)
+    _add_estimate(sub)
+    _add_run_commands(sub)
+    c = sub.add_parser("compare", help="compare finished runs: accuracy, Mbit, performance "
+                                       "density, resources")
+    c.add_argument("runs", nargs="+", help="run folders, e.g. build/out/digits build/out/digits_aqp")
+    c.add_argument("--out", default="build/out/compare", help="folder for comparison.csv/.png")
+    c.set_defaults(fn=cmd_compare)
     b = sub.add_parser("boards", help="list the board catalogue")
     b.set_defaults(fn=cmd_boards)
     return p

@@ -123,6 +123,14 @@ class SimulateSection(_Section):
     min_agreement: float = Field(default=1.0, ge=0, le=1)
 
 
+class DeploySection(_Section):
+    """The deployment folder (driver, test vectors, stitched RTL, HIL agent), and the bitstream
+    where Vivado exists."""
+
+    enabled: bool = True
+    bitstream: bool = True  # build it when Vivado and Vitis HLS are on this machine
+
+
 class Recipe(_Section):
     """A whole run: data, architecture, training, compression method, hardware target."""
 
@@ -135,6 +143,7 @@ class Recipe(_Section):
     hardware: HardwareSection = HardwareSection()
     budget: BudgetSection = BudgetSection()
     simulate: SimulateSection = SimulateSection()
+    deploy: DeploySection = DeploySection()
 
     @field_validator("name")
     @classmethod

@@ -262,13 +262,13 @@ def _write_deployment(folder: Path, io: dict, **fields) -> Manifest:
 def prepare_rtlsim_folder(dataflow_model, folder: str | Path, fpgapart: str, clock_mhz: float,
                           cache_dir: str | Path | None = None, max_frames: int = 256) -> Manifest:
     """Make `folder` a deployment for `--backend rtlsim`: the HDL of a folded, specialized
-    dataflow (child) model in folder/rtl, its Verilator simulator (built, or reused from
+    dataflow (child) model in folder/sim_rtl, its Verilator simulator (built, or reused from
     cache_dir, by default folder/sim), hil.json and agent.py."""
     from hw_models.rtlsim import build_simulator, generate_rtl
 
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    rtl = generate_rtl(dataflow_model, folder / "rtl", fpgapart=fpgapart,
+    rtl = generate_rtl(dataflow_model, folder / "sim_rtl", fpgapart=fpgapart,
                        clk_ns=1000.0 / clock_mhz)
     sim = build_simulator(rtl, cache_dir=folder / "sim" if cache_dir is None else cache_dir)
     sim_dir = Path(sim.build_dir).resolve()

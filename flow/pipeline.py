@@ -63,6 +63,7 @@ STEPS: tuple[Step, ...] = (
     Step("export", _steps.export, ()),
     Step("finn", _steps.finn, ("hardware", "budget")),
     Step("simulate", _steps.simulate, ("simulate",)),
+    Step("deploy", _steps.deploy, ("deploy",)),
     Step("report", _steps.report, ()),
 )
 assert tuple(s.name for s in STEPS) == STEP_NAMES

@@ -8,7 +8,13 @@ from rich.console import Console
 from rich.table import Table
 
 from flow.io import atomic_write_json
-from flow.results import BaselineResult, QatResult, RtlValidation, SimulateResult
+from flow.results import (
+    BaselineResult,
+    DeployStepResult,
+    QatResult,
+    RtlValidation,
+    SimulateResult,
+)
 from flow.run import STEP_NAMES, Run
 from flow.finn import FinnBuild, LayerEstimate
 from hw_models.resources import Resources, ResourceSource
@@ -60,6 +66,28 @@ class HardwareSummary(BaseModel):
     hls_nodes: list[str]
 
 
+class HilSummary(BaseModel):
+    """Hardware-in-the-loop validation of the whole test split (densiflow hil)."""
+
+    target: str
+    backend: str
+    frames: int
+    bit_exact: bool
+    mismatches: int
+    output_words: int
+    accuracy: float | None
+    agreement_with_reference: float | None
+    wall_fps: float
+    device_fps: float
+    simulated_fps: float | None
+
+
+def hil_summary(result) -> HilSummary:
+    """The summary's view of a flow.hil.HilResult."""
+    return HilSummary(**{k: getattr(result, k) for k in HilSummary.model_fields if k != "mismatches"},
+                      mismatches=result.mismatches + result.probe_mismatches)
+
+
 class StepSummary(BaseModel):
     id: str
     seconds: float
@@ -84,6 +112,8 @@ class Summary(BaseModel):
     hardware: HardwareSummary
     simulation: RtlValidation | None  # None: skipped
     simulation_skipped: str | None
+    deployment: dict | None  # the deploy step's folder and bitstream status (None: skipped)
+    hil: HilSummary | None = None  # set by `densiflow hil`
     plan: dict
     layers: list[dict]
     steps: dict[str, StepSummary]
@@ -98,6 +128,7 @@ def build_summary(run: Run) -> Summary:
     sim = SimulateResult.model_validate(run.result("simulate"))
     t = qat.metrics.totals
     val = sim.validation
+    deployed = DeployStepResult.model_validate(run.result("deploy"))
     return Summary(
         run=recipe.name, dataset=recipe.data.dataset, arch=recipe.model.arch,
         method=recipe.method.name, board=recipe.hardware.board, target=recipe.hardware.target,
@@ -110,11 +141,22 @@ def build_summary(run: Run) -> Summary:
         performance_density=qat.performance_density,
         hardware=_hardware(finn, recipe.hardware.target_fps),
         simulation=val, simulation_skipped=sim.skipped,
+        deployment=None if deployed.manifest is None else {
+            "folder": str(run.step_dir("deploy") / "deployment"), "bitstream": deployed.bitstream,
+            "missing": deployed.manifest.missing},
+        hil=_hil(run),
         plan=run.result("plan")["plan"],
         layers=layer_table_rows(qat, finn),
         steps={s: StepSummary(id=run.record(s).id, seconds=run.record(s).seconds)
                for s in STEP_NAMES[:-1]},
     )
+
+
+def _hil(run: Run) -> HilSummary | None:
+    from flow.hil_run import saved_result
+
+    result = saved_result(run)
+    return None if result is None else hil_summary(result)
 
 
 def _hardware(finn: FinnBuild, target_fps: float) -> HardwareSummary:
@@ -235,5 +277,14 @@ def summary_lines(summary: Summary) -> list[str]:
             f"cost-model LUT incl. LUTRAM weights {f.cost_model_resources.lut:.0f}")
     if summary.simulation is None:
         lines.append(f"RTL simulation: skipped ({summary.simulation_skipped})")
-        return lines
-    return lines + summary.simulation.lines()
+    else:
+        lines += summary.simulation.lines()
+    if summary.deployment is not None:
+        dep = summary.deployment
+        lines.append(f"deployment: {dep['folder']}" + ("" if dep["bitstream"] else
+                                                       f" ({dep['missing']})"))
+    if summary.hil is not None:
+        h = summary.hil
+        lines.append(f"HIL ({h.backend}, {h.target}): {h.frames} frames, {h.mismatches} of "
+                     f"{h.output_words} words differ, {h.wall_fps:.1f} frames/s wall")
+    return lines

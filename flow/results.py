@@ -8,6 +8,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 from flow.finn import FinnBuild
+from flow.finn.deploy import DeployManifest
 from flow.metrics import PlanMetrics
 
 
@@ -86,6 +87,12 @@ class RtlValidation(_Result):
 class SimulateResult(_Result):
     skipped: str | None = None  # why no simulation ran
     validation: RtlValidation | None = None
+
+
+class DeployStepResult(_Result):
+    skipped: str | None = None  # why no deployment folder was made
+    manifest: DeployManifest | None = None  # flow.finn.deploy: files, shapes, bitfile, Vivado
+    bitstream: bool = False  # was the bitfile built
 
 
 class ReportResult(_Result):

@@ -17,7 +17,7 @@ from flow.models import Architecture, Net, build_float, build_quant, get_archite
 from flow.plan import CompressionPlan
 from flow.rundir import RunFolder, StepRecord
 
-STEP_NAMES = ("baseline", "plan", "qat", "export", "finn", "simulate", "report")
+STEP_NAMES = ("baseline", "plan", "qat", "export", "finn", "simulate", "deploy", "report")
 
 
 def step_folder(step: str) -> str:

@@ -11,6 +11,7 @@ from flow.metrics import performance_density, plan_metrics
 from flow.models import build_float, build_quant, qat_model
 from flow.results import (
     BaselineResult,
+    DeployStepResult,
     ExportResult,
     FinnResult,
     PlanResult,
@@ -109,6 +110,26 @@ def simulate(run: Run, out: Path) -> SimulateResult:
         return SimulateResult(skipped="simulate.enabled is false")
     return SimulateResult(validation=validate_run(run, out, sim.frames, sim.backpressure,
                                                   sim.min_agreement))
+
+
+def deploy(run: Run, out: Path) -> DeployStepResult:
+    """The deployment folder: bitfile (where Vivado exists) or its placeholder and the command
+    to build it, driver, test vectors, stitched RTL, and the HIL agent for both backends."""
+    from flow.finn.deploy import deploy as deploy_folder
+    from flow.finn.deploy import refresh_manifest
+    from flow.hil_run import DEPLOYMENT, make_servable
+    from flow.train import predict
+
+    cfg = run.recipe.deploy
+    if not cfg.enabled:
+        return DeployStepResult(skipped="deploy.enabled is false")
+    d, folder = run.data, out / DEPLOYMENT
+    logits = predict(run.quant_model(), d.x_test).numpy()
+    deploy_folder(run.finn_build(), run.recipe.hardware.board, folder, d.x_test.numpy(), logits,
+                  command=f"densiflow deploy {run.dir}", bitstream=cfg.bitstream)
+    make_servable(run, folder)
+    manifest = refresh_manifest(folder)
+    return DeployStepResult(manifest=manifest, bitstream=manifest.bitfile_sha256 is not None)
 
 
 def report(run: Run, out: Path) -> ReportResult:

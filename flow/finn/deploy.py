@@ -298,12 +298,14 @@ def _manifest(build: FinnBuild, board: Board, frames: int, settings: Path,
 
 def deploy(build: FinnBuild | Path | str, board: Board | str | None, out_dir: Path | str,
            frames: np.ndarray, expected: np.ndarray | None = None, *,
-           progress: Progress | None = None, command: str | None = None) -> DeployResult:
+           progress: Progress | None = None, command: str | None = None,
+           bitstream: bool = True) -> DeployResult:
     """Make the deployment folder of a FINN build (a FinnBuild or its folder) for `board`.
 
     `frames` are model inputs (as the QONNX model takes them) for the test vectors, `expected`
     optional golden model outputs for them. `command` is the line to run later when Vivado is
-    missing (default: this module's own command line).
+    missing (default: this module's own command line). `bitstream=False` skips the bitfile even
+    where Vivado exists.
     """
     say = progress or (lambda _: None)
     build = build if isinstance(build, FinnBuild) else FinnBuild.load(build)
@@ -314,6 +316,9 @@ def deploy(build: FinnBuild | Path | str, board: Board | str | None, out_dir: Pa
     missing = missing_tools(hls=True)
     command = command or f"python -m flow.finn.deploy {build.work_dir} {out}"
     line = _missing_line(missing, command) if missing else None
+    if not bitstream:
+        missing, line = ["a bitstream request"], ("bitstream not requested (deploy.bitstream: "
+                                                  f"false); to build it run: {command}")
     with finn_settings(out, build_dir=out / "finn_build"), finn_output_to(out / LOG_FILE):
         say("test vectors (FINN python execution)")
         _write_vectors(build, frames, expected, out / "io")

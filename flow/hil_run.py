@@ -1,0 +1,124 @@
+"""A run's HIL validation: its deployment folder made servable by the board agent, and
+`densiflow hil RUN --target HOST:PORT` checking every output word of the test split.
+
+The deploy step leaves RUN/07_deploy/deployment/ with the bitfile (where Vivado exists), the
+driver, the test vectors at the accelerator's boundary (io/, FINN's python execution), the board
+agent (agent.py) and hil.json for both backends: `pynq` on a board, `rtlsim` (the run's Verilator
+simulation) here. `densiflow hil` writes RUN/hil/ (token, journal, result.json) and adds the
+result to summary.json.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from flow.errors import VerificationError
+from flow.hil import (
+    Estimate,
+    Golden,
+    HilOptions,
+    HilResult,
+    artefact_hashes,
+    new_token,
+    prepare_pynq_folder,
+    prepare_rtlsim_folder,
+    read_token,
+    run_hil,
+)
+from flow.io import atomic_write_json
+from flow.run import Run, step_folder
+
+DEPLOYMENT = "deployment"  # inside the deploy step's folder
+
+
+def deployment_folder(run: Run) -> Path:
+    return run.step_dir("deploy") / DEPLOYMENT
+
+
+def make_servable(run: Run, folder: Path) -> None:
+    """hil.json and agent.py for both backends in a deployment folder (the simulator built or
+    taken from the run's cache)."""
+    build = run.finn_build()
+    rtl = build.path("dataflow_rtl")
+    prepare_rtlsim_folder(rtl, folder, build.part, build.clock_mhz, cache_dir=run.rtlsim_cache)
+    prepare_pynq_folder(folder, rtl, build.clock_mhz)
+
+
+def token_file(run: Run) -> Path:
+    """RUN/hil/token, made on first use (the agent is started with the same file)."""
+    path = run.dir / "hil" / "token"
+    if not path.is_file():
+        new_token(path)
+    return path
+
+
+def agent_command(run: Run, port: int) -> str:
+    folder = deployment_folder(run)
+    return (f"python {folder / 'agent.py'} --folder {folder} --backend rtlsim "
+            f"--token-file {token_file(run)} --port {port}")
+
+
+def golden(run: Run) -> Golden:
+    """The test vectors the deploy step wrote (checked), the labels and PyTorch's classes."""
+    from flow.train import predict
+
+    rel = f"{DEPLOYMENT}/io"
+    inputs = np.load(run.artefact("deploy", f"{rel}/input.npy"))
+    expected = np.load(run.artefact("deploy", f"{rel}/expected_output.npy"))
+    n = len(inputs)
+    d = run.data
+    reference = predict(run.quant_model(), d.x_test[:n]).argmax(1).numpy()
+    return Golden(inputs=inputs, expected=expected, labels=d.y_test[:n].numpy(),
+                  reference_predictions=reference)
+
+
+def validate_hil(run: Run, target: str, token: Path, options: HilOptions,
+                 progress=None) -> HilResult:
+    """Stream the test split to the agent at `target`; result saved in RUN/hil/ and the summary.
+
+    Raises VerificationError when any word differs (the result is saved first)."""
+    build = run.finn_build()
+    sim = run.result("simulate").get("validation") or {}
+    estimates = [Estimate(source="FINN estimate", fps=build.performance.fps,
+                          latency_us=build.performance.latency_us)]
+    if sim.get("measured_fps"):
+        estimates.append(Estimate(source="RTL simulation", fps=sim["measured_fps"],
+                                  latency_us=sim["measured_latency_cycles"] / build.clock_mhz))
+    out = run.dir / "hil"
+    result = run_hil(target, read_token(token), golden(run),
+                     artefact_hashes(deployment_folder(run)), out / "journal.jsonl", options,
+                     estimates, progress)
+    atomic_write_json(out / "result.json", {"deploy_id": run.record("deploy").id,
+                                            **result.model_dump(mode="json")})
+    _add_to_summary(run, result)
+    if not result.bit_exact:
+        first = result.first_mismatches[0] if result.first_mismatches else None
+        raise VerificationError(
+            f"HIL: {result.mismatches + result.probe_mismatches} of {result.output_words} output "
+            f"words differ from FINN's python execution"
+            + (f" (first: frame {first.frame}, word {first.index}: expected {first.expected:g}, "
+               f"got {first.got:g})" if first else ""))
+    return result
+
+
+def saved_result(run: Run) -> HilResult | None:
+    """RUN/hil/result.json if it validated the run's current deployment."""
+    import json
+
+    path = run.dir / "hil" / "result.json"
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    record = run.folder.record(step_folder("deploy"))
+    if record is None or data.pop("deploy_id", None) != record.id:
+        return None
+    return HilResult.model_validate(data)
+
+
+def _add_to_summary(run: Run, result: HilResult) -> None:
+    from flow.compare import load_current_summary
+    from flow.report import hil_summary, write_summary
+
+    summary = load_current_summary(run.dir)
+    write_summary(run.dir, summary.model_copy(update={"hil": hil_summary(result)}))
