@@ -6,7 +6,15 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from flow.errors import ConfigError
 from flow.io import read_yaml
@@ -46,16 +54,51 @@ class DataSection(_Section):
 
 
 class ModelSection(_Section):
-    arch: str = "digits_cnn"
+    """One of densiflow's architectures, one registered from Python (flow.models.custom.register),
+    or a user's own network from a factory "package.module:function" (flow.models.custom)."""
 
-    @field_validator("arch")
+    arch: str | None = None  # default digits_cnn
+    factory: str | None = None
+    factory_dir: str | None = None  # where the factory's package is found (the recipe's folder)
+
+    @model_validator(mode="before")
     @classmethod
-    def _known(cls, value: str) -> str:
+    def _one_source(cls, data: Any, info: ValidationInfo) -> Any:
+        if not isinstance(data, dict):
+            return data
+        if data.get("arch") is not None and data.get("factory") is not None:
+            raise ValueError("model: give arch or factory, not both")
+        if data.get("factory") is None:
+            return {"arch": "digits_cnn", **{k: v for k, v in data.items() if v is not None}}
+        base = (info.context or {}).get("base")
+        return {"factory_dir": str(Path(base).resolve()) if base else None, **data}
+
+    @model_validator(mode="after")
+    def _known(self) -> ModelSection:
+        from flow.models.custom import load_factory, registered
         from flow.models.zoo import ARCHITECTURES
 
-        if value not in ARCHITECTURES:
-            raise ValueError(f"unknown architecture '{value}'; allowed: {sorted(ARCHITECTURES)}")
-        return value
+        if self.factory is not None:
+            base = Path(self.factory_dir) if self.factory_dir else None
+            load_factory(self.factory, base)  # importable and callable, else a ConfigError
+        elif self.arch not in ARCHITECTURES and registered(self.arch) is None:
+            raise ValueError(f"model.arch: unknown architecture '{self.arch}'; allowed: "
+                             f"{sorted(ARCHITECTURES)} or a model.factory")
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.factory or self.arch
+
+    def source_file(self) -> Path | None:
+        """The file defining a user's network (its content is part of the baseline's inputs)."""
+        import inspect
+
+        from flow.models.custom import load_factory, registered
+
+        factory = (load_factory(self.factory, Path(self.factory_dir) if self.factory_dir else None)
+                   if self.factory else registered(self.arch))
+        return None if factory is None else Path(inspect.getfile(factory))
 
 
 class TrainSection(_Section):
@@ -196,7 +239,8 @@ def _describe(error: dict) -> str:
         got = error.get("input", {}).get("name") if isinstance(error.get("input"), dict) else None
         return (f"{field}.name: {got!r} is not a method; allowed: {', '.join(METHOD_NAMES)}"
                 if got is not None else f"{field}.name: required; allowed: {', '.join(METHOD_NAMES)}")
-    if kind == "value_error" and msg.startswith(("method.", "simulate.", "data.", "budget.")):
+    if kind == "value_error" and msg.startswith(("method.", "simulate.", "data.", "budget.",
+                                                  "model")):
         return msg  # a cross-field check that names its own field
     got = error.get("input")
     shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"

@@ -57,7 +57,7 @@ class Step:
 
 
 STEPS: tuple[Step, ...] = (
-    Step("baseline", _steps.baseline, ("data", "model", "train")),
+    Step("baseline", _steps.baseline, ("data", "model", "model_source", "train")),
     Step("plan", _steps.plan, ("method", "method_inputs", "qat", "hardware.target")),
     Step("qat", _steps.qat, ("qat",)),
     Step("export", _steps.export, ()),
@@ -75,7 +75,10 @@ def step_inputs(recipe: Recipe, step: Step) -> str:
     data = recipe.model_dump(mode="json")
     picked = {}
     for path in step.sections:
-        if path == "method_inputs":
+        if path == "model_source":
+            source = recipe.model.source_file()
+            picked[path] = None if source is None else file_sha256(source)
+        elif path == "method_inputs":
             picked.update({f: file_sha256(Path(f)) for f in recipe.method.input_files()})
             picked.update({p: _section(data, p) for p in recipe.method.reads})
         else:

@@ -130,7 +130,7 @@ def build_summary(run: Run) -> Summary:
     val = sim.validation
     deployed = DeployStepResult.model_validate(run.result("deploy"))
     return Summary(
-        run=recipe.name, dataset=recipe.data.dataset, arch=recipe.model.arch,
+        run=recipe.name, dataset=recipe.data.dataset, arch=recipe.model.name,
         method=recipe.method.name, board=recipe.hardware.board, target=recipe.hardware.target,
         accuracy=AccuracyByStage(float_test=base.float_test_accuracy,
                                  qat_test=qat.qat_test_accuracy,

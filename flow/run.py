@@ -65,7 +65,14 @@ class Run:
 
     @cached_property
     def arch(self) -> Architecture:
-        arch = get_architecture(self.recipe.model.arch)
+        from flow.models.custom import architecture_from_module, load_factory, registered
+
+        m = self.recipe.model
+        factory = (load_factory(m.factory, Path(m.factory_dir) if m.factory_dir else None)
+                   if m.factory else registered(m.arch))
+        if factory is not None:  # a user's network, for the data's input shape
+            return architecture_from_module(factory(), tuple(self.data.in_shape), m.name)
+        arch = get_architecture(m.arch)
         if tuple(arch.in_shape) != tuple(self.data.in_shape):
             raise ConfigError(
                 f"model.arch: '{arch.name}' takes inputs {arch.in_shape}, but dataset "

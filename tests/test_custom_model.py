@@ -1,0 +1,86 @@
+"""A user's own network, defined here in the test file, through densiflow: factory in a recipe,
+registration from Python, and the clear errors for what cannot be deployed."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from flow.config import parse_recipe
+from flow.errors import ConfigError
+from flow.models import build_float
+from flow.models.custom import architecture_from_module, register
+
+
+class UserNet(nn.Module):
+    """A user's CNN for 8x8 digits: 8 -> 8 -> 3 -> 1, then a classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+            nn.Conv2d(8, 16, 3, stride=2), nn.ReLU(),
+            nn.Conv2d(16, 16, 3), nn.ReLU())
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.1), nn.Linear(16, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def make() -> nn.Module:
+    return UserNet()
+
+
+def test_the_architecture_follows_the_users_layers():
+    arch = architecture_from_module(UserNet(), (1, 8, 8), "user")
+    assert [(s.kind, s.out, s.kernel, s.stride, s.padding) for s in arch.layers] == [
+        ("conv", 8, 3, 1, 1), ("conv", 16, 3, 2, 0), ("conv", 16, 3, 1, 0), ("linear", 10, 1, 1, 0)]
+    assert [g.out_hw for g in arch.geometry()] == [8, 3, 1, 1]
+    net = build_float(arch, 16)
+    assert net(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+    # densiflow's rebuild has the user's weight shapes
+    user = dict(UserNet().named_parameters())
+    assert net.blocks["features_3"][0].weight.shape == user["features.3.weight"].shape
+
+
+def test_factory_in_a_recipe_and_registration():
+    recipe = parse_recipe({"name": "u", "model": {"factory": "test_custom_model:make"}})
+    assert recipe.model.name == "test_custom_model:make"
+    assert recipe.model.source_file().name == "test_custom_model.py"
+    register("user_net", make)
+    assert parse_recipe({"name": "u", "model": {"arch": "user_net"}}).model.arch == "user_net"
+    with pytest.raises(ConfigError, match="model.factory: cannot import 'no_such_module'"):
+        parse_recipe({"name": "u", "model": {"factory": "no_such_module:make"}})
+    with pytest.raises(ConfigError, match="arch or factory, not both"):
+        parse_recipe({"name": "u", "model": {"arch": "digits_cnn", "factory": "x:y"}})
+
+
+@pytest.mark.parametrize("body, message", [
+    (lambda: nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                           nn.Linear(36, 10)), "MaxPool2d.*pooling exists only as HLS"),
+    (lambda: nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(4, 4, 3), nn.ReLU(), nn.Flatten(),
+                           nn.Linear(64, 10)), "_0 is followed by _1, not by a ReLU"),
+    (lambda: nn.Sequential(nn.Conv2d(1, 4, 3, groups=1, dilation=2), nn.ReLU(), nn.Flatten(),
+                           nn.Linear(64, 10)), "groups or dilation"),
+    (lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.ReLU()), "last layer must be"),
+    (lambda: nn.Sequential(nn.Conv2d(1, 4, 3), nn.Sigmoid(), nn.Flatten(), nn.Linear(144, 10)),
+     "Sigmoid.*not a layer kind"),
+])
+def test_what_cannot_be_deployed_is_named(body, message):
+    with pytest.raises(ConfigError, match=message):
+        architecture_from_module(body(), (1, 8, 8), "user")
+
+
+class Branchy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(1, 4, 3), nn.Conv2d(1, 4, 3)
+        self.fc = nn.Linear(144, 10)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(torch.relu(self.a(x) + self.b(x)), 1))
+
+
+def test_branches_are_refused():
+    with pytest.raises(ConfigError, match="branches"):
+        architecture_from_module(Branchy(), (1, 8, 8), "branchy")
