@@ -79,6 +79,28 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     console.print(f"saved: {out}", markup=False)
 
 
+def cmd_search(args: argparse.Namespace) -> None:
+    from rich.progress import Progress
+
+    from flow.config import load_recipe
+    from flow.search import run_search
+
+    recipe = load_recipe(args.recipe)
+    with Progress(console=console, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(event) -> None:
+            if event.stage not in tasks:
+                tasks[event.stage] = bar.add_task(event.stage, total=event.total or None)
+            bar.update(tasks[event.stage], completed=event.done, total=event.total or None,
+                       description=f"{event.stage} {event.note}".strip())
+
+        outcome = run_search(recipe, Path(args.out), args.workers, args.storage, progress)
+    point = outcome.chosen_point
+    console.print(f"chosen plan: {point.plan_file}\nrun it: densiflow run {point.recipe_file}\n"
+                  f"report: {outcome.report}", markup=False)
+
+
 def cmd_deploy(args: argparse.Namespace) -> None:
     from flow.pipeline import run_recipe
     from flow.report import Summary, summary_lines
@@ -126,17 +148,9 @@ def cmd_hil(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from flow.compare import (
-        comparison_rows,
-        load_current_summary,
-        mixed,
-        print_comparison,
-        unique_runs,
-        write_comparison,
-    )
+    from flow.compare import mixed, print_comparison, rows_of, unique_runs, write_comparison
 
-    summaries = [load_current_summary(p) for p in unique_runs(args.runs)]
-    rows = comparison_rows(summaries)
+    rows = [row for path in unique_runs(args.runs) for row in rows_of(path)]
     for note in mixed(rows):
         console.print(Text("warning: ", style="yellow") + Text(note))
     print_comparison(rows, console)
@@ -340,11 +354,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
     _add_run(sub)
+    q = sub.add_parser("search", help="the hardware-aware co-design search of a recipe whose "
+                                      "method is `search` (resumable)")
+    q.add_argument("recipe", help="recipe YAML, e.g. build/digits_search.yaml")
+    q.add_argument("--out", default="build/out", help="output root; the search lands in "
+                                                     "OUT/search/NAME (default build/out)")
+    q.add_argument("--workers", type=positive_int, default=1, help="trial processes (default 1)")
+    q.add_argument("--storage", default=None,
+                   help="shared Optuna storage for many machines, e.g. postgresql://user@host/db")
+    q.set_defaults(fn=cmd_search)
     _add_estimate(sub)
     _add_run_commands(sub)
     c = sub.add_parser("compare", help="compare finished runs: accuracy, Mbit, performance "
                                        "density, resources")
-    c.add_argument("runs", nargs="+", help="run folders, e.g. build/out/digits build/out/digits_aqp")
+    c.add_argument("runs", nargs="+", help="run folders (e.g. build/out/digits) or search folders "
+                                           "(build/out/search/NAME)")
     c.add_argument("--out", default="build/out/compare", help="folder for comparison.csv/.png")
     c.set_defaults(fn=cmd_compare)
     b = sub.add_parser("boards", help="list the board catalogue")

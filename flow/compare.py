@@ -52,6 +52,16 @@ def load_current_summary(path: Path) -> Summary:
     return summary
 
 
+def rows_of(path: Path) -> list[dict]:
+    """Comparison rows of a run folder (one) or of a search folder (its fully trained plans)."""
+    if (path / "outcome.json").is_file():
+        from flow.search.outcome import SearchOutcome
+        from flow.search.pareto import comparison_rows as search_rows
+
+        return search_rows(SearchOutcome.load(path))
+    return comparison_rows([load_current_summary(path)])
+
+
 def comparison_rows(summaries: list[Summary]) -> list[dict]:
     """One row per run: accuracy after QAT, size, density and hardware totals with their source."""
     rows = []

@@ -97,3 +97,4 @@ class DeployStepResult(_Result):
 
 class ReportResult(_Result):
     summary: str
+    html: str

@@ -45,7 +45,7 @@ def plan(run: Run, out: Path) -> PlanResult:
     ctx = MethodContext(
         arch=run.arch, data=run.data, float_model=run.float_model(),
         qat=_train_cfg(recipe.qat, recipe.data.seed), min_bits=recipe.hardware.min_weight_bits,
-        seed=recipe.data.seed,
+        seed=recipe.data.seed, recipe=recipe, state_dir=run.dir / "method_state",
     )
     output = get_method(recipe.method.name)(ctx, recipe.method, out)
     run.arch.check_plan(output.plan)
@@ -134,7 +134,9 @@ def deploy(run: Run, out: Path) -> DeployStepResult:
 
 def report(run: Run, out: Path) -> ReportResult:
     """summary.json in the run folder (the terminal table is printed by the CLI)."""
+    from flow.html_report import write_run_report
     from flow.report import build_summary, write_summary
 
     path = write_summary(run.dir, build_summary(run))
-    return ReportResult(summary=str(path))
+    html = write_run_report(run.dir)
+    return ReportResult(summary=str(path), html=str(html))

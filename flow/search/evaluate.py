@@ -1,0 +1,260 @@
+"""One candidate plan: short fine-tuning, size, the analytic screen and (when asked) FINN's
+estimate, cached by plan digest.
+
+Accuracy: the plan's Brevitas network from the float weights (post-training quantization on the
+seeded calibration subset, flow.models.ptq_model), fine-tuned for `trial_epochs` epochs on the
+train split (flow.train.train, seeded, best validation epoch), measured on the validation split.
+
+FINN: the fine-tuned network is exported to QONNX and built by flow.finn.build_dataflow with the
+recipe's hardware section (its folding, within budget.board_fraction), as the run's finn step
+does. The record (totals, frame rate, the cost model's error against FINN node by node and the
+screen's error on the design) is cached in `<cache>/<key>.json`, key = the plan's digest and the
+hardware section; FINN's files are removed after reading.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from flow.config import Recipe
+from flow.data import Dataset
+from flow.io import atomic_write_text
+from flow.methods.params import SearchParams
+from flow.metrics import performance_density, plan_metrics
+from flow.models import Architecture, Net, ptq_model
+from flow.models.ptq import CALIB_SAMPLES
+from flow.plan import CompressionPlan
+from flow.rundir import digest
+from flow.search.budget import PlanFigures
+from flow.search.hardware import HwFigures, screen
+from flow.search.space import Choices, SearchSpace
+from flow.train import TrainConfig, accuracy, mean_loss, train
+from hw_models.boards import Board, get_board
+from hw_models.cost import QUANTITIES, Calibration, LayerCost, load_calibration
+from hw_models.resources import ResourceSource
+
+log = logging.getLogger(__name__)
+
+
+class PlanSize(BaseModel):
+    """Memory of a plan (flow.metrics conventions)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    weight_mbit: float
+    act_mbit: float
+    total_mbit: float
+    avg_bits: float
+    params: int
+    macs: int
+
+
+class NodeErrorRow(BaseModel):
+    """The cost model against FINN's estimate on one node of a FINN build (relative errors)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    node_type: str
+    rel_error: dict[str, float]  # lut, bram18, uram, dsp, cycles
+    live: list[str]  # quantities where the model or FINN is non-zero (the others are not errors)
+
+
+class FinnEstimate(BaseModel):
+    """FINN's estimate of one plan's build, and how the cost model and the screen compare."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key: str
+    plan_digest: str
+    folding: str
+    figures: HwFigures
+    hls_nodes: list[str]
+    node_errors: list[NodeErrorRow]  # cost model (geometry only) vs FINN, same folding
+    screen_error: dict[str, float]  # the screen's design totals vs FINN's: lut, bram18, dsp, cycles
+    seconds: float
+
+
+class Candidate(BaseModel):
+    """Everything the search knows about one plan."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    digest: str
+    plan: dict
+    choices: dict[str, float]
+    val_accuracy: float  # after the short fine-tuning
+    val_loss: float
+    size: PlanSize
+    screen: HwFigures
+    finn: FinnEstimate | None = None
+    seconds: float
+
+    @property
+    def hardware(self) -> HwFigures:
+        """FINN's figures where FINN estimated the plan, else the screen's."""
+        return self.finn.figures if self.finn else self.screen
+
+    @property
+    def performance_density(self) -> float:
+        return performance_density(self.val_accuracy, self.size.total_mbit)
+
+    def figures(self, accuracy: float | None = None) -> PlanFigures:
+        """The budget's view (accuracy: the short fine-tuning's unless given)."""
+        return PlanFigures(accuracy=self.val_accuracy if accuracy is None else accuracy,
+                           weight_mbit=self.size.weight_mbit, total_mbit=self.size.total_mbit,
+                           hardware=self.hardware)
+
+    def compression_plan(self) -> CompressionPlan:
+        return CompressionPlan.from_dict(self.plan)
+
+
+@dataclass
+class SearchContext:
+    """What evaluating a candidate needs (built once per process)."""
+
+    recipe: Recipe
+    params: SearchParams
+    arch: Architecture
+    data: Dataset
+    float_model: Net
+    float_val_accuracy: float
+    space: SearchSpace
+    finn_cache: Path
+
+    @property
+    def board(self) -> Board:
+        return get_board(self.recipe.hardware.board)
+
+    @property
+    def clock_mhz(self) -> float:
+        return self.recipe.hardware.clock_mhz or self.board.clock_mhz
+
+    @property
+    def calibration(self) -> Calibration:
+        return load_calibration(ResourceSource.FINN_ESTIMATE)
+
+    @property
+    def seed(self) -> int:
+        return self.recipe.data.seed
+
+
+def plan_size(arch: Architecture, plan: CompressionPlan) -> PlanSize:
+    t = plan_metrics(arch, plan).totals
+    return PlanSize(weight_mbit=t.weight_mbit, act_mbit=t.act_mbit, total_mbit=t.total_mbit,
+                    avg_bits=t.avg_bits, params=t.params, macs=t.macs)
+
+
+def screen_plan(ctx: SearchContext, plan: CompressionPlan) -> HwFigures:
+    """The analytic screen of a plan at the recipe's hardware target."""
+    hw = ctx.recipe.hardware
+    return screen(ctx.arch, plan, ctx.data.input_bits, ctx.board, hw.target_fps, ctx.clock_mhz,
+                  hw.fifo_depth, ctx.calibration)
+
+
+def finetune(ctx: SearchContext, plan: CompressionPlan) -> Net:
+    """The plan's network after post-training quantization and the short fine-tuning."""
+    calib_x, _ = ctx.data.subset("train", CALIB_SAMPLES, ctx.seed)
+    model = ptq_model(ctx.arch, ctx.float_model, plan, calib_x)
+    epochs = ctx.params.trial_epochs
+    if epochs:
+        q = ctx.recipe.qat
+        cfg = TrainConfig(epochs, q.lr, q.batch_size, q.weight_decay, ctx.seed)
+        train(model, ctx.data.x_train, ctx.data.y_train, cfg, "trial", ctx.data.x_val,
+              ctx.data.y_val)
+    return model.eval()
+
+
+def evaluate(ctx: SearchContext, plan: CompressionPlan, choices: Choices) -> tuple[Candidate, Net]:
+    """Fine-tune, measure and screen one plan (no FINN); returns the candidate and its network."""
+    t0 = time.perf_counter()
+    model = finetune(ctx, plan)
+    d = ctx.data
+    cand = Candidate(
+        digest=plan.digest(), plan=plan.to_dict(), choices=dict(choices),
+        val_accuracy=accuracy(model, d.x_val, d.y_val), val_loss=mean_loss(model, d.x_val, d.y_val),
+        size=plan_size(ctx.arch, plan), screen=screen_plan(ctx, plan),
+        seconds=time.perf_counter() - t0)
+    return cand, model
+
+
+def finn_key(ctx: SearchContext, plan_digest: str) -> str:
+    """Cache key: the plan and everything of the recipe FINN's build reads besides it."""
+    r = ctx.recipe
+    return digest({"plan": plan_digest, "hardware": r.hardware.model_dump(mode="json"),
+                   "fractions": r.budget.board_fraction.model_dump(mode="json"),
+                   "input_bits": ctx.data.input_bits})
+
+
+def cached_finn(ctx: SearchContext, plan_digest: str) -> FinnEstimate | None:
+    """The cached FINN estimate of a plan, if any."""
+    path = ctx.finn_cache / f"{finn_key(ctx, plan_digest)}.json"
+    return FinnEstimate.model_validate_json(path.read_text()) if path.is_file() else None
+
+
+def finn_estimate(ctx: SearchContext, plan: CompressionPlan,
+                  model: Net) -> tuple[FinnEstimate, bool]:
+    """FINN's estimate of the plan's network (cached by plan digest); (estimate, cache hit)."""
+    hit = cached_finn(ctx, plan.digest())
+    if hit is not None:
+        return hit, True
+    key = finn_key(ctx, plan.digest())
+    work = ctx.finn_cache / "work" / f"{key}.{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        est = _build_and_compare(ctx, plan, model, key, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    atomic_write_text(ctx.finn_cache / f"{key}.json", est.model_dump_json(indent=1))
+    return est, False
+
+
+def _build_and_compare(ctx: SearchContext, plan: CompressionPlan, model: Net, key: str,
+                       work: Path) -> FinnEstimate:
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from flow.export import export_model
+    from flow.finn import build_dataflow, finn_settings
+    from hw_models.cost import compare_with_finn
+    from hw_models.folding import Budget
+
+    t0 = time.perf_counter()
+    hw, fractions = ctx.recipe.hardware, ctx.recipe.budget.board_fraction
+    qonnx = export_model(model, ctx.data.in_shape, ctx.data.input_bits, work / "model.qonnx.onnx")
+    budget = Budget(**{k: v for k, v in fractions.model_dump().items() if v is not None})
+    build = build_dataflow(qonnx, hw.board, hw.target_fps, work / "finn", clock_mhz=hw.clock_mhz,
+                           verify_frames=0, source=f"plan {plan.digest()}",
+                           fifo_depth=hw.fifo_depth, folding=hw.folding, budget=budget)
+    with finn_settings(work / "finn"):
+        report = compare_with_finn(ModelWrapper(str(build.path("dataflow_rtl"))), build.part,
+                                   ctx.calibration, from_geometry=True)
+    perf = build.performance
+    figures = HwFigures(source=build.source, resources=build.totals,
+                        cycles=perf.steady_state_cycles, fps=perf.fps, bottleneck=perf.bottleneck)
+    scr = screen_plan(ctx, plan)
+    return FinnEstimate(
+        key=key, plan_digest=plan.digest(), folding=hw.folding, figures=figures,
+        hls_nodes=build.hls_nodes,
+        node_errors=[NodeErrorRow(name=n.name, node_type=n.node_type, rel_error=n.rel_error,
+                                  live=[q for q in QUANTITIES if _value(n.model, q)
+                                        or _value(n.reference, q)])
+                     for n in report.nodes],
+        screen_error=_design_error(scr, figures), seconds=time.perf_counter() - t0)
+
+
+def _value(cost: LayerCost, quantity: str) -> float:
+    return float(cost.cycles) if quantity == "cycles" else cost.resources.get(quantity)
+
+
+def _design_error(model: HwFigures, ref: HwFigures) -> dict[str, float]:
+    """Relative error of the screen's design figures against FINN's."""
+    pairs = {r: (model.resources.get(r), ref.resources.get(r)) for r in ("lut", "bram18", "dsp")}
+    pairs["cycles"] = (float(model.cycles), float(ref.cycles))
+    return {k: abs(m - r) / r if r else float(m != 0) for k, (m, r) in pairs.items()}
+

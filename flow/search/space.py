@@ -1,0 +1,118 @@
+"""The search space: per-layer weight bits, activation bits and kept output channels.
+
+A point of the space (a trial's `choices`) names, for every layer l: `l.w` (weight bits), `l.a`
+(output activation bits; not for the classifier, whose logits are not requantized) and `l.keep`
+(the share f of output channels kept; not for the classifier, which keeps every class).
+
+Channels are removed in the order of their importance: each hidden layer's channels are ranked
+once by activation l1 (flow.importance.channel, on the seeded calibration subset), and a layer
+keeps the max(min_keep, round(f·C_l)) best-ranked ones. A plan's `keep` is therefore a prefix of
+one fixed ranking, and the network is cut physically (flow.models.transfer_weights), so FINN
+builds smaller layers.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from flow.importance.channel import activation_l1
+from flow.models import Architecture, Net
+from flow.plan import CompressionPlan
+
+Choices = dict[str, int | float]
+
+
+def channel_ranking(float_model: Net, calib_x: torch.Tensor) -> dict[str, list[int]]:
+    """Each hidden layer's channels, most important (highest activation l1) first."""
+    ranking = {}
+    for name, scores in activation_l1(float_model, calib_x).items():
+        s = np.asarray(scores, dtype=np.float64)
+        ranking[name] = [int(c) for c in np.lexsort((np.arange(len(s)), -s))]
+    return ranking
+
+
+def _nearest(value: float, allowed: tuple) -> int | float:
+    """The allowed value closest to `value` (ties: the larger)."""
+    return min(allowed, key=lambda a: (abs(a - value), -a))
+
+
+class SearchSpace(BaseModel):
+    """The choices per layer and the channel ranking that turns choices into a plan."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    layers: tuple[str, ...]
+    out_channels: dict[str, int]  # full width of each layer
+    ranking: dict[str, list[int]]  # hidden layers' channels, most important first
+    weight_bits: tuple[int, ...]
+    act_bits: tuple[int, ...]
+    keep_fractions: tuple[float, ...]
+    min_keep: int
+    input_bits: int
+
+    @classmethod
+    def build(cls, arch: Architecture, ranking: dict[str, list[int]], weight_bits, act_bits,
+              keep_fractions, min_keep: int, input_bits: int) -> SearchSpace:
+        """The space of an architecture (the classifier's channels are never pruned)."""
+        return cls(layers=tuple(arch.layer_names),
+                   out_channels={s.name: s.out for s in arch.layers}, ranking=ranking,
+                   weight_bits=tuple(weight_bits), act_bits=tuple(act_bits),
+                   keep_fractions=tuple(keep_fractions), min_keep=min_keep, input_bits=input_bits)
+
+    @property
+    def classifier(self) -> str:
+        return self.layers[-1]
+
+    def distributions(self) -> dict[str, tuple]:
+        """Every parameter of the space and its allowed values."""
+        out: dict[str, tuple] = {}
+        for name in self.layers:
+            out[f"{name}.w"] = self.weight_bits
+            if name != self.classifier:
+                out[f"{name}.a"] = self.act_bits
+                out[f"{name}.keep"] = self.keep_fractions
+        return out
+
+    def size(self) -> int:
+        """Number of distinct points."""
+        return math.prod(len(v) for v in self.distributions().values())
+
+    def suggest(self, trial) -> Choices:
+        """Ask an Optuna trial for a point of the space."""
+        return {k: trial.suggest_categorical(k, list(v)) for k, v in self.distributions().items()}
+
+    def kept(self, name: str, fraction: float) -> int:
+        """Channels a hidden layer keeps at `fraction`."""
+        full = self.out_channels[name]
+        return min(full, max(self.min_keep, round(fraction * full)))
+
+    def plan(self, choices: Choices) -> CompressionPlan:
+        """The compression plan of a point (kept channels: the best-ranked ones)."""
+        layers = {}
+        for name in self.layers:
+            layer = {"weight_bits": int(choices[f"{name}.w"]), "act_bits": None, "keep": None}
+            if name != self.classifier:
+                layer["act_bits"] = int(choices[f"{name}.a"])
+                n = self.kept(name, float(choices[f"{name}.keep"]))
+                if n < self.out_channels[name]:
+                    layer["keep"] = sorted(self.ranking[name][:n])
+            layers[name] = layer
+        return CompressionPlan.from_dict({"input_bits": self.input_bits, "layers": layers})
+
+    def choices(self, plan: CompressionPlan) -> Choices:
+        """The point of the space nearest to any plan (a seed): bits and the share of channels
+        kept rounded to allowed values; which channels are kept follows the ranking, and
+        unstructured pruning (prune_k) is dropped."""
+        out: Choices = {}
+        for name in self.layers:
+            lp = plan.layers[name]
+            out[f"{name}.w"] = _nearest(lp.weight_bits, self.weight_bits)
+            if name != self.classifier:
+                out[f"{name}.a"] = _nearest(lp.act_bits or max(self.act_bits), self.act_bits)
+                full = self.out_channels[name]
+                share = 1.0 if lp.keep is None else len(lp.keep) / full
+                out[f"{name}.keep"] = _nearest(share, self.keep_fractions)
+        return out
