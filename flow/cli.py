@@ -45,6 +45,28 @@ def cmd_estimate(args: argparse.Namespace) -> None:
         raise DensiflowError(err.message("--input-dtype")) from None
     _print_estimate(build)
     console.print(f"estimate.json and intermediate models: {work}", markup=False)
+    if args.synth:
+        from flow.synth import synth_cache
+
+        _synthesise(build, work / "synth", synth_cache(Path(args.out)))
+
+
+def _synthesise(build, out: Path, cache: Path) -> None:
+    from flow.progress import progress_bar
+    from flow.synth import summary_line, synthesise_build
+
+    with progress_bar("Yosys") as update:
+        result = synthesise_build(build, out, cache,
+                                  progress=lambda node, done, total: update(done, total, node))
+    console.print((out / "synth_vs_finn.txt").read_text(), markup=False, highlight=False)
+    console.print(summary_line(result), markup=False, highlight=False)
+    console.print(f"per node: {out / 'synth_nodes.txt'}", markup=False)
+
+
+def cmd_synth(args: argparse.Namespace) -> None:
+    run = _open_run(args.run, "finn")
+    with run.folder.lock():
+        _synthesise(run.finn_build(), run.dir / "synthesis", run.synth_cache)
 
 
 def _open_run(path: str, step: str):
@@ -295,6 +317,8 @@ def _add_estimate(sub) -> None:
                         "shallow FIFOs are 2)")
     e.add_argument("--folding", choices=("optimiser", "finn"), default="optimiser",
                    help="densiflow's folding optimiser (default) or FINN's SetFolding")
+    e.add_argument("--synth", action="store_true",
+                   help="also synthesise the generated RTL with Yosys (per node, cached)")
     e.add_argument("--input-dtype", default=None,
                    help="integer type of the input if the file does not annotate it, e.g. UINT8")
     e.add_argument("--out", default="build/out", help="output root (default build/out)")
@@ -311,6 +335,11 @@ def _add_run_commands(sub) -> None:
     s.add_argument("--backpressure", type=probability, default=0.0,
                    help="probability that the output is not ready in a cycle, 0..1 (default 0)")
     s.set_defaults(fn=cmd_simulate)
+
+    y = sub.add_parser("synth", help="Yosys synthesis of a run's FINN build, per node, next to "
+                                     "FINN's estimate (into RUN/synthesis/)")
+    y.add_argument("run", help="run folder, e.g. build/out/digits")
+    y.set_defaults(fn=cmd_synth)
 
     d = sub.add_parser("deploy", help="make the run's deployment folder again (e.g. on a machine "
                                       "with Vivado, to build the bitstream)")

@@ -119,6 +119,8 @@ class HardwareSection(_Section):
     # optimiser: densiflow's folding (hw_models.folding), fewest resources at the target within
     # budget.board_fraction; finn: FINN's SetFolding
     folding: Literal["optimiser", "finn"] = "optimiser"
+    # yosys: synthesise the generated RTL per node (post-synthesis counts; board fit on them)
+    synth: Literal["none", "yosys"] = "none"
 
     @field_validator("board")
     @classmethod

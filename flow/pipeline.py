@@ -61,8 +61,11 @@ STEPS: tuple[Step, ...] = (
     Step("plan", _steps.plan, ("method", "method_inputs", "qat", "hardware.target")),
     Step("qat", _steps.qat, ("qat",)),
     Step("export", _steps.export, ()),
-    Step("finn", _steps.finn, ("hardware", "budget")),
+    Step("finn", _steps.finn, ("hardware.board", "hardware.target", "hardware.target_fps",
+                               "hardware.clock_mhz", "hardware.fifo_depth", "hardware.folding",
+                               "budget.board_fraction")),
     Step("simulate", _steps.simulate, ("simulate",)),
+    Step("synth", _steps.synth, ("hardware.synth",)),
     Step("deploy", _steps.deploy, ("deploy",)),
     Step("report", _steps.report, ()),
 )

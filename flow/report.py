@@ -14,7 +14,9 @@ from flow.results import (
     QatResult,
     RtlValidation,
     SimulateResult,
+    SynthStepResult,
 )
+from flow.synth import SynthResult
 from flow.run import STEP_NAMES, Run
 from flow.finn import FinnBuild, LayerEstimate
 from hw_models.resources import Resources, ResourceSource
@@ -51,9 +53,24 @@ class FoldingSummary(BaseModel):
     cost_model_resources: Resources  # includes LUTRAM weights, which FINN counts as 0 LUT
 
 
+class SynthSummary(BaseModel):
+    """Yosys' post-synthesis counts of the whole design, beside FINN's estimate."""
+
+    family: str
+    resources: Resources
+    lut_logic: int
+    lutram: int
+    srl: int
+    ratio_to_finn: dict[str, float | None]  # per resource, Yosys / FINN (None: FINN says 0)
+    line: str  # the terminal line
+
+
 class HardwareSummary(BaseModel):
+    # the source of `resources` and of the fit: Yosys synthesis where it ran, else FINN's estimate
     resource_source: ResourceSource
     resources: Resources
+    finn_estimate: Resources
+    synthesis: SynthSummary | None
     folding: FoldingSummary | None  # None: FINN's SetFolding was used
     fits: bool
     over: list[str]
@@ -129,6 +146,7 @@ def build_summary(run: Run) -> Summary:
     t = qat.metrics.totals
     val = sim.validation
     deployed = DeployStepResult.model_validate(run.result("deploy"))
+    synth = SynthStepResult.model_validate(run.result("synth")).result
     return Summary(
         run=recipe.name, dataset=recipe.data.dataset, arch=recipe.model.name,
         method=recipe.method.name, board=recipe.hardware.board, target=recipe.hardware.target,
@@ -139,14 +157,14 @@ def build_summary(run: Run) -> Summary:
         memory=Memory(weight_mbit=t.weight_mbit, act_mbit=t.act_mbit, total_mbit=t.total_mbit,
                       avg_bits=t.avg_bits, params=t.params),
         performance_density=qat.performance_density,
-        hardware=_hardware(finn, recipe.hardware.target_fps),
+        hardware=_hardware(finn, recipe.hardware.target_fps, synth),
         simulation=val, simulation_skipped=sim.skipped,
         deployment=None if deployed.manifest is None else {
             "folder": str(run.step_dir("deploy") / "deployment"), "bitstream": deployed.bitstream,
             "missing": deployed.manifest.missing},
         hil=_hil(run),
         plan=run.result("plan")["plan"],
-        layers=layer_table_rows(qat, finn),
+        layers=layer_table_rows(qat, finn, synth),
         steps={s: StepSummary(id=run.record(s).id, seconds=run.record(s).seconds)
                for s in STEP_NAMES[:-1]},
     )
@@ -159,15 +177,28 @@ def _hil(run: Run) -> HilSummary | None:
     return None if result is None else hil_summary(result)
 
 
-def _hardware(finn: FinnBuild, target_fps: float) -> HardwareSummary:
+def _synthesis(result: SynthResult) -> SynthSummary:
+    from flow.synth import summary_line
+
+    c = result.report.totals
+    return SynthSummary(family=result.report.family, resources=result.report.resources,
+                        lut_logic=c.lut_logic, lutram=c.lutram, srl=c.srl,
+                        ratio_to_finn={r.resource: r.ratio for r in result.comparison.totals},
+                        line=summary_line(result))
+
+
+def _hardware(finn: FinnBuild, target_fps: float, synth: SynthResult | None) -> HardwareSummary:
     perf, rep = finn.performance, finn.folding
     folding = None if rep is None else FoldingSummary(
         setfolding_fps=rep.setfolding.fps, setfolding_resources=rep.setfolding.resources,
         ceiling_fps=rep.ceiling.fps, fraction_of_bound=rep.fraction_of_bound,
         binding=rep.binding, cost_model_resources=rep.cost_model.resources)
+    fit = finn.fit if synth is None else synth.fit
     return HardwareSummary(
-        resource_source=finn.source, resources=finn.totals, folding=folding, fits=finn.fits,
-        over=finn.fit.over,
+        resource_source=fit.source,
+        resources=finn.totals if synth is None else synth.report.resources,
+        finn_estimate=finn.totals, synthesis=None if synth is None else _synthesis(synth),
+        folding=folding, fits=fit.fits, over=fit.over,
         fps=perf.fps, latency_us=perf.latency_us, steady_state_cycles=perf.steady_state_cycles,
         clock_mhz=finn.clock_mhz, target_fps=target_fps, target_met=perf.fps >= target_fps,
         hls_nodes=finn.hls_nodes,
@@ -204,10 +235,14 @@ def group_hw_layers(finn_layers: list[LayerEstimate],
     return groups
 
 
-def layer_table_rows(qat: QatResult, finn: FinnBuild) -> list[dict]:
-    """Per-layer rows joining plan metrics with FINN estimates (summed over the layer's nodes)."""
+def layer_table_rows(qat: QatResult, finn: FinnBuild,
+                     synth: SynthResult | None = None) -> list[dict]:
+    """Per-layer rows joining plan metrics with resources summed over the layer's nodes: Yosys'
+    counts where synthesised, else FINN's estimate (cycles: FINN's estimate)."""
     metrics = qat.metrics.layers
     groups = group_hw_layers(finn.layers, [m.layer for m in metrics])
+    node_resources = ({n.name: n.resources for n in synth.report.nodes} if synth else
+                      {n.name: n.resources for n in finn.layers})
     rows = []
     for m in metrics:
         nodes = groups.get(m.layer, [])
@@ -215,7 +250,8 @@ def layer_table_rows(qat: QatResult, finn: FinnBuild) -> list[dict]:
                "channels": f"{m.out_ch}/{m.full_out_ch}", "weight_mbit": m.weight_mbit,
                "act_mbit": m.act_mbit, "nodes": [n.name for n in nodes]}
         if nodes:
-            row.update({k: sum(n.resources.get(k) for n in nodes) for k in RESOURCE_KEYS})
+            row.update({k: sum(node_resources[n.name].get(k) for n in nodes)
+                        for k in RESOURCE_KEYS})
             row["cycles"] = max(n.cycles for n in nodes)
         rows.append(row)
     return rows
@@ -268,6 +304,8 @@ def summary_lines(summary: Summary) -> list[str]:
         f"hardware ({hw.resource_source.label}): {hw.fps:,.0f} frames/s at {hw.clock_mhz:g} MHz "
         f"(target {hw.target_fps:,.0f}: {'met' if hw.target_met else 'MISSED'}), latency "
         f"{hw.latency_us:.2f} us, {fit} on {summary.board}")
+    if hw.synthesis is not None:
+        lines.append(hw.synthesis.line)
     if hw.folding is not None:
         f, r = hw.folding, hw.folding.setfolding_resources
         lines.append(

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict
 from flow.finn import FinnBuild
 from flow.finn.deploy import DeployManifest
 from flow.metrics import PlanMetrics
+from flow.synth import SynthResult
 
 
 class _Result(BaseModel):
@@ -87,6 +88,11 @@ class RtlValidation(_Result):
 class SimulateResult(_Result):
     skipped: str | None = None  # why no simulation ran
     validation: RtlValidation | None = None
+
+
+class SynthStepResult(_Result):
+    skipped: str | None = None  # why no synthesis ran
+    result: SynthResult | None = None  # Yosys per node, FINN beside it, the board fit
 
 
 class DeployStepResult(_Result):

@@ -17,7 +17,8 @@ from flow.models import Architecture, Net, build_float, build_quant, get_archite
 from flow.plan import CompressionPlan
 from flow.rundir import RunFolder, StepRecord
 
-STEP_NAMES = ("baseline", "plan", "qat", "export", "finn", "simulate", "deploy", "report")
+STEP_NAMES = ("baseline", "plan", "qat", "export", "finn", "simulate", "synth", "deploy",
+              "report")
 
 
 def step_folder(step: str) -> str:
@@ -41,6 +42,13 @@ class Run:
         """Verilator builds, shared by the runs of one output root ($DENSIFLOW_RTLSIM_CACHE wins)."""
         env = os.environ.get("DENSIFLOW_RTLSIM_CACHE")
         return Path(env) if env else self.dir.parent / "rtlsim_cache"
+
+    @property
+    def synth_cache(self) -> Path:
+        """Yosys results, shared by the runs of one output root."""
+        from flow.synth import synth_cache
+
+        return synth_cache(self.dir.parent)
 
     def step_dir(self, step: str) -> Path:
         return self.folder.step_link(step_folder(step))

@@ -18,6 +18,7 @@ from flow.results import (
     QatResult,
     ReportResult,
     SimulateResult,
+    SynthStepResult,
 )
 from flow.run import Run
 from flow.train import TrainConfig, accuracy, train
@@ -110,6 +111,19 @@ def simulate(run: Run, out: Path) -> SimulateResult:
         return SimulateResult(skipped="simulate.enabled is false")
     return SimulateResult(validation=validate_run(run, out, sim.frames, sim.backpressure,
                                                   sim.min_agreement))
+
+
+def synth(run: Run, out: Path) -> SynthStepResult:
+    """Yosys synthesis of every node of the FINN build (hardware.synth: yosys)."""
+    from flow.progress import progress_bar
+    from flow.synth import synthesise_build
+
+    if run.recipe.hardware.synth == "none":
+        return SynthStepResult(skipped="hardware.synth is none")
+    with progress_bar("Yosys") as update:
+        result = synthesise_build(run.finn_build(), out, run.synth_cache,
+                                  progress=lambda node, done, total: update(done, total, node))
+    return SynthStepResult(result=result)
 
 
 def deploy(run: Run, out: Path) -> DeployStepResult:

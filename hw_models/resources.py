@@ -64,7 +64,7 @@ class Resources(BaseModel):
 class ResourceFit(BaseModel):
     """Use of one resource against what the board offers."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, ser_json_inf_nan="constants")
 
     resource: str
     used: float
