@@ -4,15 +4,24 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from flow.errors import ConfigError
 from flow.io import atomic_write_text, read_yaml
 from hw_models.rules import MAX_BITS, MIN_ACT_BITS
 
 MIN_BITS = 1
+DEFAULT_QUANTIZER = "default"
 
 
 class LayerPlan(BaseModel):
@@ -21,7 +30,11 @@ class LayerPlan(BaseModel):
     `act_bits` is the width of the layer's output activation; None only for the classifier,
     whose output is not requantized. `keep` lists kept output channels (indices into the
     architecture's full layer), None keeps all. `prune_k` is AQP's unstructured magnitude
-    threshold multiplier: weights with |w| <= k·σ(l) are zeroed (0 = none).
+    threshold multiplier: weights with |w| <= k·σ(l) are zeroed (0 = none). `quantizer` picks
+    how the layer quantizes (flow.models.build): "default" (Brevitas per-tensor float scales:
+    max-statistics weights, learned activation scale), or "moving_average" (qsparse's
+    Algorithms 2 and 3, flow.models.quantizers); a default quantizer is left out of the plan's
+    dict, so plans without one read, write and hash as before.
     """
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -30,6 +43,7 @@ class LayerPlan(BaseModel):
     act_bits: int | None = Field(ge=MIN_ACT_BITS, le=MAX_BITS)
     keep: tuple[int, ...] | None = None
     prune_k: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    quantizer: Literal["default", "moving_average"] = DEFAULT_QUANTIZER
 
     @field_validator("keep", mode="before")
     @classmethod
@@ -46,6 +60,13 @@ class LayerPlan(BaseModel):
         if len(set(value)) != len(value):
             raise ValueError("channel indices repeat")
         return tuple(sorted(value))
+
+    @model_validator(mode="after")
+    def _quantizer_bits(self) -> LayerPlan:
+        if self.quantizer == "moving_average" and self.weight_bits < 2:
+            raise ValueError("quantizer 'moving_average' needs weight_bits >= 2 (its symmetric "
+                             "levels are ±(2^(b-1) - 1))")
+        return self
 
 
 class CompressionPlan(BaseModel):
@@ -66,6 +87,8 @@ class CompressionPlan(BaseModel):
         data = self.model_dump(mode="json")
         for layer in data["layers"].values():
             layer["keep"] = None if layer["keep"] is None else list(layer["keep"])
+            if layer["quantizer"] == DEFAULT_QUANTIZER:
+                del layer["quantizer"]
         return data
 
     def digest(self) -> str:
@@ -87,7 +110,7 @@ class CompressionPlan(BaseModel):
                 msg = e["msg"].removeprefix("Value error, ")
                 if e["type"] == "extra_forbidden":
                     msg = "unknown key; allowed: input_bits, layers (weight_bits, act_bits, " \
-                          "keep, prune_k)"
+                          "keep, prune_k, quantizer)"
                 parts.append(f"{source}.{field}: {msg}")
             raise ConfigError("; ".join(parts)) from None
 

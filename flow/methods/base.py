@@ -11,11 +11,15 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flow.data import Dataset
 from flow.models import Architecture, Net
 from flow.plan import CompressionPlan
 from flow.train import TrainConfig
+
+if TYPE_CHECKING:
+    from flow.config import Recipe
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,10 @@ class MethodContext:
     qat: TrainConfig  # fine-tuning settings for methods that train candidates
     min_bits: int  # narrowest weights the hardware target builds (2 for FINN's RTL layers)
     seed: int = 0
+    # the whole recipe, for methods that read sections besides `method` (their params' `reads`)
+    recipe: Recipe | None = None
+    # a folder under the run that outlives an interrupted step (a search's study), None: out_dir
+    state_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -39,9 +47,12 @@ class MethodOutput:
 
 
 Method = Callable[[MethodContext, object, Path], MethodOutput]
-MODULES = {"uniform": "uniform", "aqp": "aqp", "plan": "plan_file"}  # method name -> module of flow.methods
+# method name -> its module: in flow.methods, or a full dotted path
+MODULES = {"uniform": "uniform", "aqp": "aqp", "plan": "plan_file", "search": "flow.search.method",
+           "qsparse": "qsparse", "dfq": "dfq"}
 
 
 def get_method(name: str) -> Method:
     """The make_plan function of a method named in the recipe (names are checked at load)."""
-    return importlib.import_module(f"flow.methods.{MODULES[name]}").make_plan
+    module = MODULES[name]
+    return importlib.import_module(module if "." in module else f"flow.methods.{module}").make_plan

@@ -16,6 +16,8 @@ from hw_models.rules import MAX_BITS, MIN_ACT_BITS
 Bits = Annotated[int, Field(ge=1, le=MAX_BITS)]
 ActBits = Annotated[int, Field(ge=MIN_ACT_BITS, le=MAX_BITS)]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
+KeepFraction = Annotated[float, Field(gt=0, le=1)]
+STORAGE_SCHEMES = ("postgresql://", "postgresql+psycopg://", "sqlite:///")
 
 
 class _Params(BaseModel):
@@ -126,6 +128,114 @@ class PlanFileParams(_Params):
         return {"path": [lp.weight_bits for lp in plan.layers.values()]}
 
 
-MethodParams = Annotated[UniformParams | AqpParams | PlanFileParams,
-                         Field(discriminator="name")]
-METHOD_NAMES = ("uniform", "aqp", "plan")
+class SearchParams(_Params):
+    """Hardware-aware co-design search (flow.search): per-layer weight bits, activation bits and
+    kept channels chosen by Optuna's NSGA-II under the recipe's `budget:` on its `hardware:`."""
+
+    name: Literal["search"]
+    reads: ClassVar[tuple[str, ...]] = ("hardware", "budget")
+
+    trials: int = Field(default=48, ge=1)  # completed trials in all (a resumed study counts on)
+    population: int = Field(default=12, ge=2)  # NSGA-II generation size
+    weight_bits: list[Bits] = Field(default=[2, 3, 4, 5, 6, 8], min_length=1)
+    act_bits: list[ActBits] = Field(default=[2, 3, 4, 5, 6, 8], min_length=1)
+    # share of each hidden layer's output channels kept (the most important ones)
+    keep_fractions: list[KeepFraction] = Field(
+        default=[0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0], min_length=1)
+    min_keep: int = Field(default=2, ge=1)
+    trial_epochs: int = Field(default=3, ge=0)  # short fine-tuning per candidate (0: PTQ only)
+    # FINN's estimate in the loop: for candidates the cost model finds feasible and not dominated
+    # ("promising"), for every candidate ("all"), or only for the final Pareto plans ("none")
+    finn: Literal["promising", "all", "none"] = "promising"
+    qat_top: int = Field(default=6, ge=1)  # feasible plans given the full QAT before choosing
+    select: Literal["performance_density", "lut_bram18", "accuracy", "total_mbit"] = \
+        "performance_density"
+    builtin_seeds: list[Literal["uniform", "importance"]] = ["uniform", "importance"]
+    seeds: list[MethodParams] = []  # further seed plans: any other method (aqp, plan files, ...)
+    workers: int = Field(default=1, ge=1)  # trial processes on this machine
+    storage: str | None = None  # None: an Optuna journal file in the run; or postgresql://...
+    report: bool = True  # the single-file HTML report of the search
+
+    @field_validator("weight_bits", "act_bits", "keep_fractions")
+    @classmethod
+    def _distinct(cls, value: list) -> list:
+        if len(set(value)) != len(value):
+            raise ValueError("values repeat")
+        return sorted(value)
+
+    @field_validator("seeds")
+    @classmethod
+    def _no_nested_search(cls, value: list) -> list:
+        if any(p.name == "search" for p in value):
+            raise ValueError("a search cannot seed a search; allowed: the other methods")
+        return value
+
+    @field_validator("storage")
+    @classmethod
+    def _storage_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(STORAGE_SCHEMES):
+            raise ValueError(f"{value!r} is not a storage URL; allowed: "
+                             f"{', '.join(s + '...' for s in STORAGE_SCHEMES)} (or leave it out)")
+        return value
+
+    def input_files(self) -> list[str]:
+        return [f for p in self.seeds for f in p.input_files()]
+
+    def weight_bit_fields(self) -> dict[str, list[int]]:
+        return {"weight_bits": self.weight_bits}
+
+
+class QsparseParams(_Params):
+    """qsparse (seed 001): layerwise channel pruning, moving-average QAT (flow.methods.qsparse)."""
+
+    name: Literal["qsparse"]
+    reads: ClassVar[tuple[str, ...]] = ("train", "hardware")  # scratch training; FINN columns
+
+    schedule: Literal["layerwise_a", "layerwise_w", "stepwise", "one_shot", "scratch"] = \
+        "layerwise_a"
+    sparsity: Fraction = 0.5  # share of every hidden layer's output channels removed
+    weight_bits: Annotated[int, Field(ge=2, le=MAX_BITS)] = 4  # N_W (symmetric: >= 2)
+    act_bits: ActBits = 4  # N_A
+    epochs: int = Field(default=20, ge=1)  # pruning-schedule training from the float network
+    prune_fraction: Fraction = 0.5  # share of those steps over which the masks are set
+    min_keep: int = Field(default=2, ge=1)
+    calib_samples: int = Field(default=256, ge=1)  # one-shot importance images
+    report: bool = True  # every schedule at every report_sparsities value, Table 4
+    report_sparsities: list[Fraction] = [0.5, 0.75]
+
+    def weight_bit_fields(self) -> dict[str, list[int]]:
+        return {"weight_bits": [self.weight_bits]}
+
+
+class DfqParams(_Params):
+    """DFQ (seed 002): softmax-relaxed per-layer weight bit-widths, bi-level search
+    (flow.methods.dfq)."""
+
+    name: Literal["dfq"]
+    reads: ClassVar[tuple[str, ...]] = ("hardware",)  # the hardware cost's board and frame rate
+
+    candidates: list[Bits] = Field(default=[2, 8], min_length=2)  # FINN's RTL layers: >= 2
+    act_bits: ActBits = 4  # every hidden layer's activations (the search is over weights)
+    cost: Literal["size", "hardware"] = "size"  # G(α): expected model size, or LUT+BRAM+DSP
+    theta_margin: float = Field(default=0.05, ge=0, allow_inf_nan=False)  # θ = L_val(float) + it
+    lambda_inf: float = Field(default=100.0, gt=0, allow_inf_nan=False)  # λ's "∞"
+    epochs: int = Field(default=30, ge=1)  # search epochs (w and α steps alternate)
+    warmup_epochs: int = Field(default=5, ge=0)  # first epochs: w only ("retrain ... first")
+    alpha_lr: float = Field(default=0.1, gt=0, allow_inf_nan=False)  # SGD on α
+    report: bool = True  # both costs, uniform baselines, Table 1 and Figure 2
+
+    @field_validator("candidates")
+    @classmethod
+    def _distinct(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError("values repeat")
+        return sorted(value)
+
+    def weight_bit_fields(self) -> dict[str, list[int]]:
+        return {"candidates": self.candidates}
+
+
+MethodParams = Annotated[UniformParams | AqpParams | PlanFileParams | SearchParams | QsparseParams
+                         | DfqParams, Field(discriminator="name")]
+SearchParams.model_rebuild()
+METHOD_NAMES = ("uniform", "aqp", "plan", "search", "qsparse", "dfq")

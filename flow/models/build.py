@@ -14,8 +14,14 @@ from brevitas.quant import (
 from torch import nn
 
 from flow.errors import ModelError
+from flow.models.quantizers import MovingAverageIntWeightPerChannel, MovingAverageUintAct
 from flow.models.zoo import Architecture
-from flow.plan import CompressionPlan
+from flow.plan import CompressionPlan, LayerPlan
+
+# LayerPlan.quantizer -> Brevitas quantizer of the layer's weights and of its output activation
+WEIGHT_QUANT = {"default": Int8WeightPerTensorFloat,
+                "moving_average": MovingAverageIntWeightPerChannel}
+ACT_QUANT = {"default": Uint8ActPerTensorFloat, "moving_average": MovingAverageUintAct}
 
 
 class Net(nn.Module):
@@ -57,18 +63,18 @@ def _build(arch: Architecture, pixel_max: float, plan: CompressionPlan | None, q
         if spec.kind == "conv":
             args = (geo.in_ch, geo.out_ch, spec.kernel)
             kw = dict(stride=spec.stride, padding=spec.padding, bias=False)
-            layer = QuantConv2d(*args, **kw, **_weight_quant(lp.weight_bits)) if quant \
+            layer = QuantConv2d(*args, **kw, **_weight_quant(lp)) if quant \
                 else nn.Conv2d(*args, **kw)
             norm: nn.Module = nn.BatchNorm2d(geo.out_ch)
         else:
             args = (geo.in_ch, geo.out_ch)
-            layer = QuantLinear(*args, bias=False, **_weight_quant(lp.weight_bits)) if quant \
+            layer = QuantLinear(*args, bias=False, **_weight_quant(lp)) if quant \
                 else nn.Linear(*args, bias=False)
             norm = nn.BatchNorm1d(geo.out_ch)
         if spec is arch.layers[-1]:
             blocks[spec.name] = nn.Sequential(layer)
         else:
-            act = QuantReLU(act_quant=Uint8ActPerTensorFloat, bit_width=lp.act_bits) if quant \
+            act = QuantReLU(act_quant=ACT_QUANT[lp.quantizer], bit_width=lp.act_bits) if quant \
                 else nn.ReLU()
             blocks[spec.name] = nn.Sequential(layer, norm, act)
     input_quant = (
@@ -78,11 +84,11 @@ def _build(arch: Architecture, pixel_max: float, plan: CompressionPlan | None, q
     return Net(arch, pixel_max, input_quant, blocks)
 
 
-def _weight_quant(bits: int) -> dict:
-    """Brevitas weight quantizer for a bit-width: signed narrow-range integers, binary at 1 bit."""
-    if bits == 1:
+def _weight_quant(lp: LayerPlan) -> dict:
+    """Brevitas weight quantizer of a layer: signed narrow-range integers, binary at 1 bit."""
+    if lp.weight_bits == 1:
         return {"weight_quant": SignedBinaryWeightPerTensorConst}
-    return {"weight_quant": Int8WeightPerTensorFloat, "weight_bit_width": bits}
+    return {"weight_quant": WEIGHT_QUANT[lp.quantizer], "weight_bit_width": lp.weight_bits}
 
 
 def _kept(arch: Architecture, plan: CompressionPlan | None, name: str) -> list[int]:

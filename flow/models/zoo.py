@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from flow.errors import ConfigError
-from flow.plan import CompressionPlan
+from flow.plan import DEFAULT_QUANTIZER, CompressionPlan
 
 
 @dataclass(frozen=True)
@@ -86,11 +86,13 @@ class Architecture:
             in_ch, hw = out_ch, out_hw
         return out
 
-    def uniform_plan(self, weight_bits: int, act_bits: int, input_bits: int) -> CompressionPlan:
-        """Every layer at the same precision, all channels kept."""
+    def uniform_plan(self, weight_bits: int, act_bits: int, input_bits: int,
+                     quantizer: str = DEFAULT_QUANTIZER) -> CompressionPlan:
+        """Every layer at the same precision and quantizer, all channels kept."""
         last = self.layers[-1].name
         layers = {
-            name: {"weight_bits": weight_bits, "act_bits": None if name == last else act_bits}
+            name: {"weight_bits": weight_bits, "act_bits": None if name == last else act_bits,
+                   "quantizer": quantizer}
             for name in self.layer_names
         }
         return CompressionPlan.from_dict({"input_bits": input_bits, "layers": layers})

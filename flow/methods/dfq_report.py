@@ -1,0 +1,159 @@
+"""DFQ's comparison: the paper's Table 1 (float32, uniform max / min candidate bits, DFQ) with
+FINN's estimate of each variant, and Figure 2 (per-layer weight memory, float vs DFQ).
+
+Rows, each but the float one QAT fine-tuned with the run's QAT settings (flow.models.qat_model)
+and evaluated on the test split: "float32"; "uniform {b}-bit" at the largest and the smallest
+candidate (2-bit by default, binary where the target allows 1-bit candidates), from the float
+network; "DFQ (size)" and "DFQ (hardware)", each from its search's discrete network. Hidden
+activations are at `act_bits` in every quantized row. Compression = 32 / b̄ over the weights
+(flow.metrics: b̄ = Σ b(l)·N_P(l)), as the paper's Table 1 counts it. Our columns: LUT, BRAM18,
+DSP and frames/s from FINN's estimate of each exported variant (flow.finn.build_dataflow on the
+recipe's hardware; names end in _finn_estimate), and lut_bram18_board_share = LUT/LUT(board) +
+BRAM18/BRAM18(board).
+
+Checks (the issue's done claims): DFQ's compression lies between the uniform rows, >= 10x, at
+<= 0.5 points below float; DFQ (hardware) uses a smaller lut_bram18_board_share than DFQ (size)
+at an accuracy within 0.5 points.
+
+Outputs: dfq_table.csv / .json (rows, searches with θ and their α traces, checks) and
+dfq_layers.png (Figure 2).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import time
+from pathlib import Path
+
+from flow.io import atomic_write_json, atomic_write_text
+from flow.methods.base import MethodContext
+from flow.methods.dfq import SearchResult, discrete_weights
+from flow.methods.params import DfqParams
+from flow.methods.qsparse_report import FINN_COLUMNS, finn_estimate
+from flow.metrics import plan_metrics
+from flow.models import Net, qat_model
+from flow.plan import CompressionPlan
+from flow.train import accuracy
+from hw_models.boards import get_board
+from hw_models.rules import input_bits
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["method", "weight_bits", "avg_bits", "compression", "accuracy", "acc_diff_points",
+           "weight_mbit", *FINN_COLUMNS, "lut_bram18_board_share", "search_s", "qat_s"]
+
+
+def variant_row(ctx: MethodContext, name: str, plan: CompressionPlan, start: Net,
+                start_plan: CompressionPlan | None, float_acc: float, work: Path) -> dict:
+    """QAT-fine-tune one variant, measure it, estimate it with FINN: its table row."""
+    t0 = time.perf_counter()
+    model = qat_model(ctx.arch, start, plan, ctx.data, ctx.qat, name, start_plan=start_plan)
+    qat_s = time.perf_counter() - t0
+    tot = plan_metrics(ctx.arch, plan, model).totals
+    acc = accuracy(model, ctx.data.x_test, ctx.data.y_test)
+    board = get_board(ctx.recipe.hardware.board)
+    row = {"method": name, "weight_bits": {n: lp.weight_bits for n, lp in plan.layers.items()},
+           "avg_bits": tot.avg_bits, "compression": tot.compression_ratio,
+           "accuracy": 100 * acc, "acc_diff_points": 100 * (acc - float_acc),
+           "weight_mbit": tot.weight_mbit, "search_s": None, "qat_s": round(qat_s, 2),
+           **finn_estimate(model, ctx, work)}
+    row["lut_bram18_board_share"] = (row["lut_finn_estimate"] / board.lut
+                                     + row["bram18_finn_estimate"] / board.bram18)
+    log.info("%s: b̄ %.2f, test %.2f %%", name, tot.avg_bits, row["accuracy"])
+    return row
+
+
+def done_checks(rows: dict[str, dict], uniform_hi: str, uniform_lo: str, chosen: str) -> dict:
+    """The issue's claims on the rows by name (missing rows: no claim)."""
+    f, hi, lo, d = rows["float32"], rows[uniform_hi], rows[uniform_lo], rows[chosen]
+    checks = {
+        "compression between uniform rows": hi["compression"] <= d["compression"]
+        <= lo["compression"],
+        "compression >= 10x": d["compression"] >= 10,
+        "accuracy >= float - 0.5 points": d["accuracy"] >= f["accuracy"] - 0.5,
+    }
+    if "DFQ (size)" in rows and "DFQ (hardware)" in rows:
+        s, h = rows["DFQ (size)"], rows["DFQ (hardware)"]
+        checks["hardware cost: fewer LUT+BRAM18 than size cost"] = \
+            h["lut_bram18_board_share"] < s["lut_bram18_board_share"]
+        checks["hardware vs size cost: accuracy within 0.5 points"] = \
+            abs(h["accuracy"] - s["accuracy"]) <= 0.5
+    return checks
+
+
+def run_report(ctx: MethodContext, p: DfqParams, searches: dict[str, SearchResult],
+               out_dir: Path) -> dict:
+    """Fine-tune, measure and FINN-estimate every row; write Table 1 and Figure 2."""
+    out_dir = Path(out_dir)
+    float_acc = accuracy(ctx.float_model, ctx.data.x_test, ctx.data.y_test)
+    full = sum(g.params for g in ctx.arch.geometry())
+    rows = {"float32": {"method": "float32", "weight_bits": 32, "avg_bits": 32.0,
+                        "compression": 1.0, "accuracy": 100 * float_acc, "acc_diff_points": 0.0,
+                        "weight_mbit": 32 * full / 1e6, **dict.fromkeys(FINN_COLUMNS),
+                        "lut_bram18_board_share": None, "search_s": None, "qat_s": None}}
+    in_bits = input_bits(ctx.data.input_bits)
+    for b in (p.candidates[-1], p.candidates[0]):
+        name = f"uniform {b}-bit"
+        rows[name] = variant_row(ctx, name, ctx.arch.uniform_plan(b, p.act_bits, in_bits),
+                                 ctx.float_model, None, float_acc, out_dir / "finn" / f"w{b}")
+    for cost, r in searches.items():
+        name = f"DFQ ({cost})"
+        start = discrete_weights(ctx, r.net)
+        rows[name] = {**variant_row(ctx, name, r.plan, start, None, float_acc,
+                                    out_dir / "finn" / f"dfq_{cost}"),
+                      "search_s": round(r.seconds, 2)}
+    chosen = f"DFQ ({p.cost})"
+    table = {
+        "rows": list(rows.values()), "chosen": chosen, "act_bits": p.act_bits,
+        "finn_source": "FINN estimate (flow.finn.build_dataflow), recipe hardware",
+        "searches": {c: {"theta": r.theta, "seconds": round(r.seconds, 2),
+                         "plan": r.plan.to_dict(), "trace": r.trace}
+                     for c, r in searches.items()},
+        "checks": done_checks(rows, f"uniform {p.candidates[-1]}-bit",
+                              f"uniform {p.candidates[0]}-bit", chosen),
+    }
+    atomic_write_json(out_dir / "dfq_table.json", table)
+    atomic_write_text(out_dir / "dfq_table.csv", to_csv(table["rows"]))
+    plot_layers(ctx, {c: r.plan for c, r in searches.items()}, out_dir / "dfq_layers.png")
+    return table
+
+
+def to_csv(rows: list[dict]) -> str:
+    """The table as CSV (floats to 4 decimals; per-layer bits as layer:bits)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        out = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
+        if isinstance(r["weight_bits"], dict):
+            out["weight_bits"] = " ".join(f"{n}:{b}" for n, b in r["weight_bits"].items())
+        w.writerow(out)
+    return buf.getvalue()
+
+
+def plot_layers(ctx: MethodContext, plans: dict[str, CompressionPlan], path: Path) -> None:
+    """Figure 2: each layer's weight memory (kbit), float32 against every DFQ plan."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    geo = ctx.arch.geometry()
+    names = [g.name for g in geo]
+    series = {"float32": [32 * g.params / 1e3 for g in geo]}
+    series.update({f"DFQ ({c})": [plan.layers[g.name].weight_bits * g.params / 1e3 for g in geo]
+                   for c, plan in plans.items()})
+    fig, ax = plt.subplots(figsize=(6.4, 0.6 * len(names) * len(series) + 1))
+    height = 0.8 / len(series)
+    for k, (label, sizes) in enumerate(series.items()):
+        ax.barh([i + k * height for i in range(len(names))], sizes, height, label=label)
+    ax.set_yticks([i + 0.4 - height / 2 for i in range(len(names))], names)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("weight memory (kbit, log scale)")
+    ax.set_title(f"per-layer weight memory, {ctx.arch.name}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
