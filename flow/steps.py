@@ -88,17 +88,11 @@ def finn(run: Run, out: Path) -> FinnResult:
     """FINN dataflow build and estimates; the HW layers are checked against QONNX on test frames."""
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from flow.finn import build_dataflow
+    from flow.finn_recipe import build_for_recipe
 
-    from hw_models.folding import Budget
-
-    hw, fractions = run.recipe.hardware, run.recipe.budget.board_fraction
     qonnx_path = run.artefact("export", "model.qonnx.onnx")
-    budget = Budget(**{k: v for k, v in fractions.model_dump().items() if v is not None})
-    build = build_dataflow(ModelWrapper(str(qonnx_path)), hw.board, hw.target_fps, out,
-                           clock_mhz=hw.clock_mhz, source=str(qonnx_path),
-                           fifo_depth=hw.fifo_depth, verify_inputs=run.data.x_test[:32].numpy(),
-                           folding=hw.folding, budget=budget)
+    build = build_for_recipe(ModelWrapper(str(qonnx_path)), run.recipe, out, str(qonnx_path),
+                             verify_inputs=run.data.x_test[:32].numpy())
     return FinnResult(build=build)
 
 

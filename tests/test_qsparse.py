@@ -33,8 +33,8 @@ from flow.models import (
     get_architecture,
     transfer_weights,
 )
+from flow.finn.zero_points import ExtractZeroPoints
 from flow.models.quantizers import (
-    ExtractZeroPoints,
     MovingAverageAsymQuant,
     MovingAverageIntWeightPerChannel,
     MovingAverageSymQuant,
@@ -201,8 +201,8 @@ def zero_point_build(zero_point_qonnx, tmp_path_factory):
 
     _, x, qmodel = zero_point_qonnx
     work = tmp_path_factory.mktemp("zp_finn")
-    return build_dataflow(copy.deepcopy(qmodel).transform(ExtractZeroPoints()), "pynq-z1", 1e5,
-                          work, verify_inputs=x[:16].numpy())
+    return build_dataflow(copy.deepcopy(qmodel), "pynq-z1", 1e5, work,
+                          verify_inputs=x[:16].numpy())  # prepare_qonnx extracts the zero points
 
 
 @pytest.mark.slow

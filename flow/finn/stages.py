@@ -38,6 +38,8 @@ def prepare_qonnx(model, input_dtype: str | None = None, source: str = "model"):
     """Clean up a QONNX model and annotate its input's integer datatype (needed by FINN)."""
     from qonnx.util.cleanup import cleanup_model
 
+    from flow.finn.zero_points import ExtractZeroPoints
+
     ops = {n.op_type for n in model.graph.node}
     if not ops & {*QONNX_QUANT_OPS, "MultiThreshold"}:
         raise ModelError(
@@ -49,6 +51,7 @@ def prepare_qonnx(model, input_dtype: str | None = None, source: str = "model"):
         model = cleanup_model(model)
     except Exception as e:
         raise ModelError(f"{source}: QONNX clean-up failed: {type(e).__name__}: {e}") from e
+    model = model.transform(ExtractZeroPoints())
     inp = model.graph.input[0].name
     if input_dtype is not None:
         model.set_tensor_datatype(inp, _input_datatype(input_dtype, name, source))

@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from flow.errors import DensiflowError
 from flow.importance.channel import activation_l1, hidden_layers, weight_l1
@@ -49,7 +48,7 @@ from flow.models import Net, build_float, ptq_model, transfer_weights
 from flow.models.ptq import CALIB_SAMPLES
 from flow.models.quantizers import running_mean
 from flow.plan import CompressionPlan
-from flow.train import TrainConfig, accuracy, train
+from flow.train import TrainConfig, train, train_steps
 from hw_models.rules import input_bits
 
 log = logging.getLogger(__name__)
@@ -156,38 +155,15 @@ def _step_events(masks: ChannelMasks, events: list[Event], step: int, log_rows: 
 
 def train_with_masks(model: Net, masks: ChannelMasks, events: list[Event], data, cfg: TrainConfig,
                      label: str) -> list[dict]:
-    """Algorithm 1's loop: Adam with cosine decay (as flow.train.train), masks set at their
-    events; keeps the best validation epoch after the last event. Returns the event log."""
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    x, y = data.x_train, data.y_train
-    per_epoch = -(-len(x) // cfg.batch_size)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs * per_epoch)
+    """Algorithm 1's loop: flow.train's training with the masks set at their events; keeps the
+    best validation epoch after the last event. Returns the event log."""
     last = max((at for at, _ in events), default=0)
-    best_acc, best_state, rows, step = -1.0, None, [], 0
-    for epoch in range(cfg.epochs):
-        model.train()
-        order = torch.randperm(len(x), generator=gen)
-        for i in range(0, len(x), cfg.batch_size):
-            idx = order[i : i + cfg.batch_size]
-            if len(idx) < 2:  # BatchNorm needs two samples
-                continue
-            _step_events(masks, events, step, rows)
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
-            sched.step()
-            step += 1
-        if step > last:
-            acc = accuracy(model, data.x_val, data.y_val)
-            if acc > best_acc:
-                best_acc, best_state = acc, copy.deepcopy(model.state_dict())
-        log.debug("%s epoch %d: val %.4f", label, epoch + 1, best_acc)
-    if best_state is None:
-        raise DensiflowError(f"method.prune_fraction: the {label} schedule set its last mask at "
-                             f"step {last}, after training ({step} steps); lower prune_fraction")
-    model.load_state_dict(best_state)
+    if last >= train_steps(len(data.x_train), cfg):
+        raise DensiflowError(f"method.prune_fraction: the {label} schedule sets its last mask at "
+                             f"step {last}, after training ends; lower prune_fraction")
+    rows: list[dict] = []
+    train(model, data.x_train, data.y_train, cfg, label, data.x_val, data.y_val,
+          before_step=lambda step: _step_events(masks, events, step, rows), best_after_step=last)
     return rows
 
 

@@ -53,17 +53,10 @@ COLUMNS = ["method", "schedule", "sparsity", "N_W", "N_A", "s_W", "s_A", "baseli
 def finn_estimate(model: Net, ctx: MethodContext, work: Path) -> dict[str, float]:
     """FINN's estimate of a trained network on the recipe's hardware: the FINN_COLUMNS."""
     from flow.export import export_model
-    from flow.finn import build_dataflow
-    from flow.models.quantizers import ExtractZeroPoints
-    from hw_models.folding import Budget
+    from flow.finn_recipe import build_for_recipe
 
-    hw, fractions = ctx.recipe.hardware, ctx.recipe.budget.board_fraction
     qmodel = export_model(model, ctx.data.in_shape, ctx.data.input_bits, work / "model.qonnx.onnx")
-    budget = Budget(**{k: v for k, v in fractions.model_dump().items() if v is not None})
-    build = build_dataflow(qmodel.transform(ExtractZeroPoints()), hw.board, hw.target_fps,
-                           work / "finn", clock_mhz=hw.clock_mhz, verify_frames=0,
-                           source=f"{work.name} variant", fifo_depth=hw.fifo_depth,
-                           folding=hw.folding, budget=budget)
+    build = build_for_recipe(qmodel, ctx.recipe, work / "finn", f"{work.name} variant")
     t = build.totals
     return {"lut_finn_estimate": t.lut, "bram18_finn_estimate": t.bram18,
             "dsp_finn_estimate": t.dsp, "fps_finn_estimate": build.fps}

@@ -44,7 +44,6 @@ from torch import nn
 
 __all__ = [
     "BitMixture",
-    "ExtractZeroPoints",
     "MovingAverageAsymQuant",
     "MovingAverageIntWeightPerChannel",
     "MovingAverageSymQuant",
@@ -150,57 +149,6 @@ class MovingAverageIntWeightPerChannel(Int8WeightPerTensorFloat):
 
     scaling_per_output_channel = True
     tensor_quant = MovingAverageSymQuant
-
-
-# ----------------------------------------------------------------------------- zero points in FINN
-
-
-def _extract_zero_points(model) -> bool:
-    """Rewrite every activation Quant node with a nonzero zeropt (see the module doc)."""
-    from onnx import helper
-    from qonnx.util.basic import get_by_name
-
-    changed = False
-    for node in list(model.graph.node):
-        if node.op_type != "Quant" or model.get_initializer(node.input[0]) is not None:
-            continue
-        zero_point = model.get_initializer(node.input[2])
-        if zero_point is None or not zero_point.any():
-            continue
-        scale = model.get_initializer(node.input[1])
-        shift = (scale * zero_point).astype("float32")  # s·z
-        signed = get_by_name(node.attribute, "signed").i
-        if signed:
-            raise ValueError(f"Quant node {node.name}: a signed quantizer with a zero point is "
-                             "not supported")
-        shifted, quantized = model.make_new_valueinfo_name(), model.make_new_valueinfo_name()
-        plus, minus = model.make_new_valueinfo_name(), model.make_new_valueinfo_name()
-        model.set_initializer(plus, shift)
-        model.set_initializer(minus, -shift)
-        model.set_initializer(node.input[2], zero_point * 0)
-        output = node.output[0]
-        index = list(model.graph.node).index(node)
-        model.graph.node.insert(index, helper.make_node("Add", [node.input[0], plus], [shifted]))
-        node.input[0], node.output[0] = shifted, quantized
-        model.graph.node.insert(index + 2, helper.make_node("Add", [quantized, minus], [output]))
-        changed = True
-    return changed
-
-
-def _transformation_base():
-    from qonnx.transformation.base import Transformation
-
-    return Transformation
-
-
-class ExtractZeroPoints(_transformation_base()):
-    """QONNX transformation: activation Quant(h; s, z) -> Add(-s·z) ∘ Quant(h + s·z; s, 0)."""
-
-    def apply(self, model):
-        from qonnx.transformation.infer_shapes import InferShapes
-
-        changed = _extract_zero_points(model)
-        return (model.transform(InferShapes()) if changed else model), False
 
 
 # ----------------------------------------------------------------------------- DFQ's relaxation

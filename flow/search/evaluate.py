@@ -220,17 +220,14 @@ def _build_and_compare(ctx: SearchContext, plan: CompressionPlan, model: Net, ke
     from qonnx.core.modelwrapper import ModelWrapper
 
     from flow.export import export_model
-    from flow.finn import build_dataflow, finn_settings
+    from flow.finn import finn_settings
+    from flow.finn_recipe import build_for_recipe
     from hw_models.cost import compare_with_finn
-    from hw_models.folding import Budget
 
     t0 = time.perf_counter()
-    hw, fractions = ctx.recipe.hardware, ctx.recipe.budget.board_fraction
+    hw = ctx.recipe.hardware
     qonnx = export_model(model, ctx.data.in_shape, ctx.data.input_bits, work / "model.qonnx.onnx")
-    budget = Budget(**{k: v for k, v in fractions.model_dump().items() if v is not None})
-    build = build_dataflow(qonnx, hw.board, hw.target_fps, work / "finn", clock_mhz=hw.clock_mhz,
-                           verify_frames=0, source=f"plan {plan.digest()}",
-                           fifo_depth=hw.fifo_depth, folding=hw.folding, budget=budget)
+    build = build_for_recipe(qonnx, ctx.recipe, work / "finn", f"plan {plan.digest()}")
     with finn_settings(work / "finn"):
         report = compare_with_finn(ModelWrapper(str(build.path("dataflow_rtl"))), build.part,
                                    ctx.calibration, from_geometry=True)
