@@ -1,6 +1,7 @@
 """Shared fixtures: FINN needs a build folder and dummy settings before any transformation."""
 import os
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -23,3 +24,16 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def rtlsim_cache():
+    """Verilator simulator cache shared by test runs (content-addressed, so always safe to reuse).
+
+    $DENSIFLOW_TEST_RTLSIM_CACHE, else build/out/test_cache/rtlsim in the repository (ignored by
+    git); delete it to measure cold builds.
+    """
+    env = os.environ.get("DENSIFLOW_TEST_RTLSIM_CACHE")
+    path = Path(env) if env else Path(__file__).resolve().parents[1] / "build/out/test_cache/rtlsim"
+    path.mkdir(parents=True, exist_ok=True)
+    return path

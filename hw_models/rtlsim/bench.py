@@ -1,37 +1,39 @@
-"""Benchmark: build and run a chain's simulator, compare measured cycles with FINN's estimate.
+"""Benchmarks of the RTL simulator, as JSON-able dicts.
 
-python -m hw_models.rtlsim.bench MODEL.onnx WORK_DIR [--frames N] [--backpressure P]
+bench_chain: one model's build, cached rebuild, run and measured vs estimated cycles.
+compare_speed: cold build, runs (one process, sharded, with and without per-node counters) and
+warm run of the code now, next to the same figures of another checkout (the code before a
+change), each measured by measure.py in a fresh process. Wall times depend on what else runs on
+the machine (each record has the load average); CPU seconds and simulated cycles per CPU second
+much less.
+bench_fifo_sizing: size_fifos on a model, with its wall time.
+
+python -m hw_models.rtlsim.bench MODEL.onnx WORK_DIR [--frames N] [--baseline ROOT]
+    [--fpgapart PART]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 
+from hw_models.errors import SimulationError
 from hw_models.rtlsim.build import build_simulator
 from hw_models.rtlsim.hdl import generate_rtl, load_model
-from hw_models.rtlsim.runner import run_frames
+from hw_models.rtlsim.runner import random_frames, run_frames
 
+__all__ = ["bench_chain", "bench_fifo_sizing", "compare_speed", "random_frames"]
 
-def random_frames(model: ModelWrapper, n: int, seed: int = 0) -> np.ndarray:
-    """n random frames valid for the model's input datatype (one NHWC tensor per row)."""
-    from qonnx.core.datatype import DataType
-
-    name = model.graph.input[0].name
-    dt = model.get_tensor_datatype(name)
-    shape = (n, *model.get_tensor_shape(name)[1:])
-    rng = np.random.default_rng(seed)
-    if dt == DataType["BIPOLAR"]:
-        return rng.choice([-1.0, 1.0], size=shape).astype(np.float32)
-    if not dt.is_integer():
-        raise ValueError(f"random_frames supports integer inputs, not {dt.name}")
-    return rng.integers(dt.min(), dt.max() + 1, size=shape).astype(np.float32)
+MEASURE = Path(__file__).with_name("measure.py")
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def bench_chain(
@@ -41,11 +43,12 @@ def bench_chain(
     backpressure: float = 0.0,
     seed: int = 0,
     cache_dir: str | Path | None = None,
+    shards: int | None = None,
 ) -> dict:
     """Generate, build (cold unless cache_dir is warm), rebuild (cached) and run; JSON-able dict.
 
     With cache_dir None a fresh cache in work_dir is used, so build_s is a cold build that
-    includes compiling Verilator's run-time library once (about 15 s of CPU on 2 cores).
+    includes compiling Verilator's run-time library once.
     """
     work = Path(work_dir)
     model = load_model(model)
@@ -64,7 +67,7 @@ def bench_chain(
     rebuild_s = time.monotonic() - t0
 
     x = random_frames(gen, frames, seed)
-    _, stats = run_frames(sim, x, backpressure=backpressure, seed=seed)
+    _, stats = run_frames(sim, x, backpressure=backpressure, seed=seed, shards=shards)
     est = max(n.exp_cycles for n in sim.nodes)
     measured, slowest = stats.steady_cycles_per_frame, stats.bottleneck
     return {
@@ -77,6 +80,7 @@ def bench_chain(
         "cached_rebuild_s": round(rebuild_s, 3),
         "cached_rebuild_hit": again.cached,
         "frames": frames,
+        "shards": stats.shards,
         "backpressure": backpressure,
         "total_cycles": stats.total_cycles,
         "first_frame_latency_cycles": stats.first_frame_latency,
@@ -93,20 +97,85 @@ def bench_chain(
     }
 
 
+def measure_checkout(root: str | Path, model: str | Path, work_dir: str | Path,
+                     frames: int) -> dict:
+    """measure.py's figures for the rtlsim code of the checkout at `root`, in a fresh process."""
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    args = json.dumps({"model": str(Path(model).resolve()), "work_dir": str(work / "m"),
+                       "frames": frames})
+    boot = "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], " \
+           "run_name='__main__')"
+    env = dict(os.environ, PYTHONPATH=str(Path(root).resolve()))
+    res = subprocess.run([sys.executable, "-c", boot, str(MEASURE), args], cwd=work, env=env,
+                         capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise SimulationError(f"measuring the rtlsim of {root} failed:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _ratio(now: float | None, before: float | None) -> float | None:
+    return None if not now or not before else round(now / before, 3)
+
+
+def compare_speed(model: str | Path, work_dir: str | Path, frames: int = 359,
+                  baseline_root: str | Path | None = None) -> dict:
+    """The code now and (if given) the checkout at baseline_root, measured the same way."""
+    work = Path(work_dir)
+    now = measure_checkout(REPO_ROOT, model, work / "now", frames)
+    out: dict = {"now": now}
+    if baseline_root is None:
+        return out
+    before = measure_checkout(baseline_root, model, work / "before", frames)
+    best = max(now["runs"].values(), key=lambda r: r["sim_cycles_per_s"])
+    out["before"] = before
+    out["same_outputs"] = all(
+        r["outputs_sha"] == before["runs"]["default"]["outputs_sha"] for r in now["runs"].values()
+    )
+    out["now_over_before"] = {
+        "sim_cycles_per_cpu_s": _ratio(now["runs"]["default"]["sim_cycles_per_cpu_s"],
+                                       before["runs"]["default"]["sim_cycles_per_cpu_s"]),
+        "cold_total_s": _ratio(now["cold_total_s"], before["cold_total_s"]),
+        "cold_build_cpu_s": _ratio(now["cold_build_cpu_s"], before["cold_build_cpu_s"]),
+        "warm_s": _ratio(now["warm_s"], before["warm_s"]),
+        "best_sim_cycles_per_s": _ratio(best["sim_cycles_per_s"],
+                                        before["runs"]["default"]["sim_cycles_per_s"]),
+        "best_frames_per_wall_s": _ratio(best["frames_per_wall_s"],
+                                         before["runs"]["default"]["frames_per_wall_s"]),
+    }
+    return out
+
+
+def bench_fifo_sizing(model: str | Path, work_dir: str | Path, fpgapart: str,
+                      cache_dir: str | Path | None = None, tolerance: float = 0.01) -> dict:
+    """size_fifos on the model (fresh cache in work_dir unless given); its report and wall time."""
+    from hw_models.rtlsim.fifo_sizing import size_fifos
+
+    work = Path(work_dir)
+    if cache_dir is None:
+        cache_dir = work / "cache"
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    t0 = time.monotonic()
+    _, report = size_fifos(model, work / "hdl", fpgapart, tolerance=tolerance,
+                           cache_dir=cache_dir)
+    return {"wall_s": round(time.monotonic() - t0, 3), "report": report.model_dump()}
+
+
 def main(argv: list[str] | None = None) -> None:
-    """CLI: print the benchmark dict of one model as JSON."""
+    """CLI: print compare_speed (and bench_fifo_sizing with --fpgapart) as JSON."""
     import logging
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model", help="folded, specialized dataflow model (.onnx)")
     p.add_argument("work_dir")
-    p.add_argument("--frames", type=int, default=200)
-    p.add_argument("--backpressure", type=float, default=0.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--frames", type=int, default=359)
+    p.add_argument("--baseline", default=None, help="root of a checkout to compare with")
+    p.add_argument("--fpgapart", default=None, help="also size the FIFOs for this part")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    res = bench_chain(a.model, a.work_dir, a.frames, a.backpressure, a.seed, a.cache_dir)
+    res = {"speed": compare_speed(a.model, Path(a.work_dir) / "speed", a.frames, a.baseline)}
+    if a.fpgapart:
+        res["fifo_sizing"] = bench_fifo_sizing(a.model, Path(a.work_dir) / "fifo", a.fpgapart)
     print(json.dumps(res, indent=1))
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import functools
+import hashlib
 import logging
 import os
 import shutil
@@ -171,36 +173,61 @@ def _minimize(model: ModelWrapper) -> ModelWrapper:
     return model
 
 
-def generate_rtl(
-    model: ModelWrapper | str | Path,
-    out_dir: str | Path,
-    fpgapart: str = DEFAULT_FPGA_PART,
-    clk_ns: float = DEFAULT_CLK_NS,
-) -> ModelWrapper:
-    """Generate each node's HDL into out_dir/<node name>/ and return the annotated model copy.
+def _source_key(model: ModelWrapper, fpgapart: str, clk_ns: float) -> str:
+    """Hash of everything HDL generation depends on: the model, the part, the clock, FINN."""
+    import finn
 
-    The model is the folded, specialized child model of a StreamingDataflowPartition. This is
-    FINN's PrepareIP, node by node, with one fixed folder per node (so that regenerating the same
-    model reproduces the same files and the simulator build cache hits). The result is also
-    saved as out_dir/rtl_model.onnx.
-    """
+    h = hashlib.sha256(model.model.SerializeToString())
+    h.update(f"\n{fpgapart}\n{clk_ns}\n{Path(finn.__file__).parent}\n".encode())
+    h.update(_finn_version().encode())
+    return h.hexdigest()
+
+
+@functools.cache
+def _finn_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("finn-plus")
+    except PackageNotFoundError:
+        return "?"
+
+
+def _generated_before(out: Path, key: str, names: list[str]) -> ModelWrapper | None:
+    """The model generate_rtl saved in `out` for the same source key, if every node has HDL."""
+    path = out / "rtl_model.onnx"
+    if not path.is_file():
+        return None
+    try:
+        prev = ModelWrapper(str(path))
+    except Exception:  # noqa: BLE001 - an unreadable leftover is regenerated
+        return None
+    if prev.get_metadata_prop("rtlsim_source_key") != key:
+        return None
     from qonnx.custom_op.registry import getCustomOp
 
-    ensure_finn_settings()
-    model = load_model(model)
-    model = ModelWrapper(copy.deepcopy(model.model))
-    check_rtl_chain(model)
-    names = [n.name for n in model.graph.node]
-    if len(set(names)) != len(names) or "" in names:
-        raise HardwareError(
-            f"node names must be unique and non-empty (run GiveUniqueNodeNames): {names}"
-        )
-    model = _minimize(model)
-    from hw_models.rtlsim.stitch import chain_nodes, check_links, node_info
+    dirs = [getCustomOp(n).get_nodeattr("code_gen_dir_ipgen") for n in prev.graph.node]
+    if dirs != [str(out / n) for n in names] or not all((out / n).is_dir() for n in names):
+        return None  # other nodes, or a folder moved since
+    if prev.get_metadata_prop("rtlsim_files_sha") != _files_sha(out, names):
+        return None  # a file was changed, added or removed since
+    return prev
 
-    check_links([node_info(n) for n in chain_nodes(model)])
 
-    out = Path(out_dir).resolve()
+def _files_sha(out: Path, names: list[str]) -> str:
+    """Hash of every file generated for the nodes (paths and contents)."""
+    h = hashlib.sha256()
+    for name in names:
+        for f in sorted((out / name).rglob("*")):
+            if f.is_file():
+                h.update(f.relative_to(out).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
+def _generate_nodes(model: ModelWrapper, out: Path, fpgapart: str, clk_ns: float) -> None:
+    """FINN's HDL generation of every node into out/<node name>/ (fresh folders)."""
+    from qonnx.custom_op.registry import getCustomOp
+
     out.mkdir(parents=True, exist_ok=True)
     for node in model.graph.node:
         inst = getCustomOp(node)
@@ -217,17 +244,53 @@ def generate_rtl(
                 f"HDL generation failed for node {node.name} ({node.op_type}): {exc}"
             ) from exc
         log.debug("generated HDL for %s (%s) in %s", node.name, node.op_type, node_dir)
-    for node in model.graph.node:
-        if node.op_type == "MVAU_rtl":
-            inst = getCustomOp(node)
-            if inst.get_nodeattr("SIMD") == inst.get_nodeattr("MW"):
-                log.warning(
-                    "%s: SIMD == MW (%d); finn-rtllib's MVU can overflow its output queue under "
-                    "backpressure in this folding (seen with finn-plus 1.6.1); prefer MW/SIMD >= 2",
-                    node.name,
-                    inst.get_nodeattr("MW"),
-                )
+        if node.op_type == "MVAU_rtl" and inst.get_nodeattr("SIMD") == inst.get_nodeattr("MW"):
+            log.warning(
+                "%s: SIMD == MW (%d); finn-rtllib's MVU can overflow its output queue under "
+                "backpressure in this folding (seen with finn-plus 1.6.1); prefer MW/SIMD >= 2",
+                node.name,
+                inst.get_nodeattr("MW"),
+            )
+
+
+def generate_rtl(
+    model: ModelWrapper | str | Path,
+    out_dir: str | Path,
+    fpgapart: str = DEFAULT_FPGA_PART,
+    clk_ns: float = DEFAULT_CLK_NS,
+) -> ModelWrapper:
+    """Generate each node's HDL into out_dir/<node name>/ and return the annotated model copy.
+
+    The model is the folded, specialized child model of a StreamingDataflowPartition. This is
+    FINN's PrepareIP, node by node, with one fixed folder per node (so that regenerating the same
+    model reproduces the same files and the simulator build cache hits). The result is also
+    saved as out_dir/rtl_model.onnx; called again for the same model, part and clock, it returns
+    that saved model without generating anything.
+    """
+    ensure_finn_settings()
+    model = load_model(model)
+    model = ModelWrapper(copy.deepcopy(model.model))
+    check_rtl_chain(model)
+    names = [n.name for n in model.graph.node]
+    if len(set(names)) != len(names) or "" in names:
+        raise HardwareError(
+            f"node names must be unique and non-empty (run GiveUniqueNodeNames): {names}"
+        )
+    out = Path(out_dir).resolve()
+    key = _source_key(model, fpgapart, clk_ns)
+    done = _generated_before(out, key, names)
+    if done is not None:
+        log.info("rtlsim: HDL of this model is already in %s", out)
+        return done
+    model = _minimize(model)
+    from hw_models.rtlsim.stitch import chain_nodes, check_links, node_info
+
+    check_links([node_info(n) for n in chain_nodes(model)])
+
+    _generate_nodes(model, out, fpgapart, clk_ns)
     model.set_metadata_prop("rtlsim_fpgapart", fpgapart)
     model.set_metadata_prop("rtlsim_clk_ns", str(clk_ns))
+    model.set_metadata_prop("rtlsim_source_key", key)
+    model.set_metadata_prop("rtlsim_files_sha", _files_sha(out, names))
     model.save(str(out / "rtl_model.onnx"))
     return model

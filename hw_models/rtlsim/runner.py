@@ -1,11 +1,18 @@
-"""Run frames through a built simulator: pack, stream, unpack, measure cycles."""
+"""Run frames through a built simulator: pack, stream, unpack, measure cycles.
+
+Frames can be split into shards simulated by parallel processes (each from reset); their
+measurements are pooled (see RunStats).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -13,9 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from hw_models.errors import SimulationError
-from hw_models.rtlsim.build import Simulator
+from hw_models.rtlsim.build import Progress, Simulator, default_jobs
 
 log = logging.getLogger(__name__)
+
+# A shard restarts the pipeline (reset, fill); fewer frames than this per shard do not pay.
+MIN_FRAMES_PER_SHARD = 32
 
 
 @dataclass
@@ -49,18 +59,26 @@ class NodeCycles:
 
 @dataclass
 class RunStats:
-    """Cycle measurements of one run (JSON-able via to_json)."""
+    """Cycle measurements of one run (JSON-able via to_json).
+
+    With several shards each one starts from reset: frame_done counts cycles within the frame's
+    own shard, total_cycles sums the shards, first_frame_latency is shard 0's, and the steady
+    and per-node figures pool the shards' steady windows.
+    """
 
     frames: int
-    total_cycles: int  # cycles until the last output word left
+    total_cycles: int  # cycles until the last output word left (summed over shards)
     first_frame_latency: int  # cycles from the first input cycle until frame 0's last word left
-    steady_cycles_per_frame: float | None  # mean output interval after the first frame
+    steady_cycles_per_frame: float | None  # mean output interval after a shard's first frame
     frame_done: list[int]  # cycle in which each frame's last output word left (0-based)
     sim_cycles_per_s: float  # all simulated cycles (incl. reset, drain) per wall second
     wall_s: float
+    cpu_s: float  # CPU time of the simulator processes (all shards)
     backpressure: float
     seed: int
-    nodes: list[NodeCycles] = field(default_factory=list)  # per-node measurement, chain order
+    shards: int = 1
+    nodes: list[NodeCycles] = field(default_factory=list)  # per node, chain order (node_stats)
+    fifo_maxcount: dict[str, int] = field(default_factory=dict)  # per FIFO gauge (sizing builds)
 
     def to_json(self) -> dict:
         """Plain data."""
@@ -82,6 +100,7 @@ class RunStats:
 
     def node_table(self) -> str:
         """Plain-text table: per node measured busy/interval/stall cycles vs FINN's estimate."""
+
         def f(x: float | None) -> str:
             return "-" if x is None else f"{x:.1f}"
 
@@ -98,17 +117,35 @@ class RunStats:
         )
 
 
-def _words_to_u32(words: list[int], bits: int) -> np.ndarray:
-    n32 = (bits + 31) // 32
-    buf = b"".join(int(w).to_bytes(n32 * 4, "little") for w in words)
-    return np.frombuffer(buf, dtype="<u4")
+# ---------------------------------------------------------------------------------------------
+# Packing: element j of a stream word sits at bits [j*b, (j+1)*b), as FINN's npy_to_rtlsim_input
+# and rtlsim_output_to_npy (reverse_inner=True) have it; words travel as little-endian uint32.
 
 
-def _u32_to_words(arr: np.ndarray, bits: int) -> list[int]:
-    n32 = (bits + 31) // 32
-    raw = arr.astype("<u4").tobytes()
-    step = n32 * 4
-    return [int.from_bytes(raw[i : i + step], "little") for i in range(0, len(raw), step)]
+def _n32(bits: int) -> int:
+    return (bits + 31) // 32
+
+
+def pack_words(values: np.ndarray, bits: int, width: int) -> np.ndarray:
+    """uint32 words (rows of width/32) from integer elements (innermost axis: one stream word)."""
+    v = np.asarray(values, dtype=np.int64)
+    elems = v.shape[-1]
+    rows = v.reshape(-1, elems) & ((1 << bits) - 1)
+    bitmat = ((rows[:, :, None] >> np.arange(bits)) & 1).astype(np.uint8).reshape(len(rows), -1)
+    pad = 32 * _n32(width) - bitmat.shape[1]
+    bitmat = np.pad(bitmat, ((0, 0), (0, pad)))
+    return np.packbits(bitmat, axis=1, bitorder="little").view("<u4")
+
+
+def unpack_words(words: np.ndarray, bits: int, elems: int, signed: bool) -> np.ndarray:
+    """Integer elements (rows of `elems`) from uint32 words packed as pack_words does."""
+    w = np.ascontiguousarray(words, dtype="<u4")
+    bitmat = np.unpackbits(w.view(np.uint8), axis=1, bitorder="little")[:, : bits * elems]
+    bitmat = bitmat.reshape(len(w), elems, bits).astype(np.int64)
+    vals = (bitmat << np.arange(bits)).sum(axis=2)
+    if signed:
+        vals = np.where(vals >= 1 << (bits - 1), vals - (1 << bits), vals)
+    return vals
 
 
 def _representable(x: np.ndarray, dt) -> bool:
@@ -119,9 +156,8 @@ def _representable(x: np.ndarray, dt) -> bool:
     return bool(np.vectorize(dt.allowed, otypes=[bool])(x).all())
 
 
-def pack_frames(sim: Simulator, frames: np.ndarray) -> list[int]:
-    """Stream words (Python ints) for frames given as one NHWC input tensor per row."""
-    from finn.util.data_packing import npy_to_rtlsim_input
+def pack_frames(sim: Simulator, frames: np.ndarray) -> np.ndarray:
+    """Stream words (rows of uint32) for frames given as one NHWC input tensor per row."""
     from qonnx.core.datatype import DataType
 
     per_frame = int(np.prod(sim.in_shape[1:]))
@@ -131,30 +167,66 @@ def pack_frames(sim: Simulator, frames: np.ndarray) -> list[int]:
             f"frames of shape {frames.shape} do not hold whole input tensors of shape "
             f"{tuple(sim.in_shape[1:])} (one frame per row)"
         )
-    n = frames.shape[0]
     dt = DataType[sim.in_dtype]
     if not _representable(frames, dt):
         raise SimulationError(
             f"input values are not all representable as {dt.name} "
             f"(range {dt.min()}..{dt.max()}{', integers' if dt.is_integer() else ''})"
         )
+    first = sim.nodes[0]
+    folded = frames.reshape([frames.shape[0]] + sim.in_folded[1:])
     if dt.name == "BIPOLAR":
-        frames, dt = (frames + 1) / 2, DataType["BINARY"]
-    folded = frames.reshape([n] + sim.in_folded[1:])
-    return npy_to_rtlsim_input(folded, dt, sim.nodes[0].in_bits)
+        return pack_words((folded + 1) / 2, 1, first.in_width)
+    if dt.is_integer():
+        return pack_words(folded, dt.bitwidth(), first.in_width)
+    return _finn_pack(folded, dt, first.in_bits, first.in_width)
 
 
-def unpack_frames(sim: Simulator, words: list[int], n: int) -> np.ndarray:
+def _finn_pack(folded: np.ndarray, dt, bits: int, width: int) -> np.ndarray:
+    """FINN's own packing, for fixed-point inputs."""
+    from finn.util.data_packing import npy_to_rtlsim_input
+
+    ints = npy_to_rtlsim_input(folded, dt, bits)
+    raw = b"".join(int(w).to_bytes(4 * _n32(width), "little") for w in ints)
+    return np.frombuffer(raw, dtype="<u4").reshape(len(ints), _n32(width))
+
+
+def unpack_frames(sim: Simulator, words: np.ndarray, n: int) -> np.ndarray:
     """Output tensors (one frame per row, NHWC) from stream words."""
-    from finn.util.data_packing import rtlsim_output_to_npy
     from qonnx.core.datatype import DataType
 
     dt = DataType[sim.out_dtype]
     last = sim.nodes[-1]
-    arr = rtlsim_output_to_npy(
-        words, None, dt, tuple([n] + sim.out_folded[1:]), last.out_bits, dt.bitwidth()
-    )
+    shape = [n] + sim.out_folded[1:]
+    if dt.name == "BIPOLAR":
+        arr = 2 * unpack_words(words, 1, last.out_elems, False) - 1
+    elif dt.is_integer():
+        arr = unpack_words(words, dt.bitwidth(), last.out_elems, dt.signed())
+    else:
+        from finn.util.data_packing import rtlsim_output_to_npy
+
+        ints = [int.from_bytes(row.tobytes(), "little") for row in words]
+        arr = rtlsim_output_to_npy(ints, None, dt, tuple(shape), last.out_bits, dt.bitwidth())
     return np.asarray(arr, dtype=np.float32).reshape([n] + sim.out_shape[1:])
+
+
+def random_frames(model, n: int, seed: int = 0) -> np.ndarray:
+    """n random frames valid for a chain model's input datatype (one NHWC tensor per row)."""
+    from qonnx.core.datatype import DataType
+
+    name = model.graph.input[0].name
+    dt = model.get_tensor_datatype(name)
+    shape = (n, *model.get_tensor_shape(name)[1:])
+    rng = np.random.default_rng(seed)
+    if dt == DataType["BIPOLAR"]:
+        return rng.choice([-1.0, 1.0], size=shape).astype(np.float32)
+    if not dt.is_integer():
+        raise SimulationError(f"random frames need an integer input type, not {dt.name}")
+    return rng.integers(dt.min(), dt.max() + 1, size=shape).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-node measurements
 
 
 def edge_words_per_frame(sim: Simulator) -> list[int]:
@@ -162,19 +234,25 @@ def edge_words_per_frame(sim: Simulator) -> list[int]:
     return [sim.nodes[0].in_words] + [n.out_words for n in sim.nodes]
 
 
-def node_cycles(sim: Simulator, st: dict) -> list[NodeCycles]:
-    """Per-node steady cycles per frame from the harness's per-edge / per-node counters."""
+def _pooled(stats: list[dict], last: str, first: str, idx: int, e: int, k: int) -> float:
+    """Per-frame mean of a counter's growth over the shards' steady windows of edge e."""
+    return sum(st[last][idx] - st[first][idx] for st in stats if st["edge_frames"][e] > 1) / k
+
+
+def node_cycles(sim: Simulator, stats: list[dict]) -> list[NodeCycles]:
+    """Per-node steady cycles per frame, pooled over the shards' per-edge / per-node counters."""
     res = []
     for i, node in enumerate(sim.nodes):
         e = i + 1
-        k = st["edge_frames"][e] - 1  # whole frames in the steady window
+        k = sum(st["edge_frames"][e] - 1 for st in stats if st["edge_frames"][e] > 0)
         interval = busy = blocked = starved = span = None
         if k >= 1:
-            interval = (st["edge_done_last"][e] - st["edge_done_first"][e]) / k
-            blocked = (st["node_blocked_last"][i] - st["node_blocked_first"][i]) / k
-            starved = (st["node_starved_last"][i] - st["node_starved_first"][i]) / k
+            interval = _pooled(stats, "edge_done_last", "edge_done_first", e, e, k)
+            blocked = _pooled(stats, "node_blocked_last", "node_blocked_first", i, e, k)
+            starved = _pooled(stats, "node_starved_last", "node_starved_first", i, e, k)
             busy = interval - blocked - starved
-            span = st["edge_span_sum"][e] / (k + 1)
+            span = sum(st["edge_span_sum"][e] for st in stats) / sum(
+                st["edge_frames"][e] for st in stats)
         res.append(
             NodeCycles(node.name, node.op_type, node.exp_cycles, node.out_words, interval, busy,
                        blocked, starved, span)
@@ -252,8 +330,6 @@ KNOWN_ASSERTIONS = {
 
 def _failure(sim: Simulator, code: int, text: str) -> str:
     """Message for a simulator that stopped abnormally (Verilog $error/$fatal/assertion)."""
-    import re
-
     insts = set(re.findall(r"TOP\.rtlsim_top\.(\w+)", text))
     names = {n.name: n for n in sim.nodes}
     hit = [
@@ -271,17 +347,25 @@ def _failure(sim: Simulator, code: int, text: str) -> str:
     )
 
 
-def run_words(
-    sim: Simulator,
-    words: list[int],
-    out_words: int,
-    frames: int,
-    backpressure: float = 0.0,
-    seed: int = 0,
-    stall_cycles: int | None = None,
-    timeout_s: float | None = None,
-) -> tuple[list[int], dict]:
-    """Stream raw input words, expect `out_words` output words per frame; raw stats dict."""
+# ---------------------------------------------------------------------------------------------
+# Running the harness
+
+
+@dataclass
+class _Job:
+    """One harness process over one shard of the frames."""
+
+    folder: Path
+    frames: int
+    n_in: int
+    out_words: int
+    proc: subprocess.Popen
+    done: int = 0  # output frames reported so far
+    reader: threading.Thread | None = None
+    messages: list[str] = field(default_factory=list)  # other stdout lines (Verilog $display)
+
+
+def _check_runnable(sim: Simulator, backpressure: float, fifo_limits: list[int] | None) -> None:
     if not 0.0 <= backpressure < 1.0:
         raise SimulationError(f"backpressure must be in [0, 1), got {backpressure}")
     if not sim.binary.is_file():
@@ -292,56 +376,163 @@ def run_words(
             "memory init files of the built simulator are missing (outputs would be wrong): "
             + ", ".join(missing)
         )
-    if stall_cycles is None:
-        stall_cycles = default_stall_cycles(sim, backpressure)
-    in_bits = sim.nodes[0].in_width
-    out_bits = sim.nodes[-1].out_width
-    with tempfile.TemporaryDirectory(prefix="rtlsim_run_") as td:
-        tdp = Path(td)
-        _words_to_u32(words, in_bits).tofile(tdp / "in.bin")
-        cmd = [
-            str(sim.binary),
-            str(tdp / "in.bin"),
-            str(tdp / "out.bin"),
-            str(tdp / "stats.json"),
-            str(len(words)),
-            str(out_words),
-            str(frames),
-            repr(float(backpressure)),
-            str(int(seed)),
-            str(int(stall_cycles)),
-        ]
-        cmd.append(",".join(str(w) for w in edge_words_per_frame(sim)))
-        t0 = time.monotonic()
-        try:
-            res = subprocess.run(
-                cmd, check=False, capture_output=True, text=True, timeout=timeout_s
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise SimulationError(
-                f"RTL simulation of chain {', '.join(n.name for n in sim.nodes)} ran past "
-                f"{timeout_s} s"
-            ) from exc
-        wall = time.monotonic() - t0
-        if res.returncode != 0 or not (tdp / "stats.json").is_file():
-            raise SimulationError(_failure(sim, res.returncode, res.stderr + res.stdout))
-        st = json.loads((tdp / "stats.json").read_text())
-        raw = np.fromfile(tdp / "out.bin", dtype="<u4")
-    st["wall_s"] = wall
-    n_edges = len(sim.nodes) + 1
-    for k in ("edge_xfers", "edge_last", "edge_vld", "edge_rdy"):
-        st[k] = st[k][:n_edges]
+    changed = [f for f, h in zip(sim.data_files, sim.data_sha256)
+               if hashlib.sha256(Path(f).read_bytes()).hexdigest() != h]
+    if changed:
+        raise SimulationError(
+            "memory init files of the built simulator changed after the build (outputs would "
+            "be wrong): " + ", ".join(changed) + f"; delete {sim.build_dir} and build again"
+        )
+    if fifo_limits is not None and len(fifo_limits) != len(sim.fifo_gauges):
+        raise SimulationError(
+            f"fifo_limits lists {len(fifo_limits)} capacities; the simulator has "
+            f"{len(sim.fifo_gauges)} FIFO gauges ({', '.join(sim.fifo_gauges) or 'none'})"
+        )
+
+
+def _start(sim: Simulator, words: np.ndarray, frames: int, folder: Path, backpressure: float,
+           seed: int, stall_cycles: int, node_stats: bool,
+           fifo_limits: list[int] | None) -> _Job:
+    """Write one shard's input and start the harness on it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    np.ascontiguousarray(words, dtype="<u4").tofile(folder / "in.bin")
+    out_words = sim.nodes[-1].out_words
+    cmd = [str(sim.binary), str(folder / "in.bin"), str(folder / "out.bin"),
+           str(folder / "stats.json"), str(len(words)), str(out_words), str(frames),
+           repr(float(backpressure)), str(int(seed)), str(int(stall_cycles)),
+           ",".join(str(w) for w in edge_words_per_frame(sim)), str(int(node_stats))]
+    if sim.fifo_gauges:
+        limits = fifo_limits if fifo_limits is not None else [0] * len(sim.fifo_gauges)
+        cmd.append(",".join(str(int(x)) for x in limits))
+    with open(folder / "stderr.txt", "w") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+    return _Job(folder, frames, len(words), out_words, proc)
+
+
+def _follow(jobs: list[_Job], total: int, progress: Progress | None) -> None:
+    """Read each harness's stdout until it closes: 'frames N' lines report progress (the sum
+    over the shards), other lines are the model's messages."""
+    lock = threading.Lock()
+
+    def read(job: _Job) -> None:
+        assert job.proc.stdout is not None
+        for line in job.proc.stdout:
+            if not line.startswith("frames "):
+                job.messages.append(line)
+            elif progress:
+                with lock:
+                    job.done = int(line.split()[1])
+                    progress("simulate", sum(j.done for j in jobs), total)
+
+    for job in jobs:
+        job.reader = threading.Thread(target=read, args=(job,), daemon=True)
+        job.reader.start()
+
+
+def _wait(sim: Simulator, jobs: list[_Job], timeout_s: float | None) -> None:
+    """Wait for every harness; SimulationError if the time runs out (the caller kills them)."""
+    end = None if timeout_s is None else time.monotonic() + timeout_s
+    try:
+        for job in jobs:
+            job.proc.wait(None if end is None else max(0.0, end - time.monotonic()))
+    except subprocess.TimeoutExpired as exc:
+        raise SimulationError(
+            f"RTL simulation of chain {', '.join(n.name for n in sim.nodes)} ran past "
+            f"{timeout_s} s"
+        ) from exc
+
+
+def _collect(sim: Simulator, job: _Job) -> tuple[np.ndarray, dict]:
+    """One finished shard's output words and stats; SimulationError for any failure."""
+    code = job.proc.returncode
+    if code != 0 or not (job.folder / "stats.json").is_file():
+        text = (job.folder / "stderr.txt").read_text() + "".join(job.messages)
+        raise SimulationError(_failure(sim, code, text))
+    unread = [m.strip() for m in job.messages if "$readmem" in m]
+    if unread:  # Verilator only warns, and simulates with zeros in their place
+        raise SimulationError(
+            "the simulator could not read its memory init files (outputs would be wrong):\n"
+            + "\n".join(unread[:5])
+        )
+    st = json.loads((job.folder / "stats.json").read_text())
     if st["status"] == "stall":
-        raise SimulationError(_diagnose(sim, st, frames, len(words)))
+        raise SimulationError(_diagnose(sim, st, job.frames, job.n_in))
     # Nodes may legitimately emit some of the next frame early (FMPadding's leading padding
     # rows need no input); a whole surplus frame means the output shape is wrong.
-    if st["surplus_words"] >= out_words:
+    if st["surplus_words"] >= job.out_words:
         raise SimulationError(
             f"the chain produced {st['surplus_words']} output words after the "
-            f"{out_words * frames} expected, with no more input: the output shape of "
+            f"{job.out_words * job.frames} expected, with no more input: the output shape of "
             f"{sim.nodes[-1].name} ({sim.nodes[-1].op_type}) disagrees with the hardware"
         )
-    return _u32_to_words(raw, out_bits), st
+    raw = np.fromfile(job.folder / "out.bin", dtype="<u4")
+    return raw.reshape(-1, _n32(sim.nodes[-1].out_width)), st
+
+
+def run_words(
+    sim: Simulator,
+    words: np.ndarray,
+    out_words: int,
+    frames: int,
+    backpressure: float = 0.0,
+    seed: int = 0,
+    stall_cycles: int | None = None,
+    timeout_s: float | None = None,
+    node_stats: bool = True,
+    fifo_limits: list[int] | None = None,
+) -> tuple[np.ndarray, dict]:
+    """Stream raw input words (pack_frames' rows) in one process; output words, raw stats."""
+    if out_words != sim.nodes[-1].out_words:
+        raise SimulationError(
+            f"out_words {out_words} differs from the chain's {sim.nodes[-1].out_words} output "
+            "words per frame"
+        )
+    outs, stats, _ = _run_shards(sim, [np.asarray(words)], [frames], backpressure, seed,
+                                 stall_cycles, timeout_s, node_stats, fifo_limits, None)
+    return outs[0], stats[0]
+
+
+def _run_shards(sim: Simulator, words: list[np.ndarray], frames: list[int], backpressure: float,
+                seed: int, stall_cycles: int | None, timeout_s: float | None, node_stats: bool,
+                fifo_limits: list[int] | None,
+                progress: Progress | None) -> tuple[list[np.ndarray], list[dict], float]:
+    """Run the shards in parallel processes; their outputs, stats and the wall time."""
+    _check_runnable(sim, backpressure, fifo_limits)
+    if stall_cycles is None:
+        stall_cycles = default_stall_cycles(sim, backpressure)
+    if progress:
+        progress("simulate", 0, sum(frames))
+    jobs: list[_Job] = []
+    with tempfile.TemporaryDirectory(prefix="rtlsim_run_") as td:
+        t0 = time.monotonic()
+        try:
+            for s, (w, f) in enumerate(zip(words, frames)):
+                jobs.append(_start(sim, w, f, Path(td) / str(s), backpressure, seed + s,
+                                   stall_cycles, node_stats, fifo_limits))
+            _follow(jobs, sum(frames), progress)
+            _wait(sim, jobs, timeout_s)
+        finally:  # an error or an interrupt leaves no simulator running
+            for job in jobs:
+                if job.proc.poll() is None:
+                    job.proc.kill()
+                    job.proc.wait()
+                if job.reader is not None:
+                    job.reader.join()
+        wall = time.monotonic() - t0
+        results = [_collect(sim, job) for job in jobs]
+    if progress:
+        progress("simulate", sum(frames), sum(frames))
+    return [r[0] for r in results], [r[1] for r in results], wall
+
+
+def shard_sizes(n: int, shards: int | None) -> list[int]:
+    """Frames per shard: `shards` near-equal parts, or by CPUs and MIN_FRAMES_PER_SHARD."""
+    if shards is None:
+        shards = min(default_jobs(), max(1, n // MIN_FRAMES_PER_SHARD))
+    if shards < 1:
+        raise SimulationError(f"shards must be at least 1, got {shards}")
+    shards = min(shards, n)
+    return [n // shards + (s < n % shards) for s in range(shards)]
 
 
 def run_frames(
@@ -351,40 +542,67 @@ def run_frames(
     seed: int = 0,
     stall_cycles: int | None = None,
     timeout_s: float | None = None,
+    shards: int | None = None,
+    node_stats: bool = True,
+    progress: Progress | None = None,
+    fifo_limits: list[int] | None = None,
 ) -> tuple[np.ndarray, RunStats]:
     """Simulate frames (one NHWC input tensor per row); outputs (one per row) and cycle stats.
 
-    backpressure: probability that the output consumer is not ready in a cycle (seeded).
+    backpressure: probability that the output consumer is not ready in a cycle (seeded; shard s
+    uses seed + s).
     stall_cycles: fail with SimulationError when no output word leaves for this many cycles.
+    shards: parallel processes, each simulating a contiguous part of the frames from reset
+    (default: one per CPU, at least MIN_FRAMES_PER_SHARD frames each).
+    node_stats: measure per-node cycles (RunStats.nodes); off saves a few % of the time.
+    progress: called as progress("simulate", frames done, frames) while it runs.
+    fifo_limits: capacity per FIFO gauge of a sizing build (0: unbounded, the default).
     """
     frames = np.asarray(frames)
     n = int(frames.shape[0]) if frames.ndim else 0
     if n < 1:
         raise SimulationError("run_frames needs at least one frame")
+    sizes = shard_sizes(n, shards)
     words = pack_frames(sim, frames)
-    out_wpf = sim.nodes[-1].out_words
-    out_words, st = run_words(sim, words, out_wpf, n, backpressure, seed, stall_cycles, timeout_s)
-    outputs = unpack_frames(sim, out_words, n)
-    done = [int(c) for c in st["frame_done"]]
-    steady = float(np.mean(np.diff(done))) if len(done) > 1 else None
-    stats = RunStats(
+    wpf = sim.nodes[0].in_words
+    bounds = np.cumsum([0] + sizes) * wpf
+    parts = [words[bounds[s]:bounds[s + 1]] for s in range(len(sizes))]
+    outs, stats, wall = _run_shards(sim, parts, sizes, backpressure, seed, stall_cycles,
+                                    timeout_s, node_stats, fifo_limits, progress)
+    outputs = unpack_frames(sim, np.concatenate(outs), n)
+    run = _pool_stats(sim, stats, n, wall, backpressure, seed, node_stats)
+    log.info(
+        "rtlsim: %d frames in %d shard(s), %d cycles (latency %d, %.1f cycles/frame steady), "
+        "%.0f cycles/s",
+        n, len(sizes), run.total_cycles, run.first_frame_latency,
+        run.steady_cycles_per_frame or float("nan"), run.sim_cycles_per_s,
+    )
+    return outputs, run
+
+
+def _pool_stats(sim: Simulator, stats: list[dict], n: int, wall: float, backpressure: float,
+                seed: int, node_stats: bool) -> RunStats:
+    """RunStats of all shards (see RunStats for how shards are pooled)."""
+    done = [[int(c) for c in st["frame_done"]] for st in stats]
+    steps = sum(len(d) - 1 for d in done)
+    steady = sum(d[-1] - d[0] for d in done) / steps if steps else None
+    cycles = sum(st["cycles"] for st in stats)
+    maxcount = {}
+    if sim.fifo_gauges:
+        maxcount = {name: max(int(st["fifo_maxcount"][k]) for st in stats)
+                    for k, name in enumerate(sim.fifo_gauges)}
+    return RunStats(
         frames=n,
-        total_cycles=done[-1] + 1,
-        first_frame_latency=done[0] + 1,
+        total_cycles=sum(d[-1] + 1 for d in done),
+        first_frame_latency=done[0][0] + 1,
         steady_cycles_per_frame=steady,
-        frame_done=done,
-        sim_cycles_per_s=st["cycles"] / st["wall_s"] if st["wall_s"] > 0 else float("inf"),
-        wall_s=st["wall_s"],
+        frame_done=[c for d in done for c in d],
+        sim_cycles_per_s=cycles / wall if wall > 0 else float("inf"),
+        wall_s=wall,
+        cpu_s=sum(float(st["cpu_s"]) for st in stats),
         backpressure=backpressure,
         seed=seed,
-        nodes=node_cycles(sim, st),
+        shards=len(stats),
+        nodes=node_cycles(sim, stats) if node_stats else [],
+        fifo_maxcount=maxcount,
     )
-    log.info(
-        "rtlsim: %d frames in %d cycles (latency %d, %.1f cycles/frame steady), %.0f cycles/s",
-        n,
-        stats.total_cycles,
-        stats.first_frame_latency,
-        steady or float("nan"),
-        stats.sim_cycles_per_s,
-    )
-    return outputs, stats
