@@ -116,6 +116,9 @@ class HardwareSection(_Section):
     target_fps: float = Field(default=100_000, gt=0, allow_inf_nan=False)
     clock_mhz: float | None = Field(default=None, gt=0, allow_inf_nan=False)  # None: the board's
     fifo_depth: int = Field(default=DEFAULT_FIFO_DEPTH, ge=MIN_FIFO_DEPTH, le=MAX_FIFO_DEPTH)
+    # size each FIFO by Verilator simulation: the smallest depths keeping the cycles per frame
+    # within 1 % of deep FIFOs (fifo_depth is then the starting depth); rtl target only
+    fifo_sizing: bool = False
     # optimiser: densiflow's folding (hw_models.folding), fewest resources at the target within
     # budget.board_fraction; finn: FINN's SetFolding
     folding: Literal["optimiser", "finn"] = "optimiser"
@@ -204,6 +207,9 @@ class Recipe(_Section):
         why = ("FINN's RTL layers need >= 2-bit weights; set hardware.target: estimate for "
                "FINN estimates with HLS layers")
         self.method.check_bits(hw.min_weight_bits, why)
+        if hw.target == "estimate" and hw.fifo_sizing:
+            raise ValueError("hardware.fifo_sizing: sizing simulates the RTL, which the 'estimate' "
+                             "target may not have; use hardware.target: rtl")
         if hw.target == "estimate" and self.simulate.enabled:
             raise ValueError("simulate.enabled: the 'estimate' target may build HLS layers, which "
                              "Verilator cannot simulate; set simulate.enabled: false")
@@ -242,7 +248,7 @@ def _describe(error: dict) -> str:
         return (f"{field}.name: {got!r} is not a method; allowed: {', '.join(METHOD_NAMES)}"
                 if got is not None else f"{field}.name: required; allowed: {', '.join(METHOD_NAMES)}")
     if kind == "value_error" and msg.startswith(("method.", "simulate.", "data.", "budget.",
-                                                  "model")):
+                                                  "model", "hardware.")):
         return msg  # a cross-field check that names its own field
     got = error.get("input")
     shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"

@@ -63,6 +63,7 @@ STEPS: tuple[Step, ...] = (
     Step("export", _steps.export, ()),
     Step("finn", _steps.finn, ("hardware.board", "hardware.target", "hardware.target_fps",
                                "hardware.clock_mhz", "hardware.fifo_depth", "hardware.folding",
+                               "hardware.fifo_sizing",
                                "budget.board_fraction")),
     Step("simulate", _steps.simulate, ("simulate",)),
     Step("synth", _steps.synth, ("hardware.synth",)),

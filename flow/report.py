@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict
 from rich.console import Console
 from rich.table import Table
 
+from flow.finn import FinnBuild, LayerEstimate
 from flow.io import atomic_write_json
 from flow.results import (
     BaselineResult,
@@ -16,9 +17,8 @@ from flow.results import (
     SimulateResult,
     SynthStepResult,
 )
-from flow.synth import SynthResult
 from flow.run import STEP_NAMES, Run
-from flow.finn import FinnBuild, LayerEstimate
+from flow.synth import SynthResult
 from hw_models.resources import Resources, ResourceSource
 
 SCHEMA_VERSION = 1
@@ -65,6 +65,15 @@ class SynthSummary(BaseModel):
     line: str  # the terminal line
 
 
+class FifoSizingSummary(BaseModel):
+    """FIFO depths sized by simulation: what it saved (FINN's estimate of the FIFOs)."""
+
+    lut_saved: float
+    bram18_saved: float
+    cycles_per_frame_deep: float
+    cycles_per_frame_sized: float
+
+
 class HardwareSummary(BaseModel):
     # the source of `resources` and of the fit: Yosys synthesis where it ran, else FINN's estimate
     resource_source: ResourceSource
@@ -72,6 +81,7 @@ class HardwareSummary(BaseModel):
     finn_estimate: Resources
     synthesis: SynthSummary | None
     folding: FoldingSummary | None  # None: FINN's SetFolding was used
+    fifo_sizing: FifoSizingSummary | None  # None: fixed FIFO depths
     fits: bool
     over: list[str]
     fps: float
@@ -199,6 +209,11 @@ def _hardware(finn: FinnBuild, target_fps: float, synth: SynthResult | None) -> 
         resources=finn.totals if synth is None else synth.report.resources,
         finn_estimate=finn.totals, synthesis=None if synth is None else _synthesis(synth),
         folding=folding, fits=fit.fits, over=fit.over,
+        fifo_sizing=None if finn.fifo_sizing is None else FifoSizingSummary(
+            lut_saved=finn.fifo_sizing.lut_saved, bram18_saved=finn.fifo_sizing.bram18_saved,
+            cycles_per_frame_deep=finn.fifo_sizing.cycles_per_frame_deep,
+            cycles_per_frame_sized=(finn.fifo_sizing.cycles_per_frame_verified
+                                    or finn.fifo_sizing.cycles_per_frame_sized)),
         fps=perf.fps, latency_us=perf.latency_us, steady_state_cycles=perf.steady_state_cycles,
         clock_mhz=finn.clock_mhz, target_fps=target_fps, target_met=perf.fps >= target_fps,
         hls_nodes=finn.hls_nodes,
@@ -313,6 +328,11 @@ def summary_lines(summary: Summary) -> list[str]:
             f"at the same target (LUT {r.lut:.0f}, BRAM18 {r.bram18:.0f}, DSP {r.dsp:.0f}); "
             f"resource-bound ceiling {f.ceiling_fps:,.0f} frames/s, bound by {f.binding}; "
             f"cost-model LUT incl. LUTRAM weights {f.cost_model_resources.lut:.0f}")
+    if hw.fifo_sizing is not None:
+        z = hw.fifo_sizing
+        lines.append(f"FIFO sizing by simulation: {z.cycles_per_frame_sized:.0f} cycles/frame vs "
+                     f"{z.cycles_per_frame_deep:.0f} with deep FIFOs; saved LUT {z.lut_saved:.0f}, "
+                     f"BRAM18 {z.bram18_saved:.0f} (FINN estimate)")
     if summary.simulation is None:
         lines.append(f"RTL simulation: skipped ({summary.simulation_skipped})")
     else:

@@ -92,7 +92,8 @@ def finn(run: Run, out: Path) -> FinnResult:
 
     qonnx_path = run.artefact("export", "model.qonnx.onnx")
     build = build_for_recipe(ModelWrapper(str(qonnx_path)), run.recipe, out, str(qonnx_path),
-                             verify_inputs=run.data.x_test[:32].numpy())
+                             verify_inputs=run.data.x_test[:32].numpy(),
+                             rtlsim_cache=run.rtlsim_cache)
     return FinnResult(build=build)
 
 

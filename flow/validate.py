@@ -16,6 +16,7 @@ import numpy as np
 from flow.errors import ConfigError, ModelError, VerificationError
 from flow.finn.verify import partition_streams
 from flow.io import atomic_write_text
+from flow.progress import progress_bar
 from flow.results import RtlValidation
 from flow.run import Run
 
@@ -63,10 +64,14 @@ def validate_rtl(paths: dict[str, Path], frames: np.ndarray, labels: np.ndarray,
                          "only a positive per-tensor scale may follow the accelerator")
     rtl_model = generate_rtl(paths["dataflow_rtl"], out_dir / "rtl", fpgapart=part,
                              clk_ns=1000.0 / clock_mhz)
-    sim = build_simulator(rtl_model, cache_dir=cache_dir)
+    with progress_bar("Verilator") as update:
+        sim = build_simulator(rtl_model, cache_dir=cache_dir,
+                              progress=lambda phase, done, total: update(done, total, phase))
     log.info("simulating %d frames on the RTL (backpressure %.0f %%)", len(frames),
              100 * backpressure)
-    got, stats = run_frames(sim, part_in, backpressure=backpressure)
+    with progress_bar("simulation") as update:
+        got, stats = run_frames(sim, part_in, backpressure=backpressure,
+                                progress=lambda phase, done, total: update(done, total, "frames"))
     got = got.reshape(part_out.shape)
     atomic_write_text(out_dir / "node_cycles.txt", stats.node_table() + "\n")
     result = _validation(got, part_out, labels, torch_logits, stats, clock_mhz, estimated_cycles,

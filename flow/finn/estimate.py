@@ -48,6 +48,7 @@ from flow.io import atomic_write_text
 from hw_models.boards import Board, get_board
 from hw_models.cycles import Performance, pipeline_performance
 from hw_models.folding import Budget, FoldingReport
+from hw_models.rtlsim.fifo_sizing import FifoSizingReport
 from hw_models.resources import FitReport, Resources, ResourceSource, fit
 from hw_models.rules import DEFAULT_FIFO_DEPTH, MAX_FIFO_DEPTH, MIN_FIFO_DEPTH
 
@@ -86,12 +87,15 @@ class FinnPerformance(BaseModel):
 
 
 class Folding(BaseModel):
-    """How the build folds: the method, the target and the share of the board it may use."""
+    """How the build folds: the method, the target and the share of the board it may use, and
+    whether the FIFO depths are then sized by simulation (Verilator builds in `rtlsim_cache`)."""
 
     method: str
     target_fps: float
     clock_mhz: float
     budget: Budget | None = None
+    fifo_sizing: bool = False
+    rtlsim_cache: Path | None = None
 
 
 class FinnBuild(BaseModel):
@@ -121,6 +125,7 @@ class FinnBuild(BaseModel):
     paths: dict[str, str]
     verification: HwVerification | None = None
     folding: FoldingReport | None = None  # densiflow's folding optimiser (None: FINN SetFolding)
+    fifo_sizing: FifoSizingReport | None = None  # FIFO depths sized by simulation (None: fixed)
     notes: list[str] = []
     _work_dir: Path | None = PrivateAttr(default=None)
 
@@ -320,19 +325,28 @@ def _dataflow_rtl(hw, board: Board, folding: Folding, fifo_depth: int, source: s
         reports.append(report)
         return folded
 
-    child = _run_stages(child, [
+    def size_stage(model):
+        from hw_models.rtlsim import size_fifos
+
+        sized, report = size_fifos(model, work / "fifo_sizing", part,
+                                   cache_dir=folding.rtlsim_cache)
+        reports.append(report)
+        return annotate_cycles(sized)
+
+    stages = [
         ("specialize_layers", partial(specialize_layers, part=part)),
         ("set_folding", fold_stage),
         ("minimize_bit_width_folded", minimize_bit_width),
         ("insert_dwc_fifo", partial(insert_dwc_fifo, part=part, fifo_depth=fifo_depth)),
         ("annotate_cycles", annotate_cycles),
-    ], work, paths, source, first=7)
-    paths["dataflow_rtl"] = paths["annotate_cycles"]
+    ] + ([("size_fifos", size_stage)] if folding.fifo_sizing else [])
+    child = _run_stages(child, stages, work, paths, source, first=7)
+    paths["dataflow_rtl"] = paths[stages[-1][0]]
     (sdp,) = parent.get_nodes_by_op_type("StreamingDataflowPartition")
     getCustomOp(sdp).set_nodeattr("model", str(work / paths["dataflow_rtl"]))  # FINN: absolute
     paths["dataflow_parent"] = "dataflow_parent.onnx"
     parent.save(str(work / paths["dataflow_parent"]))
-    return child, reports[0]
+    return child, reports[0], (reports[1] if folding.fifo_sizing else None)
 
 
 def _verification(qonnx_model, hw, frames: int, inputs: np.ndarray | None,
@@ -358,12 +372,15 @@ def build_dataflow(
     verify_inputs: np.ndarray | None = None,
     folding: str = "optimiser",
     budget: Budget | None = None,
+    fifo_sizing: bool = False,
+    rtlsim_cache: Path | None = None,
 ) -> FinnBuild:
     """Run the FINN dataflow stages on a QONNX ModelWrapper (not modified) and estimate it.
 
     Saves each stage's ONNX file and estimate.json in `work_dir`. The HW-layer model is checked
     against QONNX on `verify_inputs`, else on `verify_frames` random frames (0: not checked).
     `folding` is "optimiser" (densiflow's, within `budget` of the board) or "finn" (SetFolding).
+    `fifo_sizing` sizes the FIFO depths by Verilator simulation (builds cached in rtlsim_cache).
     """
     board = get_board(board)
     clock = check_parameters(board, target_fps, clock_mhz, fifo_depth, verify_frames)
@@ -378,9 +395,10 @@ def build_dataflow(
         outside = check_hw_coverage(hw, source)
         verification = _verification(qonnx_model, hw, verify_frames, verify_inputs,
                                      verify_tolerance)
-        child, folding_report = _dataflow_rtl(
+        child, folding_report, sizing_report = _dataflow_rtl(
             hw, board, Folding(method=folding, target_fps=target_fps, clock_mhz=clock,
-                               budget=budget), fifo_depth, source, work, paths)
+                               budget=budget, fifo_sizing=fifo_sizing, rtlsim_cache=rtlsim_cache),
+            fifo_depth, source, work, paths)
         rows = layer_estimates(child, board.part)
         finn_perf = _finn_performance(child)
     build = FinnBuild(
@@ -391,6 +409,7 @@ def build_dataflow(
         performance=_performance(child, rows, clock), finn_performance=finn_perf,
         hls_nodes=[r.name for r in rows if r.impl_style == "hls"], outside_partition=outside,
         paths=paths, verification=verification, folding=folding_report,
+        fifo_sizing=sizing_report,
     )
     build = build.model_copy(update={"notes": _notes(build)}).at(work)
     build.save()

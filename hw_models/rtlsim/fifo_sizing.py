@@ -70,7 +70,7 @@ class FifoSizingReport(BaseModel):
     cycles_per_frame_given: float  # gauges at the given depths
     cycles_per_frame_sized: float  # gauges at the new depths
     cycles_per_frame_verified: float | None  # FINN's FIFO RTL at the new depths (verify=True)
-    sized_by: Literal["search", "max_occupancy"]  # which depths the model got
+    sized_by: Literal["search", "search_padded", "given", "max_occupancy"]  # the depths used
     fifos: list[FifoDepth]
     resources_before: Resources  # FINN's estimate, StreamingFIFO nodes only
     resources_after: Resources
@@ -209,7 +209,14 @@ def size_fifos(
     depths = _search(prober, fifos, by_occ, target, jobs, progress)
     cyc = {"deep": deep, "given": prober.cycles(given)[0], "builds": 1}
     result, verified, sized_by = _with_depths(model, depths), None, "search"
-    attempts = [("search", depths)] + [("max_occupancy", by_occ)] * (depths != by_occ)
+    # the gauges model capacity, not fifo.sv's 2-cycle latency: if the searched depths miss the
+    # target in FINN's FIFO RTL, try them 2 words deeper, then the given depths (never worse
+    # than what the model had), then FINN's rule (the highest fill)
+    padded = {n: min(MAX_FIFO_DEPTH, d + 2) for n, d in depths.items()}
+    attempts = [("search", depths), ("search_padded", padded)]
+    if cyc["given"] <= target:
+        attempts.append(("given", given))
+    attempts += [("max_occupancy", by_occ)] * (depths != by_occ)
     for attempt, cand in attempts if verify else []:
         result, verified = _verify(model, cand, Path(out_dir) / "sized", fpgapart, frames,
                                    cache_dir, jobs, progress)

@@ -571,7 +571,7 @@ def run_frames(
                                     timeout_s, node_stats, fifo_limits, progress)
     outputs = unpack_frames(sim, np.concatenate(outs), n)
     run = _pool_stats(sim, stats, n, wall, backpressure, seed, node_stats)
-    log.info(
+    log.debug(
         "rtlsim: %d frames in %d shard(s), %d cycles (latency %d, %.1f cycles/frame steady), "
         "%.0f cycles/s",
         n, len(sizes), run.total_cycles, run.first_frame_latency,
