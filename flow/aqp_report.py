@@ -42,8 +42,8 @@ from hw_models.rules import MAX_BITS, input_bits
 log = logging.getLogger(__name__)
 
 COLUMNS = ["method", "kind", "stage", "model", "params_m", "nonzero_params", "avg_bits",
-           "param_size_mbyte", "weight_mbyte_dense", "weight_mbyte_sparse", "compression_ratio", "val_acc", "test_acc",
-           "acc_diff_points", "finetune_s"]
+           "param_size_mbyte", "weight_mbyte_dense", "weight_mbyte_sparse", "compression_ratio",
+           "val_acc", "test_acc", "acc_diff_points", "finetune_s"]
 
 
 def baseline_plans(ctx: MethodContext, p: AqpParams, channel_scores: dict[str, list[float]]

@@ -145,7 +145,8 @@ def print_comparison(rows: list[dict], console: Console | None = None) -> None:
                          else "right")
     for r in sorted(rows, key=lambda r: -r["performance_density"]):
         table.add_row(
-            r["run"], r["dataset"], r["board"], r["method"], f"{100 * r['qat_test_accuracy']:.2f} %",
+            r["run"], r["dataset"], r["board"], r["method"],
+            f"{100 * r['qat_test_accuracy']:.2f} %",
             f"{r['total_mbit']:.4f}", f"{r['avg_bits']:.2f}", f"{r['performance_density']:.1f}",
             *(f"{r[k]:.0f}" for k in ("lut", "bram18", "dsp", "fps")),
             "yes" if r["fits"] else "no",

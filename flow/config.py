@@ -245,8 +245,9 @@ def _describe(error: dict) -> str:
         return msg
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         got = error.get("input", {}).get("name") if isinstance(error.get("input"), dict) else None
-        return (f"{field}.name: {got!r} is not a method; allowed: {', '.join(METHOD_NAMES)}"
-                if got is not None else f"{field}.name: required; allowed: {', '.join(METHOD_NAMES)}")
+        allowed = ", ".join(METHOD_NAMES)
+        return (f"{field}.name: {got!r} is not a method; allowed: {allowed}" if got is not None
+                else f"{field}.name: required; allowed: {allowed}")
     if kind == "value_error" and msg.startswith(("method.", "simulate.", "data.", "budget.",
                                                   "model", "hardware.")):
         return msg  # a cross-field check that names its own field

@@ -65,21 +65,83 @@ def aqp_table(run_dir: Path) -> str:
                       "fine-tune; float: float training)", "Δ vs float (points)"), rows)
 
 
+def qsparse_table(run_dir: Path) -> str:
+    """qsparse's schedules in the paper's Table 4 format (02_plan/qsparse_table.json)."""
+    table = json.loads((run_dir / "02_plan" / "qsparse_table.json").read_text())
+    rows = [(r["method"], f"{r['N_W']}/{r['N_A']}", f"{r['s_W']:.3f}", f"{r['s_A']:.3f}",
+             f"{r['accuracy']:.2f} %", f"{r['weights_mbit']:.4f}", f"{r['activations_mbit']:.4f}",
+             f"{r['pd_acc_per_mbit']:.0f}", *_finn(r)) for r in table["rows"]]
+    checks = "; ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in table["checks"].items())
+    return _markdown(("variant", "N_W/N_A", "s_W", "s_A", "accuracy", "weights Mbit",
+                      "acts Mbit", "PD %/Mbit", *FINN_HEAD), rows) + f"\n\nClaims: {checks}."
+
+
+def dfq_table(run_dir: Path) -> str:
+    """DFQ against uniform precision in the paper's Table 1 format (02_plan/dfq_table.json)."""
+    table = json.loads((run_dir / "02_plan" / "dfq_table.json").read_text())
+    rows = []
+    for r in table["rows"]:
+        bits = r["weight_bits"]
+        bits = " ".join(str(b) for b in bits.values()) if isinstance(bits, dict) else str(bits)
+        rows.append((r["method"], bits, f"{r['compression']:.2f}x", f"{r['accuracy']:.2f} %",
+                     f"{r['acc_diff_points']:+.2f}", *_finn(r)))
+    checks = "; ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in table["checks"].items())
+    return _markdown(("row", "weight bits per layer", "compression", "accuracy", "Δ points",
+                      *FINN_HEAD), rows) + f"\n\nClaims: {checks}."
+
+
+FINN_HEAD = ("LUT (FINN est.)", "BRAM18", "DSP", "frames/s")
+
+
+def _finn(row: dict) -> tuple[str, ...]:
+    keys = ("lut_finn_estimate", "bram18_finn_estimate", "dsp_finn_estimate", "fps_finn_estimate")
+    return tuple("-" if row.get(k) is None else f"{row[k]:,.0f}" for k in keys)
+
+
+def synth_table(run_dir: Path) -> str:
+    """Yosys' post-synthesis totals beside FINN's estimate (05_finn's model, 07_synth)."""
+    s = load_current_summary(run_dir)
+    syn = s.hardware.synthesis
+    if syn is None:
+        return "(no synthesis in this run)"
+    rows = [(r.upper(), f"{getattr(syn.resources, r):,.0f}",
+             f"{getattr(s.hardware.finn_estimate, r):,.0f}",
+             "-" if syn.ratio_to_finn.get(r) is None else f"{syn.ratio_to_finn[r]:.2f}x")
+            for r in ("lut", "bram18", "dsp")]
+    rows.append(("LUT split", f"logic {syn.lut_logic:,}, LUTRAM {syn.lutram:,}, SRL {syn.srl:,}",
+                 "", ""))
+    rows.append(("FF", f"{syn.resources.ff:,.0f}", "not estimated", ""))
+    return _markdown(("resource", f"Yosys synthesis ({syn.family})", "FINN estimate",
+                      "Yosys / FINN"), rows)
+
+
 def _markdown(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
 
 
+def _summary(run_dir: Path) -> str:
+    return default_table(load_current_summary(run_dir))
+
+
 # (title, recipe, renderer of the run folder) in README order
 SECTIONS: list[tuple[str, str, Callable[[Path], str]]] = [
     ("Default recipe (`make demo`, build/digits.yaml: digits CNN, uniform W4A4, Pynq-Z1, "
-     "100k frames/s)", "build/digits.yaml",
-     lambda run_dir: default_table(load_current_summary(run_dir))),
-    ("AQP (build/digits_aqp.yaml), from 02_plan/aqp_table.json", "build/digits_aqp.yaml",
-     aqp_table),
-    ("AQP's plan through the whole flow", "build/digits_aqp.yaml",
-     lambda run_dir: default_table(load_current_summary(run_dir))),
+     "100k frames/s)", "build/digits.yaml", _summary),
+    ("The same design synthesised by Yosys (build/digits_synth.yaml: hardware.synth: yosys, "
+     "FIFOs sized by simulation)", "build/digits_synth.yaml", synth_table),
+    ("AQP (build/digits_aqp.yaml) against fixed baselines, from 02_plan/aqp_table.json",
+     "build/digits_aqp.yaml", aqp_table),
+    ("AQP's chosen plan through the whole flow", "build/digits_aqp.yaml", _summary),
+    ("qsparse (build/digits_qsparse.yaml), the paper's Table 4 with FINN's estimates",
+     "build/digits_qsparse.yaml", qsparse_table),
+    ("qsparse's chosen plan (layerwise (A), 50 %) through the whole flow",
+     "build/digits_qsparse.yaml", _summary),
+    ("DFQ (build/digits_dfq.yaml), the paper's Table 1 with FINN's estimates",
+     "build/digits_dfq.yaml", dfq_table),
+    ("The co-design search's chosen plan (build/digits_search.yaml: within 0.5 points of float, "
+     "at least W4A4's frame rate) through the whole flow", "build/digits_search.yaml", _summary),
 ]
 
 

@@ -198,13 +198,39 @@ def _points_table(outcome) -> str:
             "LUT", "BRAM18", "DSP", "frames/s", "source", "recipe")
     rows = []
     for p in outcome.points:
-        c, hw, q = p.candidate, p.candidate.hardware, p.qat
+        c, hw, q = p.candidate, p.hardware, p.qat
         rows.append((p.digest[:8] + (" (chosen)" if p.digest == outcome.chosen else ""),
                      ", ".join(p.fronts), 100 * c.val_accuracy,
                      q and 100 * q.val_accuracy, q and 100 * q.test_accuracy, c.size.total_mbit,
                      q and q.performance_density, hw.resources.lut, hw.resources.bram18,
                      hw.resources.dsp, hw.fps, hw.source.label, p.recipe_file))
     return table(cols, rows)
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _synth_table(outcome) -> str:
+    """Yosys' counts of the final plans' builds beside FINN's estimate of the same builds."""
+    points = [p for p in outcome.points if p.synth is not None]
+    if not points:
+        return ""
+    s0 = points[0].synth
+    cols = ("plan", "LUT (Yosys)", "logic", "LUTRAM", "SRL", "FF (Yosys)", "BRAM18 (Yosys)",
+            "DSP (Yosys)", "LUT (FINN est.)", "BRAM18 (FINN est.)", "DSP (FINN est.)",
+            "LUT ratio", "BRAM18 ratio", "screen LUT error %")
+    rows = []
+    for p in points:
+        y, f = p.synth.resources, p.synth.finn
+        rows.append((p.digest[:8] + (" (chosen)" if p.digest == outcome.chosen else ""),
+                     y.lut, p.synth.lut_logic, p.synth.lutram, p.synth.srl, y.ff, y.bram18,
+                     y.dsp, f.lut, f.bram18, f.dsp, _ratio(p.synth.ratio("lut")),
+                     _ratio(p.synth.ratio("bram18")), 100 * p.synth.screen_error["lut"]))
+    return (f"<h2>Synthesis of the final plans</h2><p>Yosys synthesis ({esc(s0.yosys)}, family "
+            f"{esc(s0.family)}) of each plan's FINN build, beside FINN's estimate of the same "
+            "build; ratio = Yosys / FINN's estimate. The board fit of these plans is checked on "
+            "the synthesised counts.</p>" + table(cols, rows))
 
 
 def _plan_table(point) -> str:
@@ -250,7 +276,9 @@ def search_report_html(outcome) -> str:
         f"{o.search_seconds:.0f} s: {o.trials_per_minute:.1f} trials/min; whole search "
         f"{o.total_seconds:.0f} s",
         f"FINN estimates: {o.finn_cache.requests} requests, {o.finn_cache.hits} from the cache "
-        f"({100 * o.finn_cache.hit_rate:.0f} %)",
+        f"({100 * o.finn_cache.hit_rate:.0f} %)"
+        + (f"; Yosys syntheses: {o.synth_cache.requests}, {o.synth_cache.hits} from the cache"
+           if o.synth_cache else ""),
         f"float network: validation accuracy {100 * o.float_val_accuracy:.2f} %"
         + (f", test {100 * o.float_test_accuracy:.2f} %" if o.float_test_accuracy else ""),
         f"budget: {_budget_text(o.budget)}; choice by {o.select}",
@@ -266,7 +294,7 @@ def search_report_html(outcome) -> str:
                         + table(("constraint", "value", "limit", "unit", "met"),
                                 [(c.name, c.value, c.limit, c.unit, "yes" if c.met else "NO")
                                  for c in cons]))
-    sections.append("<h2>Plans kept (fronts, full QAT)</h2>" + _points_table(o))
+    sections.append("<h2>Plans kept (fronts, full QAT)</h2>" + _points_table(o) + _synth_table(o))
     sections.append("<h2>Cost model vs FINN</h2>" + _error_tables(o.cost_model_error))
     return page(f"densiflow search '{o.name}'", sections)
 

@@ -68,7 +68,8 @@ class PlanMetrics(BaseModel):
     totals: PlanTotals
 
 
-def plan_metrics(arch: Architecture, plan: CompressionPlan, model: Net | None = None) -> PlanMetrics:
+def plan_metrics(arch: Architecture, plan: CompressionPlan,
+                 model: Net | None = None) -> PlanMetrics:
     """Per-layer rows and totals; nonzero weights are counted in `model` when given."""
     full_params = sum(g.params for g in arch.geometry())
     full_out = {s.name: s.out for s in arch.layers}

@@ -111,8 +111,8 @@ class HilSummary(BaseModel):
 
 def hil_summary(result) -> HilSummary:
     """The summary's view of a flow.hil.HilResult."""
-    return HilSummary(**{k: getattr(result, k) for k in HilSummary.model_fields if k != "mismatches"},
-                      mismatches=result.mismatches + result.probe_mismatches)
+    fields = {k: getattr(result, k) for k in HilSummary.model_fields if k != "mismatches"}
+    return HilSummary(**fields, mismatches=result.mismatches + result.probe_mismatches)
 
 
 class StepSummary(BaseModel):

@@ -39,7 +39,7 @@ class Run:
 
     @property
     def rtlsim_cache(self) -> Path:
-        """Verilator builds, shared by the runs of one output root ($DENSIFLOW_RTLSIM_CACHE wins)."""
+        """Verilator builds shared by the runs of one output root ($DENSIFLOW_RTLSIM_CACHE wins)."""
         env = os.environ.get("DENSIFLOW_RTLSIM_CACHE")
         return Path(env) if env else self.dir.parent / "rtlsim_cache"
 

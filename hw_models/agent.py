@@ -242,7 +242,7 @@ def _recv_exact(sock: socket.socket, n: int, deadline: float) -> bytes:
         sock.settimeout(left)
         try:
             k = sock.recv_into(view[got:], min(n - got, 1 << 20))
-        except socket.timeout:  # TimeoutError from Python 3.10 on; boards may run 3.8
+        except TimeoutError:  # TimeoutError from Python 3.10 on; boards may run 3.8
             raise ProtocolError("timeout", "read timed out: the peer stopped sending") from None
         if k == 0:
             raise ProtocolError("closed", "the peer closed the connection")

@@ -1,6 +1,7 @@
 """Fit the cost model's coefficients to FINN's own estimates over a sweep of real FINN HW nodes.
 
-    python -m hw_models.calibrate [--samples N] [--seed S] [--out hw_models/calibration/finn_estimate.json]
+    python -m hw_models.calibrate [--samples N] [--seed S]
+                                  [--out hw_models/calibration/finn_estimate.json]
 
 Each sample is one specialised FINN node (MVAU_rtl/_hls, Thresholding_rtl/_hls,
 ConvolutionInputGenerator_rtl, FMPadding_rtl, StreamingDataWidthConverter_rtl/_hls,
@@ -14,10 +15,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import random
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from hw_models.cost import (
@@ -217,24 +219,246 @@ def calibrate_finn(samples: int = 3000, seed: int = 0) -> Calibration:
                     f"(seed {seed}) on {', '.join(PARTS)}; `python -m hw_models.calibrate`")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=3000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path,
-                        default=calibration_path(ResourceSource.FINN_ESTIMATE))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("finn_logger").setLevel(logging.ERROR)  # FIFO style notes per sample
-    cal = calibrate_finn(args.samples, args.seed)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    cal.save(args.out)
+# ----------------------------------------------------------------------------- Yosys samples
+
+FAMILY_PARTS = {"xc7": "xc7z020clg400-1", "xcup": "xczu7ev-ffvc1156-2-e"}
+
+
+def hw_model(op_type: str, in_shape: list[int], out_shape: list[int], in_dt: str, out_dt: str,
+             name: str, inits: dict | None = None, **attrs):
+    """A one-node FINN HW model 'inp' -> 'outp' (unspecialised op_type) named `name`."""
+    from onnx import TensorProto, helper
+    from qonnx.core.datatype import DataType
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.util.basic import qonnx_make_model
+
+    inits = inits or {}
+    inp = helper.make_tensor_value_info("inp", TensorProto.FLOAT, in_shape)
+    outp = helper.make_tensor_value_info("outp", TensorProto.FLOAT, out_shape)
+    node = helper.make_node(op_type, ["inp", *inits], ["outp"], name=name,
+                            domain="finn.custom_op.fpgadataflow", backend="fpgadataflow", **attrs)
+    m = ModelWrapper(qonnx_make_model(helper.make_graph([node], name, [inp], [outp])))
+    m.set_tensor_datatype("inp", DataType[in_dt])
+    m.set_tensor_datatype("outp", DataType[out_dt])
+    for tensor, (dt, values) in inits.items():
+        m.set_tensor_datatype(tensor, DataType[dt])
+        m.set_initializer(tensor, values)
+    return m
+
+
+def yosys_dwc(in_width: int, out_width: int):
+    """A width converter between streams of in_width and out_width bits (elements of gcd bits)."""
+    g = math.gcd(in_width, out_width)
+    bits = next(b for b in range(min(g, 32), 0, -1) if g % b == 0)
+    elems = in_width * out_width // g // bits
+    dt = f"UINT{bits}"
+    return hw_model("StreamingDataWidthConverter", [1, elems], [1, elems], dt, dt,
+                    f"cal_dwc_{in_width}_{out_width}", dataType=dt, inShape=[1, elems],
+                    outShape=[1, elems], inWidth=in_width, outWidth=out_width)
+
+
+def yosys_fifo(depth: int, width: int, ram_style: str = "auto"):
+    """A FIFO of depth words of `width` bits (elements of at most 32 bits)."""
+    bits = next(b for b in range(min(width, 32), 0, -1) if width % b == 0)
+    elems, dt = width // bits, f"UINT{bits}"
+    return hw_model("StreamingFIFO", [1, 4 * elems], [1, 4 * elems], dt, dt,
+                    f"cal_fifo_{depth}_{width}_{ram_style}", depth=depth,
+                    folded_shape=[1, 4, elems], normal_shape=[1, 4 * elems], dataType=dt,
+                    ram_style=ram_style)
+
+
+def yosys_mvau(mw: int, mh: int, simd: int, pe: int, wbits: int, abits: int,
+               ram_style: str = "auto"):
+    """An MVAU with seeded random narrow-range weights (FINN's RTL MVAU on DSP48E1 needs them)."""
+    import numpy as np
+
+    top = 2 ** (wbits - 1) - 1
+    weights = np.random.default_rng(mw * mh).integers(-top, top + 1, size=(mw, mh))
+    idt, wdt = f"UINT{abits}", f"INT{wbits}"
+    return hw_model("MVAU", [1, mw], [1, mh], idt, "INT32",
+                    f"cal_mvau_{mw}_{mh}_{simd}_{pe}_{wbits}_{abits}_{ram_style}",
+                    {"weights": (wdt, weights.astype(np.float32))}, MW=mw, MH=mh, SIMD=simd,
+                    PE=pe, inputDataType=idt, weightDataType=wdt, outputDataType="INT32",
+                    ActVal=0, binaryXnorMode=0, noActivation=1, numInputVectors=[1],
+                    mem_mode="internal_decoupled", ram_style=ram_style)
+
+
+def yosys_thresholding(channels: int, pe: int, in_bits: int, out_bits: int):
+    """A Thresholding layer with seeded sorted thresholds across the input range."""
+    import numpy as np
+
+    steps = 2 ** out_bits - 1
+    lo, hi = -(2 ** (in_bits - 1)), 2 ** (in_bits - 1) - 1
+    rng = np.random.default_rng(channels * in_bits + out_bits)
+    thr = np.sort(rng.integers(lo, hi + 1, size=(channels, steps)), axis=1).astype(np.float32)
+    idt, odt = f"INT{in_bits}", f"UINT{out_bits}"
+    return hw_model("Thresholding", [1, channels], [1, channels], idt, odt,
+                    f"cal_thr_{channels}_{pe}_{in_bits}_{out_bits}",
+                    {"thresh": (f"INT{in_bits + 1}", thr)}, NumChannels=channels, PE=pe,
+                    numSteps=steps, inputDataType=idt, weightDataType=f"INT{in_bits + 1}",
+                    outputDataType=odt, ActVal=0, numInputVectors=[1])
+
+
+def yosys_swg(channels: int, dim: int, kernel: int, simd: int, bits: int,
+              ram_style: str = "distributed", stride: int = 1):
+    """A 2D sliding window (not depthwise) over a dim x dim image."""
+    odim = (dim - kernel) // stride + 1
+    dt = f"UINT{bits}"
+    return hw_model("ConvolutionInputGenerator", [1, dim, dim, channels],
+                    [1, odim, odim, kernel * kernel * channels], dt, dt,
+                    f"cal_swg_{channels}_{dim}_{kernel}_{stride}_{simd}_{bits}_{ram_style}",
+                    IFMChannels=channels, IFMDim=[dim, dim], OFMDim=[odim, odim],
+                    ConvKernelDim=[kernel, kernel], Stride=[stride, stride], Dilation=[1, 1],
+                    SIMD=simd, depthwise=0, parallel_window=0, inputDataType=dt,
+                    outputDataType=dt, ram_style=ram_style)
+
+
+def yosys_padding(channels: int, dim: int, simd: int, bits: int):
+    """One pixel of zero padding around a dim x dim image."""
+    dt = f"UINT{bits}"
+    return hw_model("FMPadding", [1, dim, dim, channels], [1, dim + 2, dim + 2, channels], dt,
+                    dt, f"cal_pad_{channels}_{dim}_{simd}_{bits}", ImgDim=[dim, dim],
+                    Padding=[1, 1, 1, 1], NumChannels=channels, SIMD=simd, inputDataType=dt,
+                    numInputVectors=1)
+
+
+# Single nodes synthesised for the Yosys calibration: each kind over the parameters that change
+# its structure (width converters with integer and fractional ratios, both directions).
+YOSYS_SWEEP: tuple[tuple[Callable, tuple], ...] = (
+    *((yosys_dwc, wh) for wh in ((64, 16), (96, 8), (240, 15), (480, 15), (128, 4), (12, 48),
+                                 (16, 128), (15, 240), (24, 16), (16, 24), (40, 24), (36, 60),
+                                 (88, 40), (72, 32))),
+    *((yosys_fifo, p) for p in ((2, 8), (16, 64), (64, 8), (128, 16), (256, 32), (1024, 16),
+                                (512, 64, "block"))),
+    *((yosys_mvau, p) for p in ((16, 16, 4, 4, 4, 4), (32, 64, 8, 8, 3, 3),
+                                (64, 32, 16, 2, 2, 6), (128, 16, 8, 16, 5, 4),
+                                (27, 32, 9, 4, 6, 6), (256, 64, 4, 4, 4, 4),
+                                (64, 64, 2, 8, 4, 2, "distributed"))),
+    *((yosys_thresholding, p) for p in ((8, 1, 8, 2), (32, 4, 12, 4), (64, 8, 16, 3),
+                                        (128, 2, 20, 4))),
+    *((yosys_swg, p) for p in ((3, 16, 3, 1, 8), (16, 12, 3, 4, 4), (64, 8, 5, 8, 2),
+                               (8, 28, 3, 8, 6, "block", 2))),
+    *((yosys_padding, p) for p in ((3, 16, 1, 8), (64, 8, 16, 4))),
+)
+
+
+def _specialised(model, part: str):
+    """The one-node model specialised to its RTL variant, keeping the node's name."""
+    from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
+    from qonnx.custom_op.registry import getCustomOp
+
+    name = model.graph.node[0].name
+    getCustomOp(model.graph.node[0]).set_nodeattr("preferred_impl_style", "rtl")
+    model = model.transform(SpecializeLayers(part))
+    model.graph.node[0].name = name
+    return model
+
+
+def synth_samples(rtl_model, family: str, cache: Path,
+                  progress: Callable[[str, int, int], None] | None = None,
+                  ) -> list[CalibrationSample]:
+    """Yosys' counts of every node of an HDL-generated model as calibration samples."""
+    from hw_models.synth import synthesise_design
+
+    report = synthesise_design(rtl_model, family, cache_dir=cache, jobs=1, progress=progress)
+    part = FAMILY_PARTS[family]
+    layers = {n.name: layer_from_node(n, part) for n in rtl_model.graph.node}
+    return [CalibrationSample(layer=layers[n.name], resources=n.resources,
+                              source=ResourceSource.YOSYS) for n in report.nodes]
+
+
+def yosys_samples(family: str, work: Path, cache: Path, designs: Sequence[Path] = (),
+                  progress: Callable[[str], None] | None = None) -> list[CalibrationSample]:
+    """Samples of the single-node sweep and of every node of the given folded designs."""
+    from hw_models.rtlsim import generate_rtl
+
+    init_finn()
+    part, say = FAMILY_PARTS[family], progress or (lambda _msg: None)
+    out: list[CalibrationSample] = []
+    for i, (builder, params) in enumerate(YOSYS_SWEEP):
+        model = _specialised(builder(*params), part)
+        name = model.graph.node[0].name
+        say(f"[{i + 1}/{len(YOSYS_SWEEP)}] {name}")
+        rtl = generate_rtl(model, work / family / name, fpgapart=part)
+        out += synth_samples(rtl, family, cache)
+    for design in designs:
+        say(f"design {design}")
+        rtl = generate_rtl(design, work / family / f"design_{_design_tag(design)}", fpgapart=part)
+        out += synth_samples(rtl, family, cache, lambda n, d, t: say(f"  {n} ({d}/{t})"))
+    return out
+
+
+def _design_tag(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+
+
+def calibrate_yosys(family: str, work: Path, cache: Path, designs: Sequence[Path] = (),
+                    progress: Callable[[str], None] | None = None) -> Calibration:
+    """Fit the cost model to Yosys' counts of the sweep (and the designs' nodes) for a family."""
+    samples = yosys_samples(family, work, cache, designs, progress)
+    named = ", ".join(Path(d).name for d in designs)
+    return fit_calibration(
+        samples, family=family, held_out=True,
+        description=f"Yosys synthesis ({yosys_name()}, synth_xilinx -family {family}) of "
+                    f"{len(YOSYS_SWEEP)} single FINN RTL nodes"
+                    + (f" and the nodes of {named}" if designs else "")
+                    + f" on {FAMILY_PARTS[family]}; `python -m hw_models.calibrate --source "
+                    f"yosys --family {family}`")
+
+
+def yosys_name() -> str:
+    from hw_models.synth.yosys import yosys_version
+
+    return yosys_version()
+
+
+def _log_fit(cal: Calibration) -> None:
     for node_type, fits in cal.fit.items():
         for res, f in fits.items():
             if f.worst_rel_error > 0:
-                log.info("%-36s %-6s median %.3f worst %.3f (%d samples)", node_type, res,
-                         f.median_rel_error, f.worst_rel_error, f.samples)
-    log.info("wrote %s", args.out)
+                loo = cal.held_out.get(node_type, {}).get(res)
+                log.info("%-36s %-6s median %.3f worst %.3f (%d samples)%s", node_type, res,
+                         f.median_rel_error, f.worst_rel_error, f.samples,
+                         f"; held out: median {loo.median_rel_error:.3f} worst "
+                         f"{loo.worst_rel_error:.3f}" if loo else "")
+
+
+def _default_cache() -> Path:
+    """$DENSIFLOW_SYNTH_CACHE, else build/out/synth_cache (the runs' shared synthesis cache)."""
+    env = os.environ.get("DENSIFLOW_SYNTH_CACHE")
+    return Path(env) if env else Path("build/out/synth_cache")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", choices=("finn_estimate", "yosys"), default="finn_estimate")
+    parser.add_argument("--family", choices=tuple(FAMILY_PARTS), default="xc7",
+                        help="Yosys family (--source yosys)")
+    parser.add_argument("--samples", type=int, default=3000, help="FINN: random nodes")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--design", type=Path, action="append", default=[],
+                        help="yosys: also every node of this folded dataflow model (.onnx)")
+    parser.add_argument("--work", type=Path, default=Path("build/out/calibrate"),
+                        help="yosys: where the nodes' HDL is generated")
+    parser.add_argument("--cache", type=Path, default=None, help="yosys: synthesis cache")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("finn_logger").setLevel(logging.ERROR)  # FIFO style notes per sample
+    source = ResourceSource(args.source)
+    if source == ResourceSource.YOSYS:
+        cal = calibrate_yosys(args.family, args.work.resolve(), args.cache or _default_cache(),
+                              args.design, log.info)
+        out = args.out or calibration_path(source, args.family)
+    else:
+        cal = calibrate_finn(args.samples, args.seed)
+        out = args.out or calibration_path(source)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cal.save(out)
+    _log_fit(cal)
+    log.info("wrote %s", out)
     return 0
 
 

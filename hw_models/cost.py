@@ -172,12 +172,13 @@ class OtherLayer(_Layer):
 
 
 Layer = Annotated[
-    MvauLayer | ThresholdingLayer | SlidingWindowLayer | PaddingLayer | WidthConverterLayer | FifoLayer | PoolLayer | LabelSelectLayer | OtherLayer,
+    MvauLayer | ThresholdingLayer | SlidingWindowLayer | PaddingLayer | WidthConverterLayer
+    | FifoLayer | PoolLayer | LabelSelectLayer | OtherLayer,
     Field(discriminator="kind"),
 ]
 
 
-# ----------------------------------------------------------------------------- cycles (FINN's closed forms)
+# ---------------------------------------------------------------- cycles (FINN's closed forms)
 
 
 def _mvau_cycles(x: MvauLayer) -> int:
@@ -227,8 +228,9 @@ def layer_cycles(layer: Layer) -> int:
     if isinstance(x, SlidingWindowLayer):
         return _swg_cycles(x)
     if isinstance(x, PaddingLayer):
-        t, l, b, r = x.padding
-        return (x.channels // x.simd) * x.batch * (x.img_dim[0] + t + b) * (x.img_dim[1] + l + r)
+        top, left, bottom, right = x.padding
+        return ((x.channels // x.simd) * x.batch * (x.img_dim[0] + top + bottom)
+                * (x.img_dim[1] + left + right))
     if isinstance(x, PoolLayer):
         return (x.channels * x.kernel // x.pe) * x.out_pixels * x.batch
     if isinstance(x, LabelSelectLayer):
@@ -275,6 +277,23 @@ def _bram18_buffer(depth: int, width: int) -> int:
     if depth > 16384:
         savings = cascade_width - math.ceil(width / aspect(depth % 16384))
     return cascade_depth * cascade_width - savings
+
+
+# Yosys' memory mapping (memory_libmap with synth_xilinx's libraries lutrams_xc5v.txt and
+# brams_xc4v.txt): a simple-dual-port LUTRAM unit (RAM32M: 32 x 6, RAM64M: 64 x 3, 4 LUTs each)
+# costs 8, a RAMB18 129 (a RAMB36 257); it takes the cheaper unless the RTL asks for a style.
+YOSYS_LUTRAM_UNIT_COST, YOSYS_BRAM18_COST, LUTS_PER_LUTRAM_UNIT = 8, 129, 4
+
+
+def yosys_memory(depth: float, width: int, ram_style: str = "auto") -> tuple[float, float]:
+    """(LUTs used as LUTRAM, BRAM18s) Yosys maps a depth x width memory to."""
+    if depth < 1 or width < 1:
+        return 0.0, 0.0
+    units = math.ceil(width / 6) if depth <= 32 else math.ceil(depth / 64) * math.ceil(width / 3)
+    bram = _bram18_weights(depth, width)
+    lutram = ram_style == "distributed" or (
+        ram_style == "auto" and YOSYS_LUTRAM_UNIT_COST * units <= YOSYS_BRAM18_COST * bram)
+    return (float(LUTS_PER_LUTRAM_UNIT * units), 0.0) if lutram else (0.0, float(bram))
 
 
 # Versal-style primitive table FINN's RTL thresholding sizes its memories with (min waste wins).
@@ -324,6 +343,14 @@ def _mvau_weight_memory(x: MvauLayer) -> tuple[float, float]:
     return float(bram), float(uram)
 
 
+def _mvau_yosys_weights(x: MvauLayer) -> tuple[float, float]:
+    """(LUTRAM LUTs, BRAM18s) of an RTL MVAU's weight memory (memstream) as Yosys maps it."""
+    if x.impl != "rtl" or x.mem_mode != "internal_decoupled":
+        return 0.0, 0.0
+    return yosys_memory(x.mw * x.mh / (x.simd * x.pe), x.simd * x.pe * x.weight_bits,
+                        x.ram_style)
+
+
 def _mvau_terms(x: MvauLayer) -> Terms:
     p, q, w, a = x.pe, x.simd, x.weight_bits, x.input_bits
     acc, wmem, tmem = _mvau_acc_bits(x), x.mw * x.mh // (p * q), x.mh // p
@@ -333,6 +360,7 @@ def _mvau_terms(x: MvauLayer) -> Terms:
     thr = not x.no_activation and x.ram_style_thresholds == "distributed"
     levels = 2 ** x.output_bits - 1
     bram, uram = _mvau_weight_memory(x)
+    y_lutram, y_bram = _mvau_yosys_weights(x)
     if x.impl == "rtl":
         dsp = p * math.ceil(q / 3) if x.dsp_type == "DSP58" else math.ceil(p / 4) * q
     else:
@@ -346,8 +374,10 @@ def _mvau_terms(x: MvauLayer) -> Terms:
             "thresholds": p * levels * acc * math.ceil(tmem / 64) if thr else 0.0,
             "comparators": p * levels * acc if thr else 0.0,
             "weights_lutram": p * q * w * math.ceil(wmem / 64) if lut_weights else 0.0,
+            "weight_width": float(p * q * w),  # the weight stream's registers and muxes
+            "yosys_weights_lutram": y_lutram,
         },
-        "bram18": {"weights": bram},
+        "bram18": {"weights": bram, "yosys_weights": y_bram},
         "uram": {"weights": uram},
         "dsp": {"multipliers": float(dsp)},
     }
@@ -358,10 +388,14 @@ def _thresholding_terms(x: ThresholdingLayer) -> Terms:
     steps = x.num_steps if x.num_steps is not None else 2 ** x.output_bits - 1
     mem = {"lutram": 0.0, "bram18": 0.0, "uram": 0.0}
     hls_lut = {"comparators": 0.0, "lutram": 0.0}
+    yosys = {"lutram": 0.0, "bram18": 0.0}
     if x.impl == "rtl":
         for level in range(x.output_bits):
             kind, count = _threshold_memory(tbits, cf * 2 ** level)
             mem[kind] += x.pe * count
+            lutram, bram = yosys_memory(cf * 2 ** level, tbits, x.ram_style)
+            yosys["lutram"] += x.pe * lutram
+            yosys["bram18"] += x.pe * bram
     else:
         width, tmem = x.pe * tbits * steps, x.channels // x.pe
         hls_lut["comparators"] = x.input_bits * x.pe
@@ -374,8 +408,11 @@ def _thresholding_terms(x: ThresholdingLayer) -> Terms:
     return {
         "lut": {"const": 1.0, "threshold_lutram": mem["lutram"] + hls_lut["lutram"],
                 "comparators": hls_lut["comparators"] or x.pe * x.input_bits,
-                "threshold_bits": x.channels * steps * tbits},
-        "bram18": {"thresholds": mem["bram18"]},
+                "threshold_bits": x.channels * steps * tbits,
+                # the binary-search pipeline: one tbits comparison per output bit and lane
+                "stage_bits": float(x.pe * x.output_bits * tbits) if x.impl == "rtl" else 0.0,
+                "yosys_lutram": yosys["lutram"]},
+        "bram18": {"thresholds": mem["bram18"], "yosys_thresholds": yosys["bram18"]},
         "uram": {"thresholds": mem["uram"]},
         "dsp": {},
     }
@@ -393,15 +430,39 @@ def _swg_terms(x: SlidingWindowLayer) -> Terms:
     bram = _bram18_buffer(mem_depth, width) * count if x.ram_style in ("block", "auto") else 0
     uram = _uram(mem_depth, width) * count if x.ram_style == "ultra" else 0
     out_width = width * (x.kernel[0] * x.kernel[1] if x.parallel_window else 1)
+    y_lutram, y_bram = yosys_memory(mem_depth, width, x.ram_style)
     return {
         "lut": {"const": 1.0,
                 "buffer_lutram": width * math.ceil(depth / 38) if x.ram_style == "distributed"
                 else 0.0,
-                "out_width": float(out_width)},
-        "bram18": {"buffer": float(bram)},
+                "out_width": float(out_width),
+                "yosys_buffer_lutram": y_lutram * count},
+        "bram18": {"buffer": float(bram), "yosys_buffer": y_bram * count},
         "uram": {"buffer": float(uram)},
         "dsp": {},
     }
+
+
+def vpc_structure(in_width: int, out_width: int) -> tuple[str, int, int]:
+    """(branch, PI0, PO0) of finn-rtllib's vpc as dwc_axi instantiates it.
+
+    dwc_axi passes W=1, N=IBITS*OBITS, PI=IBITS, PO=OBITS, so after dividing out g = gcd(IBITS,
+    OBITS) the vector is N0 = lcm(IBITS, OBITS) words of g bits, PI0 = IBITS/g words in and
+    PO0 = OBITS/g out per beat. Its pure serialiser (PO0 == 1, N0 <= PI0) and deserialiser
+    (PI0 == 1, N0 <= PO0) then only apply to 1-bit streams: every other converter, integer
+    ratios included, takes the "generic" branch (a PI0+PO0-word buffer and, where PO0 is not a
+    multiple of PI0, a PI0-way barrel rotator of the input words).
+    """
+    g = math.gcd(in_width, out_width)
+    pi0, po0 = in_width // g, out_width // g
+    n0 = in_width * out_width // g
+    if pi0 == po0 == 1:
+        return "wire", pi0, po0
+    if po0 == 1 and n0 <= pi0:
+        return "serialise", pi0, po0
+    if pi0 == 1 and n0 <= po0:
+        return "deserialise", pi0, po0
+    return "generic", pi0, po0
 
 
 def _dwc_terms(x: WidthConverterLayer) -> Terms:
@@ -412,11 +473,16 @@ def _dwc_terms(x: WidthConverterLayer) -> Terms:
         finn += abs(math.ceil(math.log2(inw / lcm))) + lcm
     if lcm != outw:
         finn += abs(math.ceil(math.log2(lcm / outw))) + outw
-    fractional = lcm not in (inw, outw)
+    branch, pi0, po0 = vpc_structure(inw, outw)
+    generic = branch == "generic"
+    rotating = generic and pi0 > 1 and po0 % pi0 != 0
     return {
-        "lut": {"const": 1.0, "finn": finn, "max_width": float(max(inw, outw)),
-                "fractional_lcm": float(lcm) if fractional else 0.0,
-                "mux": max(inw, outw) * math.log2(max(inw, outw) / min(inw, outw) + 1)},
+        "lut": {"const": 1.0 if branch != "wire" else 0.0, "finn": finn,
+                # registers of the generic buffer: PI0+PO0 words of g bits
+                "buffer_bits": float(inw + outw) if generic else float(lcm * (branch != "wire")),
+                # barrel rotator: PI0 positions x g bits, each a PI0:1 mux (4 inputs per LUT6)
+                "barrel": float(inw * math.ceil(pi0 / 4)) if rotating else 0.0,
+                "barrel_bits": float(inw) if rotating else 0.0},
         "bram18": {}, "uram": {}, "dsp": {},
     }
 
@@ -520,11 +586,31 @@ class Calibration(BaseModel):
     description: str = ""
     coefficients: dict[str, dict[str, dict[str, float]]]  # node type -> resource -> term -> c
     fit: dict[str, dict[str, TermFitError]] = {}  # node type -> resource -> error on samples
+    held_out: dict[str, dict[str, TermFitError]] = {}  # leave-one-out error, where measured
 
     def save(self, path: Path | str) -> Path:
         """Write the calibration as JSON."""
         Path(path).write_text(json.dumps(self.model_dump(mode="json"), indent=1) + "\n")
         return Path(path)
+
+    def covering(self, fallback: Calibration) -> Calibration:
+        """This calibration with `fallback`'s coefficients for the node types it lacks."""
+        missing = sorted(set(fallback.coefficients) - set(self.coefficients))
+        if not missing:
+            return self
+        note = (f" Node types without samples ({', '.join(missing)}) use the "
+                f"{fallback.source.label} calibration.")
+        return self.model_copy(update={
+            "coefficients": {**{k: fallback.coefficients[k] for k in missing},
+                             **self.coefficients},
+            "description": self.description + note})
+
+    def digest(self) -> str:
+        """Hash of the coefficients (what changes the estimates)."""
+        import hashlib
+
+        text = json.dumps([self.source.value, self.family, self.coefficients], sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @classmethod
     def load(cls, path: Path | str) -> Calibration:
@@ -547,6 +633,31 @@ def load_calibration(source: ResourceSource = ResourceSource.FINN_ESTIMATE,
                      family: str = "any") -> Calibration:
     """The stored calibration for `source` (FINN's estimate by default)."""
     return Calibration.load(calibration_path(source, family))
+
+
+def synthesis_calibration(family: str) -> Calibration | None:
+    """The Yosys calibration of a family, FINN's estimate's coefficients filling in the node
+    types it has no samples of (HLS layers Yosys cannot synthesise); None if not calibrated."""
+    if not calibration_path(ResourceSource.YOSYS, family).is_file():
+        return None
+    return load_calibration(ResourceSource.YOSYS, family).covering(load_calibration())
+
+
+def board_calibration(family: str, source: ResourceSource | None = None) -> Calibration:
+    """The calibration costing a design for a board family: `source`'s, else Yosys' where the
+    family is calibrated (what synthesis counts), else FINN's estimate."""
+    if source in (None, ResourceSource.YOSYS):
+        cal = synthesis_calibration(family)
+        if cal is not None:
+            return cal
+        if source is not None:
+            raise CostModelError(f"no Yosys calibration for family {family!r}; generate it with "
+                                 f"`python -m hw_models.calibrate --source yosys --family "
+                                 f"{family}`")
+    if source not in (None, ResourceSource.FINN_ESTIMATE):
+        raise CostModelError(f"no calibration source {source.value!r}; use finn_estimate or "
+                             "yosys")
+    return load_calibration()
 
 
 class CalibrationSample(BaseModel):
@@ -581,9 +692,29 @@ def _fit_terms(rows: Sequence[dict[str, float]], targets: Sequence[float]) -> di
     return {k: float(round(c, 6)) for k, c in zip(names, coef) if c > 1e-9}
 
 
+def _error_stats(got: Sequence[float], ref: Sequence[float]) -> TermFitError:
+    errs = [_rel_error(g, r) for g, r in zip(got, ref)]
+    return TermFitError(samples=len(errs), median_rel_error=median(errs),
+                        worst_rel_error=max(errs))
+
+
+def _held_out(terms: Sequence[dict[str, float]], ref: Sequence[float]) -> TermFitError:
+    """Leave-one-out: each sample predicted by the coefficients fitted to the others."""
+    got = []
+    for i in range(len(ref)):
+        rest = [j for j in range(len(ref)) if j != i]
+        coef = _fit_terms([terms[j] for j in rest], [ref[j] for j in rest])
+        got.append(max(0.0, _apply(coef, terms[i])))
+    return _error_stats(got, ref)
+
+
 def fit_calibration(samples: Iterable[CalibrationSample], description: str = "",
-                    family: str = "any") -> Calibration:
-    """Fit the coefficients of every node type and resource to the samples (one source)."""
+                    family: str = "any", held_out: bool = False) -> Calibration:
+    """Fit the coefficients of every node type and resource to the samples (one source).
+
+    `held_out` also measures each node type's leave-one-out error (each sample predicted by a fit
+    to the others of its type), the error to expect on nodes the fit has not seen.
+    """
     groups: dict[str, list[CalibrationSample]] = {}
     for s in samples:
         groups.setdefault(s.layer.node_type, []).append(s)
@@ -592,18 +723,20 @@ def fit_calibration(samples: Iterable[CalibrationSample], description: str = "",
         raise CostModelError(f"calibration samples must come from one source, got {sources}")
     coefficients: dict[str, dict[str, dict[str, float]]] = {}
     fit: dict[str, dict[str, TermFitError]] = {}
+    loo: dict[str, dict[str, TermFitError]] = {}
     for node_type, group in sorted(groups.items()):
         terms = [layer_terms(s.layer) for s in group]
         coefficients[node_type], fit[node_type] = {}, {}
         for res in BUDGETED:
             ref = [s.resources.get(res) for s in group]
-            coefficients[node_type][res] = _fit_terms([t[res] for t in terms], ref)
-            got = [_apply(coefficients[node_type][res], t[res]) for t in terms]
-            errs = [_rel_error(g, r) for g, r in zip(got, ref)]
-            fit[node_type][res] = TermFitError(samples=len(errs), median_rel_error=median(errs),
-                                               worst_rel_error=max(errs))
+            rows = [t[res] for t in terms]
+            coefficients[node_type][res] = _fit_terms(rows, ref)
+            fit[node_type][res] = _error_stats(
+                [_apply(coefficients[node_type][res], r) for r in rows], ref)
+            if held_out and len(group) > 1:
+                loo.setdefault(node_type, {})[res] = _held_out(rows, ref)
     return Calibration(source=sources.pop(), family=family, description=description,
-                       coefficients=coefficients, fit=fit)
+                       coefficients=coefficients, fit=fit, held_out=loo)
 
 
 def _apply(coef: dict[str, float], terms: dict[str, float]) -> float:
@@ -692,7 +825,8 @@ def _thresholding_layer(node, inst, part: str) -> ThresholdingLayer:
         name=node.name, impl=_impl(node.op_type), channels=g("NumChannels"), pe=g("PE"),
         vectors=int(np.prod(g("numInputVectors"))), input_bits=_bits(inst, "inputDataType"),
         threshold_bits=_bits(inst, "weightDataType"), output_bits=_bits(inst, "outputDataType"),
-        num_steps=g("numSteps"), ram_style=g("ram_style") if "ram_style" in attrs else "distributed")
+        num_steps=g("numSteps"),
+        ram_style=g("ram_style") if "ram_style" in attrs else "distributed")
 
 
 def _swg_layer(node, inst, part: str) -> SlidingWindowLayer:
@@ -720,7 +854,8 @@ def _dwc_layer(node, inst, part: str) -> WidthConverterLayer:
 
 def _fifo_layer(node, inst, part: str) -> FifoLayer:
     return FifoLayer(name=node.name, impl=_impl(node.op_type), depth=inst.get_nodeattr("depth"),
-                     width=inst.get_instream_width_padded(), ram_style=inst.get_nodeattr("ram_style"))
+                     width=inst.get_instream_width_padded(),
+                     ram_style=inst.get_nodeattr("ram_style"))
 
 
 def _pool_layer(node, inst, part: str) -> PoolLayer:

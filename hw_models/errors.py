@@ -2,7 +2,7 @@
 
 
 class HardwareError(Exception):
-    """Base of hardware-side errors a user can cause: unknown board, unsupported node, failed build."""
+    """Base of hardware-side errors a user can cause: unknown board, bad node, failed build."""
 
 
 class UnknownBoardError(HardwareError):

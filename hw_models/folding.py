@@ -4,7 +4,7 @@ Input: a specialised FINN dataflow model (after SpecializeLayers, before InsertD
 For a cycle cap T every layer may take any legal folding whose cycles per frame are <= T; the
 optimiser picks, by dynamic programming over the chain, the foldings that minimise
 
-    sum_r  lambda_r * use_r / cap_r          r in (lut, bram18, uram, dsp), cap_r = budget_r * board_r
+    sum_r  lambda_r * use_r / cap_r      r in (lut, bram18, uram, dsp), cap_r = budget_r * board_r
 
 where use_r counts the layers, the width converters their stream widths imply and the FIFOs the
 flow inserts (all from the calibrated cost model, `hw_models.cost`). The multipliers lambda_r grow
@@ -63,7 +63,7 @@ class FoldingError(HardwareError):
     """The model cannot be folded as asked (not a chain, or no folding fits the budget)."""
 
 
-# ----------------------------------------------------------------------------- typed inputs / outputs
+# ------------------------------------------------------------ typed inputs / outputs
 
 
 class Budget(BaseModel):
@@ -150,14 +150,14 @@ class FoldingReport(BaseModel):
         return fps / min(self.target_fps, self.ceiling.fps)
 
 
-# ----------------------------------------------------------------------------- choices per node
+# ------------------------------------------------------------ choices per node
 
 
 @dataclass(frozen=True)
 class Choice:
     """One legal folding of one node."""
 
-    attrs: tuple[tuple[str, int | str], ...]  # node attributes (SIMD, PE, parallel_window, ram_style)
+    attrs: tuple[tuple[str, int | str], ...]  # node attrs: SIMD, PE, parallel_window, ram_style
     layer: Layer
     in_elems: int  # elements per input word
     out_elems: int  # elements per output word
@@ -228,9 +228,10 @@ def unseen_lutram(layer: Layer, cal: Calibration) -> float:
 
     FINN estimates 0 LUT for every RTL MVAU, so LUTRAM weights would look free; they are charged
     at the calibration's own LUTRAM rate for HLS MVAU weights (FINN-R: P*Q*W*ceil(WMEM/64)).
+    A calibration from synthesis counts them itself.
     """
     if not (isinstance(layer, MvauLayer) and layer.impl == "rtl"
-            and layer.ram_style == "distributed"):
+            and layer.ram_style == "distributed") or cal.source != ResourceSource.FINN_ESTIMATE:
         return 0.0
     if cal.coefficients.get("MVAU_rtl", {}).get("lut", {}).get("weights_lutram"):
         return 0.0
@@ -280,7 +281,7 @@ def chain_nodes(model) -> list:
     return nodes
 
 
-# ----------------------------------------------------------------------------- edges (converters, FIFOs)
+# ------------------------------------------------------------ edges (converters, FIFOs)
 
 
 def _edge_ok(p: Choice, c: Choice, producer: Slot) -> bool:
@@ -303,7 +304,7 @@ def link_resources(w_out: int, w_in: int, fifo_depth: int, cal: Calibration) -> 
     return Resources.total(estimate(x, cal).resources for x in parts)
 
 
-# ----------------------------------------------------------------------------- DP over the chain
+# ------------------------------------------------------------ DP over the chain
 
 
 @dataclass
@@ -432,7 +433,7 @@ def _search(prob: _Problem, target_cycles: int, objective: Objective
     return best, binding
 
 
-# ----------------------------------------------------------------------------- ceiling
+# ------------------------------------------------------------ ceiling
 
 
 def _per_mac(x: MvauLayer, cal: Calibration) -> tuple[float, float]:
@@ -474,7 +475,7 @@ def resource_ceiling(layers: Sequence[Layer], board: Board | str, budget: Budget
                    dsp_per_mac=dpm, lut_per_mac=lpm, fps=fps, fps_any_multiplier=f * pooled / total)
 
 
-# ----------------------------------------------------------------------------- FINN's own view
+# ------------------------------------------------------------ FINN's own view
 
 
 def _prefer_rtl(model):
@@ -531,7 +532,7 @@ def finn_setfolding(model, target_cycles: int, mvau_wwidth_max: int = 36):
         finn_log.setLevel(level)
 
 
-# ----------------------------------------------------------------------------- entry point
+# ------------------------------------------------------------ entry point
 
 
 def _apply(model, nodes: Sequence, chosen: Sequence[Choice]):

@@ -8,7 +8,7 @@ Vivado post-route, or densiflow's analytic cost model. A design fits when every 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from enum import Enum
+from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,7 +17,7 @@ from hw_models.boards import Board, get_board
 BUDGETED: tuple[str, ...] = ("lut", "bram18", "uram", "dsp")  # what boards are budgeted by
 
 
-class ResourceSource(str, Enum):
+class ResourceSource(StrEnum):
     """Where a resource figure comes from."""
 
     FINN_ESTIMATE = "finn_estimate"

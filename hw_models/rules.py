@@ -24,7 +24,7 @@ DEFAULT_FIFO_DEPTH = 32
 
 
 def input_bits(pixel_bits: int) -> int:
-    """Bits of the accelerator's input for pixels of `pixel_bits` bits (capped at MAX_INPUT_BITS)."""
+    """Bits of the accelerator's input for `pixel_bits`-bit pixels (capped at MAX_INPUT_BITS)."""
     return min(int(pixel_bits), MAX_INPUT_BITS)
 
 

@@ -173,7 +173,8 @@ def test_report_outputs(ctx, tmp_path):
     aqp = rows["AQP (combined)"]
     assert aqp["param_size_mbyte"] == pytest.approx(aqp["avg_bits"] * 47376 / 8 / 1e6)
     assert aqp["weight_mbyte_dense"] >= aqp["param_size_mbyte"]
-    assert aqp["stage"] == "QAT fine-tune, 1 epochs" and rows["Float baseline"]["stage"] == "float training"
+    assert aqp["stage"] == "QAT fine-tune, 1 epochs"
+    assert rows["Float baseline"]["stage"] == "float training"
     with (tmp_path / "aqp_table.csv").open() as f:
         assert [r["method"] for r in csv.DictReader(f)] == methods
     for png in ("aqp_tradeoff.png", "aqp_layers.png"):

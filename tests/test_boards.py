@@ -5,7 +5,7 @@ import pytest
 from finn.util.basic import get_dsp_block, part_map
 from finn.util.platforms import platforms
 
-from hw_models.boards import BOARDS, Board, board_names, get_board
+from hw_models.boards import BOARDS, board_names, get_board
 from hw_models.cycles import critical_path_cycles, pipeline_performance, throughput_fps
 from hw_models.errors import HardwareError, UnknownBoardError
 from hw_models.resources import BUDGETED, Resources, ResourceSource, fit

@@ -124,7 +124,8 @@ def test_empty_test_split_is_refused_before_training(tmp_path, capsys):
     idx(folder / "t10k-images-idx3-ubyte.gz", np.zeros((0, 28, 28), np.uint8))
     idx(folder / "t10k-labels-idx1-ubyte.gz", np.zeros((0,), np.uint8))
     recipe = tmp_path / "m.yaml"
-    recipe.write_text(f"name: m\ndata: {{dataset: mnist, path: {folder}}}\nmodel: {{arch: lenet}}\n")
+    recipe.write_text(
+        f"name: m\ndata: {{dataset: mnist, path: {folder}}}\nmodel: {{arch: lenet}}\n")
     assert main(["run", str(recipe), "--out", str(tmp_path / "out")]) == 2
     assert "the test split holds 0 samples" in capsys.readouterr().out
     assert not (tmp_path / "out").exists()

@@ -424,6 +424,7 @@ def test_finn_settings_restore_environ_and_finn_state(tmp_path, monkeypatch):
     import finn.util.settings as finn_global
 
     monkeypatch.delenv("FINN_BUILD_DIR", raising=False)
+    monkeypatch.delenv("FINN_DEPS", raising=False)  # an earlier FINN user may have left it
     env, settings = dict(os.environ), finn_global._SETTINGS
     with pytest.raises(RuntimeError, match="inside"), finn_settings(tmp_path) as build:
         assert build == tmp_path.resolve() / "finn_build" and build.is_dir()

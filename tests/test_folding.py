@@ -49,7 +49,8 @@ class Chain:
         h, w, c = self.shape[1:]
         steps, name = 2 ** out_bits - 1, f"thr{len(self.nodes)}"
         lo, hi = 0, 2 ** min(self.bits, 12) - 1
-        self.inits[name] = (np.sort(self.rng.integers(lo, hi, (c, steps)), 1), f"INT{self.bits + 1}")
+        thresholds = np.sort(self.rng.integers(lo, hi, (c, steps)), 1)
+        self.inits[name] = (thresholds, f"INT{self.bits + 1}")
         self._add("Thresholding_rtl", [name], self.shape, f"UINT{out_bits}", NumChannels=c,
                   PE=1, numSteps=steps, numInputVectors=[1, h, w],
                   inputDataType=f"INT{self.bits}" if self.nodes else f"UINT{self.bits}",

@@ -3,8 +3,14 @@ import pytest
 import torch
 
 from flow.errors import ConfigError, ModelError
-from flow.models import ARCHITECTURES, build_float, build_quant, calibrate, get_architecture
-from flow.models import transfer_weights
+from flow.models import (
+    ARCHITECTURES,
+    build_float,
+    build_quant,
+    calibrate,
+    get_architecture,
+    transfer_weights,
+)
 
 DIGITS = get_architecture("digits_cnn")
 
@@ -36,7 +42,8 @@ def test_channel_surgery_equals_zeroed_channels():
             m.running_mean.uniform_(-0.5, 0.5)
             m.running_var.uniform_(0.5, 2)
     keep2, keep4 = (1, 4, 7, 20, 31), tuple(range(0, 64, 3))
-    plan = DIGITS.uniform_plan(4, 4, 5).with_layer("conv2", keep=keep2).with_layer("conv4", keep=keep4)
+    plan = (DIGITS.uniform_plan(4, 4, 5).with_layer("conv2", keep=keep2)
+            .with_layer("conv4", keep=keep4))
     small = transfer_weights(full, None, build_float(DIGITS, 16, plan), plan).eval()
     assert small.blocks["conv2"][0].weight.shape == (5, 16, 3, 3)
     assert small.blocks["conv3"][0].weight.shape == (32, 5, 3, 3)

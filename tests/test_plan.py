@@ -19,7 +19,8 @@ def test_yaml_and_json_round_trip(tmp_path):
 def test_hand_written_yaml(tmp_path):
     (tmp_path / "plan.yaml").write_text(
         "input_bits: 5\nlayers:\n"
-        "  conv1: {weight_bits: 8, act_bits: 8}\n  conv2: {weight_bits: 2, act_bits: 2, keep: [0, 1]}\n"
+        "  conv1: {weight_bits: 8, act_bits: 8}\n"
+        "  conv2: {weight_bits: 2, act_bits: 2, keep: [0, 1]}\n"
         "  conv3: {weight_bits: 3, act_bits: 3}\n  conv4: {weight_bits: 4, act_bits: 4}\n"
         "  fc1: {weight_bits: 4, act_bits: null}\n"
     )
@@ -53,7 +54,8 @@ def test_bad_keep_and_classifier_rules():
     with pytest.raises(ConfigError, match="fc1.act_bits"):
         ARCH.check_plan(plan.with_layer("fc1", act_bits=4))
     with pytest.raises(ConfigError, match="repeat"):
-        CompressionPlan.from_dict({"input_bits": 4, "layers": {"a": {"weight_bits": 2, "act_bits": 2, "keep": [1, 1]}}})
+        CompressionPlan.from_dict({"input_bits": 4, "layers": {
+            "a": {"weight_bits": 2, "act_bits": 2, "keep": [1, 1]}}})
     with pytest.raises(ConfigError, match="weight_bit: unknown key"):
         CompressionPlan.from_dict({"input_bits": 4, "layers": {"a": {"weight_bit": 2}}})
 

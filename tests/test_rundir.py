@@ -21,7 +21,7 @@ def finished(tmp_path, payload: str = "weights") -> RunFolder:
 
 
 def test_foreign_folders_are_refused_and_left_alone(tmp_path):
-    """Defect 1: an existing folder without densiflow's mark (a cache, a user's data) was deleted."""
+    """Defect 1: a folder without densiflow's mark (a cache, a user's data) was deleted."""
     foreign = tmp_path / "rtlsim_cache"
     foreign.mkdir()
     (foreign / "precious.bin").write_bytes(b"x")

@@ -322,7 +322,8 @@ def test_every_budget_kind_is_enforced_on_real_candidates(searched, met, missed,
     limit = vals[len(vals) // 2]  # about half the candidates meet it
     if field == "max_accuracy_drop_points":
         limit = max(limit, 0.0)
-    qat, chosen = choose(with_limit(limit), o.candidates, None)
+    got_choice = choose(with_limit(limit), o.candidates, None)
+    qat, chosen = got_choice.qat, got_choice.chosen
     if chosen is not None:
         cand = next(c for c in o.candidates if c.digest == chosen)
         got = value(cand, qat[chosen].val_accuracy)
@@ -335,7 +336,8 @@ def test_every_budget_kind_is_enforced_on_real_candidates(searched, met, missed,
             return
         beyond = 0.0
     tight = with_limit(beyond)
-    qat, chosen = choose(tight, o.candidates, None)
+    tight_choice = choose(tight, o.candidates, None)
+    qat, chosen = tight_choice.qat, tight_choice.chosen
     assert chosen is None
     near, cons = closest(tight, o.candidates, qat)
     assert f"binding constraint {name}" in infeasible_message(near.digest[:8], cons, 5, "p.yaml")

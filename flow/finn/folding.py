@@ -104,21 +104,30 @@ FOLDINGS = ("optimiser", "finn")
 
 
 def fold(model, board, target_fps: float, clock_mhz: float, fifo_depth: int,
-         method: str = "optimiser", budget=None):
-    """The folded model and the optimiser's FoldingReport (None for FINN's SetFolding)."""
+         method: str = "optimiser", budget=None, calibration=None):
+    """The folded model and the optimiser's FoldingReport (None for FINN's SetFolding).
+
+    The optimiser costs the layers, converters and FIFOs with `calibration` (a ResourceSource:
+    FINN's estimate or Yosys synthesis); by default Yosys' calibration for the board's family
+    where there is one (so that it sees what synthesis counts, e.g. the LUTs of a width
+    converter), else FINN's estimate.
+    """
     from finn.transformation.qonnx.give_unique_node_names_recursive import (
         GiveUniqueNodeNamesRecursive,
     )
 
+    from hw_models.boards import get_board
+    from hw_models.cost import board_calibration
     from hw_models.folding import Budget, finn_figures, optimise_folding
 
     target_cycles = max(1, int(clock_mhz * 1e6 / target_fps))
     if method == "finn":
         return set_folding(model, target_cycles), None
     budget = budget or Budget()
+    cal = board_calibration(get_board(board).family, calibration)
     folded, report = optimise_folding(model, board, target_fps, budget=budget,
-                                      clock_mhz=clock_mhz, fifo_depth=fifo_depth,
-                                      compare_with_finn=False)
+                                      clock_mhz=clock_mhz, calibration=cal,
+                                      fifo_depth=fifo_depth, compare_with_finn=False)
     # FINN's estimate of both foldings; SetFolding with this module's fixes for RTL layers
     # (without them FINN's choice can be illegal, e.g. a Reshape PE not dividing its input)
     report = report.model_copy(update={

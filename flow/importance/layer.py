@@ -195,7 +195,8 @@ def layer_importance(arch: Architecture, float_model: Net, data, *,
         t0 = time.perf_counter()
         if m == "quant":
             raw[m] = quant_sensitivity(arch, float_model, data.x_val, data.y_val, calib_x,
-                                       input_bits(data.input_bits), low_bits, high_bits, min_act_bits)
+                                       input_bits(data.input_bits), low_bits, high_bits,
+                                       min_act_bits)
         elif m == "hessian":
             traces = hessian_trace(float_model, hx, hy, hutchinson_samples, seed)
             raw[m] = [t / g.params for t, g in zip(traces, arch.geometry())]

@@ -93,8 +93,8 @@ def make_plan(ctx: MethodContext, p: AqpParams, out_dir: Path) -> MethodOutput:
     log.info("importance in %.1f s; order %s", time.perf_counter() - t0, importance.order())
 
     modes = list(MODES) if p.report else [p.mode]
-    results = {m: search(ctx, importance, channel_scores["act_l1"], p.model_copy(update={"mode": m}))
-               for m in modes}
+    results = {m: search(ctx, importance, channel_scores["act_l1"],
+                         p.model_copy(update={"mode": m})) for m in modes}
     chosen = results[p.mode]
     atomic_write_json(out_dir / "aqp_search.json", {
         "params": p.model_dump(),

@@ -26,7 +26,8 @@ def ptq_model(arch: Architecture, start: Net, plan: CompressionPlan, calib_x: to
 
 
 def qat_model(arch: Architecture, start: Net, plan: CompressionPlan, data: Dataset,
-              cfg: TrainConfig, label: str = "qat", start_plan: CompressionPlan | None = None) -> Net:
+              cfg: TrainConfig, label: str = "qat",
+              start_plan: CompressionPlan | None = None) -> Net:
     """The one QAT procedure (the qat step and every method's fine-tuned variants): PTQ model
     calibrated on the seeded calibration subset, fine-tuned on the train split (best val epoch),
     unstructured masks folded into plain weights."""

@@ -120,7 +120,8 @@ class Architecture:
                 raise ConfigError(f"plan.layers.{spec.name}.act_bits: required (1..8)")
             if lp.keep is not None:
                 if is_classifier and len(lp.keep) != spec.out:
-                    raise ConfigError(f"plan.layers.{spec.name}.keep: the classifier keeps all classes")
+                    raise ConfigError(
+                        f"plan.layers.{spec.name}.keep: the classifier keeps all classes")
                 if max(lp.keep) >= spec.out:
                     raise ConfigError(
                         f"plan.layers.{spec.name}.keep: channel {max(lp.keep)} does not exist; "

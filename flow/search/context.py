@@ -35,10 +35,12 @@ class SearchState(BaseModel):
     params: dict
     space: SearchSpace
     float_val_accuracy: float
+    synth_cache: str | None = None  # Yosys' per-node cache shared with the runs (None: the state's)
 
 
 def prepare_context(recipe: Recipe, params: SearchParams, arch: Architecture, data: Dataset,
-                    float_model: Net, state_dir: Path) -> SearchContext:
+                    float_model: Net, state_dir: Path,
+                    synth_cache: Path | None = None) -> SearchContext:
     """Rank channels, build the space and save the state the workers load."""
     state_dir.mkdir(parents=True, exist_ok=True)
     calib_x, _ = data.subset("train", CALIB_SAMPLES, recipe.data.seed)
@@ -47,7 +49,8 @@ def prepare_context(recipe: Recipe, params: SearchParams, arch: Architecture, da
                               input_bits(data.input_bits))
     state = SearchState(recipe=recipe.model_dump(mode="json"),
                         params=params.model_dump(mode="json"), space=space,
-                        float_val_accuracy=accuracy(float_model, data.x_val, data.y_val))
+                        float_val_accuracy=accuracy(float_model, data.x_val, data.y_val),
+                        synth_cache=str(synth_cache) if synth_cache else None)
     torch.save(float_model.state_dict(), state_dir / FLOAT_FILE)
     atomic_write_text(state_dir / CONTEXT_FILE, state.model_dump_json(indent=1))
     return _context(recipe, params, arch, data, float_model, state, state_dir)
@@ -71,4 +74,5 @@ def _context(recipe: Recipe, params: SearchParams, arch: Architecture, data: Dat
              float_model: Net, state: SearchState, state_dir: Path) -> SearchContext:
     return SearchContext(recipe=recipe, params=params, arch=arch, data=data,
                          float_model=float_model, float_val_accuracy=state.float_val_accuracy,
-                         space=state.space, finn_cache=state_dir / "finn_cache")
+                         space=state.space, finn_cache=state_dir / "finn_cache",
+                         synth_cache=Path(state.synth_cache) if state.synth_cache else None)

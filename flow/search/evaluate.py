@@ -8,8 +8,14 @@ train split (flow.train.train, seeded, best validation epoch), measured on the v
 FINN: the fine-tuned network is exported to QONNX and built by flow.finn.build_dataflow with the
 recipe's hardware section (its folding, within budget.board_fraction), as the run's finn step
 does. The record (totals, frame rate, the cost model's error against FINN node by node and the
-screen's error on the design) is cached in `<cache>/<key>.json`, key = the plan's digest and the
-hardware section; FINN's files are removed after reading.
+screen's error on the design) is cached in `<cache>/<key>.json`, key = the plan's digest, the
+hardware section and (for the optimiser's folding) its calibration; FINN's files are removed after
+reading.
+
+Synthesis (recipe `hardware.synth: yosys`): the same build's RTL synthesised by Yosys for the
+board's family (flow.synth, nodes cached in the shared synthesis cache), its counts beside FINN's
+estimate, cached in `<cache>/synth-<key>.json`. With synthesis asked for, the screen prices
+designs with the Yosys calibration of the board's family (hw_models.cost.board_calibration).
 """
 from __future__ import annotations
 
@@ -36,8 +42,8 @@ from flow.search.hardware import HwFigures, screen
 from flow.search.space import Choices, SearchSpace
 from flow.train import TrainConfig, accuracy, mean_loss, train
 from hw_models.boards import Board, get_board
-from hw_models.cost import QUANTITIES, Calibration, LayerCost, load_calibration
-from hw_models.resources import ResourceSource
+from hw_models.cost import QUANTITIES, Calibration, LayerCost, board_calibration, load_calibration
+from hw_models.resources import Resources, ResourceSource
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +87,31 @@ class FinnEstimate(BaseModel):
     seconds: float
 
 
+class SynthFigures(BaseModel):
+    """Yosys' counts of one plan's FINN build (the build FINN's estimate is of) and FINN's
+    estimate of the same build beside them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key: str
+    plan_digest: str
+    family: str
+    yosys: str  # the Yosys package and version
+    resources: Resources  # source: Yosys synthesis (LUT = logic + LUTRAM + SRL; FF)
+    lut_logic: int
+    lutram: int
+    srl: int
+    finn: Resources  # FINN's estimate of the same build
+    figures: HwFigures  # Yosys' resources with the build's cycles and frame rate
+    screen_error: dict[str, float]  # the screen's totals vs Yosys': lut, bram18, dsp
+    seconds: float  # build + synthesis (cached nodes count as read)
+
+    def ratio(self, resource: str) -> float | None:
+        """Yosys / FINN's estimate for one resource (None where FINN estimates 0)."""
+        finn = self.finn.get(resource)
+        return self.resources.get(resource) / finn if finn else None
+
+
 class Candidate(BaseModel):
     """Everything the search knows about one plan."""
 
@@ -105,11 +136,13 @@ class Candidate(BaseModel):
     def performance_density(self) -> float:
         return performance_density(self.val_accuracy, self.size.total_mbit)
 
-    def figures(self, accuracy: float | None = None) -> PlanFigures:
-        """The budget's view (accuracy: the short fine-tuning's unless given)."""
+    def figures(self, accuracy: float | None = None,
+                hardware: HwFigures | None = None) -> PlanFigures:
+        """The budget's view (accuracy: the short fine-tuning's unless given; hardware: FINN's
+        or the screen's unless given, e.g. synthesised counts)."""
         return PlanFigures(accuracy=self.val_accuracy if accuracy is None else accuracy,
                            weight_mbit=self.size.weight_mbit, total_mbit=self.size.total_mbit,
-                           hardware=self.hardware)
+                           hardware=hardware or self.hardware)
 
     def compression_plan(self) -> CompressionPlan:
         return CompressionPlan.from_dict(self.plan)
@@ -127,6 +160,7 @@ class SearchContext:
     float_val_accuracy: float
     space: SearchSpace
     finn_cache: Path
+    synth_cache: Path | None = None  # Yosys' per-node cache (None: flow.synth's default)
 
     @property
     def board(self) -> Board:
@@ -137,7 +171,16 @@ class SearchContext:
         return self.recipe.hardware.clock_mhz or self.board.clock_mhz
 
     @property
+    def synthesis(self) -> bool:
+        """Does the recipe ask for Yosys' counts (hardware.synth: yosys)?"""
+        return self.recipe.hardware.synth == "yosys"
+
+    @property
     def calibration(self) -> Calibration:
+        """The screen's cost model: Yosys-calibrated for the board's family when the recipe
+        synthesises (and the family is calibrated), else FINN's estimate."""
+        if self.synthesis:
+            return board_calibration(self.board.family)
         return load_calibration(ResourceSource.FINN_ESTIMATE)
 
     @property
@@ -151,11 +194,13 @@ def plan_size(arch: Architecture, plan: CompressionPlan) -> PlanSize:
                     avg_bits=t.avg_bits, params=t.params, macs=t.macs)
 
 
-def screen_plan(ctx: SearchContext, plan: CompressionPlan) -> HwFigures:
-    """The analytic screen of a plan at the recipe's hardware target."""
+def screen_plan(ctx: SearchContext, plan: CompressionPlan,
+                calibration: Calibration | None = None) -> HwFigures:
+    """The analytic screen of a plan at the recipe's hardware target (the context's calibration
+    unless given)."""
     hw = ctx.recipe.hardware
     return screen(ctx.arch, plan, ctx.data.input_bits, ctx.board, hw.target_fps, ctx.clock_mhz,
-                  hw.fifo_depth, ctx.calibration)
+                  hw.fifo_depth, calibration or ctx.calibration)
 
 
 def finetune(ctx: SearchContext, plan: CompressionPlan) -> Net:
@@ -185,9 +230,13 @@ def evaluate(ctx: SearchContext, plan: CompressionPlan, choices: Choices) -> tup
 
 
 def finn_key(ctx: SearchContext, plan_digest: str) -> str:
-    """Cache key: the plan and everything of the recipe FINN's build reads besides it."""
+    """Cache key: the plan and everything of the recipe FINN's build reads besides it (the
+    folding optimiser's calibration included)."""
     r = ctx.recipe
-    return digest({"plan": plan_digest, "hardware": r.hardware.model_dump(mode="json"),
+    hardware = r.hardware.model_dump(mode="json", exclude={"synth"})
+    if r.hardware.folding == "optimiser":
+        hardware["calibration"] = board_calibration(ctx.board.family).digest()
+    return digest({"plan": plan_digest, "hardware": hardware,
                    "fractions": r.budget.board_fraction.model_dump(mode="json"),
                    "input_bits": ctx.data.input_bits})
 
@@ -215,34 +264,87 @@ def finn_estimate(ctx: SearchContext, plan: CompressionPlan,
     return est, False
 
 
+def _build(ctx: SearchContext, plan: CompressionPlan, model: Net, work: Path):
+    """The plan's network exported to QONNX and built by FINN under the recipe, in work."""
+    from flow.export import export_model
+    from flow.finn_recipe import build_for_recipe
+
+    qonnx = export_model(model, ctx.data.in_shape, ctx.data.input_bits, work / "model.qonnx.onnx")
+    return build_for_recipe(qonnx, ctx.recipe, work / "finn", f"plan {plan.digest()}")
+
+
+def _build_figures(build, source: ResourceSource, resources: Resources) -> HwFigures:
+    perf = build.performance
+    return HwFigures(source=source, resources=resources, cycles=perf.steady_state_cycles,
+                     fps=perf.fps, bottleneck=perf.bottleneck)
+
+
 def _build_and_compare(ctx: SearchContext, plan: CompressionPlan, model: Net, key: str,
                        work: Path) -> FinnEstimate:
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from flow.export import export_model
     from flow.finn import finn_settings
-    from flow.finn_recipe import build_for_recipe
     from hw_models.cost import compare_with_finn
 
     t0 = time.perf_counter()
-    hw = ctx.recipe.hardware
-    qonnx = export_model(model, ctx.data.in_shape, ctx.data.input_bits, work / "model.qonnx.onnx")
-    build = build_for_recipe(qonnx, ctx.recipe, work / "finn", f"plan {plan.digest()}")
+    finn_cal = load_calibration(ResourceSource.FINN_ESTIMATE)  # the model of FINN's estimate
+    build = _build(ctx, plan, model, work)
     with finn_settings(work / "finn"):
         report = compare_with_finn(ModelWrapper(str(build.path("dataflow_rtl"))), build.part,
-                                   ctx.calibration, from_geometry=True)
-    perf = build.performance
-    figures = HwFigures(source=build.source, resources=build.totals,
-                        cycles=perf.steady_state_cycles, fps=perf.fps, bottleneck=perf.bottleneck)
-    scr = screen_plan(ctx, plan)
+                                   finn_cal, from_geometry=True)
+    figures = _build_figures(build, build.source, build.totals)
+    scr = screen_plan(ctx, plan, finn_cal)
     return FinnEstimate(
-        key=key, plan_digest=plan.digest(), folding=hw.folding, figures=figures,
+        key=key, plan_digest=plan.digest(), folding=ctx.recipe.hardware.folding, figures=figures,
         hls_nodes=build.hls_nodes,
         node_errors=[NodeErrorRow(name=n.name, node_type=n.node_type, rel_error=n.rel_error,
                                   live=[q for q in QUANTITIES if _value(n.model, q)
                                         or _value(n.reference, q)])
                      for n in report.nodes],
         screen_error=_design_error(scr, figures), seconds=time.perf_counter() - t0)
+
+
+def synth_key(ctx: SearchContext, plan_digest: str) -> str:
+    """Cache key of a plan's synthesis: its FINN build's key, the family and Yosys' version."""
+    from hw_models.synth.yosys import yosys_version
+
+    return digest({"finn": finn_key(ctx, plan_digest), "family": ctx.board.family,
+                   "yosys": yosys_version()})
+
+
+def synth_estimate(ctx: SearchContext, plan: CompressionPlan,
+                   model: Net) -> tuple[SynthFigures, bool]:
+    """Yosys' counts of the plan's FINN build (cached by plan digest); (figures, cache hit)."""
+    key = synth_key(ctx, plan.digest())
+    path = ctx.finn_cache / f"synth-{key}.json"
+    if path.is_file():
+        return SynthFigures.model_validate_json(path.read_text()), True
+    work = ctx.finn_cache / "work" / f"synth-{key}.{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        got = _synthesise(ctx, plan, model, key, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    atomic_write_text(path, got.model_dump_json(indent=1))
+    return got, False
+
+
+def _synthesise(ctx: SearchContext, plan: CompressionPlan, model: Net, key: str,
+                work: Path) -> SynthFigures:
+    from flow.synth import synth_cache, synthesise_build
+
+    t0 = time.perf_counter()
+    build = _build(ctx, plan, model, work)
+    cache = ctx.synth_cache or synth_cache(ctx.finn_cache.parent)  # the state folder's
+    result = synthesise_build(build, work / "synth", cache)
+    counts, res = result.report.totals, result.report.resources
+    figures = _build_figures(build, ResourceSource.YOSYS, res)
+    return SynthFigures(
+        key=key, plan_digest=plan.digest(), family=result.report.family,
+        yosys=result.report.yosys, resources=res, lut_logic=counts.lut_logic,
+        lutram=counts.lutram, srl=counts.srl, finn=build.totals, figures=figures,
+        screen_error=_design_error(screen_plan(ctx, plan), figures),
+        seconds=time.perf_counter() - t0)
 
 
 def _value(cost: LayerCost, quantity: str) -> float:

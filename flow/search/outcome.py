@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from flow.errors import ArtefactError
 from flow.search.budget import Constraint
-from flow.search.evaluate import Candidate
+from flow.search.evaluate import Candidate, SynthFigures
 
 OUTCOME_FILE = "outcome.json"
 REPORT_FILE = "report.html"
@@ -38,6 +38,12 @@ class SearchPoint(BaseModel):
     plan_file: str
     recipe_file: str  # runs the plan: densiflow run RECIPE_FILE
     qat: QatFigures | None = None
+    synth: SynthFigures | None = None  # Yosys' counts of its FINN build (hardware.synth: yosys)
+
+    @property
+    def hardware(self):
+        """Synthesised figures where they exist, else FINN's (or the screen's)."""
+        return self.synth.figures if self.synth is not None else self.candidate.hardware
 
 
 class ErrorStat(BaseModel):
@@ -96,6 +102,7 @@ class SearchOutcome(BaseModel):
     total_seconds: float
     trials_per_minute: float
     finn_cache: CacheStats  # FINN estimates asked for in this run (trials and final choice)
+    synth_cache: CacheStats | None = None  # Yosys syntheses of the final plans (synth: yosys)
     cost_model_error: CostModelError | None
     budget: dict
     select: str

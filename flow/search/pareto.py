@@ -76,7 +76,7 @@ def comparison_rows(outcome: SearchOutcome) -> list[dict]:
     for p in outcome.points:
         if p.qat is None:
             continue
-        c, hw = p.candidate, p.candidate.hardware
+        c, hw = p.candidate, p.hardware  # synthesised counts where they exist
         rows.append({
             "run": f"{outcome.name}:{p.digest[:8]}" + (" (chosen)" if p.digest == outcome.chosen
                                                        else ""),

@@ -1,5 +1,6 @@
 """The search from start to end: context, seeds, trials in worker processes, FINN for the
-promising plans, full QAT for the best feasible ones, fronts, files, the choice, the report.
+promising plans, full QAT (and, with `hardware.synth: yosys`, Yosys synthesis of their FINN build)
+for the best feasible ones, fronts, files, the choice, the report.
 
 `run_search` is `densiflow search RECIPE`: it trains the float network in
 `<out>/search/<recipe>/baseline` (reused while the data, model and train sections stay) and keeps
@@ -23,7 +24,14 @@ from flow.models import Architecture, Net, qat_model
 from flow.rundir import RunFolder, digest
 from flow.search.budget import BudgetError, check, distance, feasible, infeasible_message
 from flow.search.context import prepare_context
-from flow.search.evaluate import Candidate, SearchContext, finetune, finn_estimate
+from flow.search.evaluate import (
+    Candidate,
+    SearchContext,
+    SynthFigures,
+    finetune,
+    finn_estimate,
+    synth_estimate,
+)
 from flow.search.outcome import (
     REPORT_FILE,
     CacheStats,
@@ -65,6 +73,7 @@ class SearchInputs:
     data: Dataset
     float_model: Net
     min_bits: int
+    synth_cache: Path | None = None  # Yosys' per-node cache (None: the state folder's)
 
 
 def study_name(recipe: Recipe, params: SearchParams) -> str:
@@ -144,33 +153,64 @@ def estimate_promising(ctx: SearchContext, cands: list[Candidate],
     return [by_digest.get(c.digest, c) for c in cands], len(want), hits
 
 
-def full_qat(ctx: SearchContext, cand: Candidate) -> QatFigures:
-    """The recipe's QAT of the plan (what the qat step of its run does) and the budget on it."""
+def full_qat(ctx: SearchContext, cand: Candidate,
+             synth: SynthFigures | None = None) -> QatFigures:
+    """The recipe's QAT of the plan (what the qat step of its run does) and the budget on it
+    (on the synthesised counts where given)."""
     q, d = ctx.recipe.qat, ctx.data
     cfg = TrainConfig(q.epochs, q.lr, q.batch_size, q.weight_decay, ctx.seed)
     model = qat_model(ctx.arch, ctx.float_model, cand.compression_plan(), d, cfg,
                       label=f"qat {cand.digest[:8]}")
     val, test = accuracy(model, d.x_val, d.y_val), accuracy(model, d.x_test, d.y_test)
-    cons = check(ctx.recipe.budget, ctx.board, ctx.float_val_accuracy, cand.figures(val))
+    hardware = synth.figures if synth is not None else None
+    cons = check(ctx.recipe.budget, ctx.board, ctx.float_val_accuracy,
+                 cand.figures(val, hardware))
     return QatFigures(val_accuracy=val, test_accuracy=test,
                       performance_density=100 * test / cand.size.total_mbit, constraints=cons,
                       feasible=feasible(cons))
 
 
-def choose(ctx: SearchContext, cands: list[Candidate],
-           progress: Progress | None) -> tuple[dict[str, QatFigures], str | None]:
-    """Full QAT for the best FINN-feasible plans; the best of those still feasible."""
+def synthesise_top(ctx: SearchContext, top: list[Candidate],
+                   progress: Progress | None) -> tuple[dict[str, SynthFigures], int]:
+    """Yosys' counts of each plan's FINN build (recipe hardware.synth: yosys, else none);
+    returns them by digest and the number read from the cache."""
+    if not ctx.synthesis:
+        return {}, 0
+    out, hits = {}, 0
+    for i, c in enumerate(top):
+        _say(progress, "synth", i, len(top), c.digest[:8])
+        plan = c.compression_plan()
+        out[c.digest], hit = synth_estimate(ctx, plan, finetune(ctx, plan))
+        hits += hit
+    return out, hits
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The final stage's result: full QAT and synthesis by plan digest, and the chosen plan."""
+
+    qat: dict[str, QatFigures]
+    synth: dict[str, SynthFigures]
+    synth_hits: int  # syntheses read from the cache
+    chosen: str | None  # None: no plan stays feasible after the full QAT
+
+
+def choose(ctx: SearchContext, cands: list[Candidate], progress: Progress | None) -> Choice:
+    """Full QAT (and synthesis, if the recipe asks) for the best FINN-feasible plans; the best
+    of those still feasible (on the synthesised counts where they exist)."""
     select = SELECT[ctx.params.select]
     ok = [c for c in cands if c.finn is not None and feasible(
         check(ctx.recipe.budget, ctx.board, ctx.float_val_accuracy, c.figures()))]
     top = sorted(ok, key=lambda c: -select(c.val_accuracy, c))[: ctx.params.qat_top]
+    synth, hits = synthesise_top(ctx, top, progress)
     qat: dict[str, QatFigures] = {}
     for i, c in enumerate(top):
         _say(progress, "qat", i, len(top), c.digest[:8])
-        qat[c.digest] = full_qat(ctx, c)
+        qat[c.digest] = full_qat(ctx, c, synth.get(c.digest))
     good = [c for c in top if qat[c.digest].feasible]
     chosen = max(good, key=lambda c: select(qat[c.digest].val_accuracy, c), default=None)
-    return qat, chosen.digest if chosen else None
+    return Choice(qat=qat, synth=synth, synth_hits=hits,
+                  chosen=chosen.digest if chosen else None)
 
 
 def closest(ctx: SearchContext, cands: list[Candidate], qat: dict[str, QatFigures]):
@@ -206,14 +246,15 @@ def search(inputs: SearchInputs, state_dir: Path, out_dir: Path, workers: int = 
     t0 = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx = prepare_context(inputs.recipe, inputs.params, inputs.arch, inputs.data,
-                          inputs.float_model, state_dir)
+                          inputs.float_model, state_dir, inputs.synth_cache)
     name, first = run_trials(ctx, inputs, state_dir, out_dir, workers, storage_url, progress)
     t_trials = time.perf_counter() - t0
     study = load_study(open_storage(storage_url, state_dir), name, inputs.params.population,
                        ctx.seed)
     new, failed, dups, requests, hits = _trial_stats(study, first)
     cands, more, more_hits = estimate_promising(ctx, candidates(study), progress)
-    qat, chosen = choose(ctx, cands, progress)
+    choice = choose(ctx, cands, progress)
+    qat, synth, chosen = choice.qat, choice.synth, choice.chosen
     estimated = [c for c in cands if c.finn is not None]
     front_sets = fronts(estimated)
     keep = {c.digest for f in front_sets.values() for c in f} | set(qat)
@@ -227,7 +268,7 @@ def search(inputs: SearchInputs, state_dir: Path, out_dir: Path, workers: int = 
             plan_file, recipe_file = write_point(out_dir / "points" / c.digest, inputs.recipe, c)
             points.append(SearchPoint(
                 digest=c.digest, candidate=c, plan_file=str(plan_file),
-                recipe_file=str(recipe_file), qat=qat.get(c.digest),
+                recipe_file=str(recipe_file), qat=qat.get(c.digest), synth=synth.get(c.digest),
                 fronts=[n for n, f in front_sets.items()
                         if c.digest in {x.digest for x in f}]))
     if chosen is None:
@@ -246,6 +287,7 @@ def search(inputs: SearchInputs, state_dir: Path, out_dir: Path, workers: int = 
         total_seconds=time.perf_counter() - t0,
         trials_per_minute=60 * new / t_trials if new else 0.0,
         finn_cache=CacheStats(requests=requests + more, hits=hits + more_hits),
+        synth_cache=CacheStats(requests=len(synth), hits=choice.synth_hits) if synth else None,
         cost_model_error=cost_model_error(cands),
         budget=inputs.recipe.budget.model_dump(mode="json"), select=inputs.params.select,
         candidates=cands, fronts={n: [c.digest for c in f] for n, f in front_sets.items()},
@@ -295,11 +337,14 @@ def run_search(recipe: Recipe, out_root: Path, workers: int = 1, storage: str | 
                progress: Progress | None = None) -> SearchOutcome:
     """`densiflow search`: the search of `recipe` in `<out_root>/search/<name>/` (resumable)."""
     params = search_params(recipe)
+    from flow.synth import synth_cache
+
     folder = Path(out_root) / "search" / recipe.name
     folder.mkdir(parents=True, exist_ok=True)
     with RunFolder(folder).lock():
         model, arch, data = _float_model(recipe, folder / "baseline")
         inputs = SearchInputs(recipe=recipe, params=params, arch=arch, data=data,
-                              float_model=model, min_bits=recipe.hardware.min_weight_bits)
+                              float_model=model, min_bits=recipe.hardware.min_weight_bits,
+                              synth_cache=synth_cache(Path(out_root)))
         return search(inputs, folder / "state", folder, workers,
                       storage if storage is not None else params.storage, progress)
