@@ -129,7 +129,7 @@ def run_recipe(recipe: Recipe, out_root: Path = Path("build/out"), fresh: bool =
             run.folder.set_redo_from(STEP_NAMES[0] if fresh else from_step)
         atomic_write_text(path / "recipe.yaml",
                           yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
-        run.folder.clean_uncommitted()
+        run.folder.clean_uncommitted([step_folder(s) for s in STEP_NAMES])
         return _run_steps(run)
 
 

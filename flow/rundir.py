@@ -168,8 +168,12 @@ class RunFolder:
         if old is not None and old != work.resolve():
             shutil.rmtree(old, ignore_errors=True)
 
-    def clean_uncommitted(self) -> None:
-        """Remove step folders no link points at (left by an interrupted step)."""
+    def clean_uncommitted(self, step_folders: list[str]) -> None:
+        """Remove step links that are not among `step_folders` (an older densiflow's steps) and
+        step folders no link points at (left by an interrupted step)."""
+        for link in self.path.iterdir():
+            if link.is_symlink() and link.name not in step_folders:
+                link.unlink()
         steps = self.path / STEPS_DIR
         if not steps.is_dir():
             return

@@ -60,7 +60,7 @@ def test_commit_replaces_only_when_the_successor_is_complete(tmp_path):
     (work / "model.pt").write_text("new, half written")
     # not committed yet (an interrupted step): the old result is still the step's result
     assert (link / "model.pt").read_text() == "old" and folder.record("01_baseline").id
-    folder.clean_uncommitted()
+    folder.clean_uncommitted(["01_baseline"])
     assert not work.exists() and old_target.exists()
     work = folder.new_step_dir("01_baseline")
     (work / "model.pt").write_text("new")
@@ -92,3 +92,12 @@ def test_a_real_folder_where_a_step_link_belongs_is_not_replaced(tmp_path):
     work = folder.new_step_dir("01_baseline")
     with pytest.raises(RunFolderError, match="not a step link"):
         folder.commit("01_baseline", work, record("baseline"))
+
+
+def test_links_of_steps_that_no_longer_exist_are_removed(tmp_path):
+    folder = finished(tmp_path)
+    work = folder.new_step_dir("07_deploy")
+    folder.commit("07_deploy", work, record("deploy"))
+    folder.clean_uncommitted(["01_baseline", "08_deploy"])
+    assert not folder.step_link("07_deploy").exists() and not work.exists()
+    assert (folder.step_link("01_baseline") / "model.pt").is_file()
