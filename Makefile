@@ -25,7 +25,7 @@ test: venv
 	$(PY) -m pytest -q
 
 test-fast: venv
-	$(PY) -m pytest -q -m "not slow and not rtlsim"
+	$(PY) -m pytest -q -m "not slow and not rtlsim and not synth"
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -22,15 +22,13 @@ chosen plan's bits and kept channels / weight density per layer).
 """
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import time
 from pathlib import Path
 
 from flow.importance.layer import LayerImportance
 from flow.importance.pruning import keep_strongest_fraction
-from flow.io import atomic_write_json, atomic_write_text
+from flow.io import atomic_write_json, atomic_write_text, csv_text
 from flow.methods.base import MethodContext
 from flow.methods.params import AqpParams
 from flow.metrics import plan_metrics
@@ -111,7 +109,7 @@ def run_report(ctx: MethodContext, p: AqpParams, aqp_plans: dict[str, Compressio
     table = {"rows": rows, "chosen": chosen_name, "check": check, "per_layer": per_layer,
              "importance": importance.rows()}
     atomic_write_json(out_dir / "aqp_table.json", table)
-    atomic_write_text(out_dir / "aqp_table.csv", to_csv(rows))
+    atomic_write_text(out_dir / "aqp_table.csv", csv_text(rows, COLUMNS))
     plot_tradeoff(rows, chosen_name, out_dir / "aqp_tradeoff.png", ctx.arch.name)
     if per_layer is not None:
         plot_layers(per_layer, aqp_plans[p.mode], importance, out_dir / "aqp_layers.png",
@@ -136,16 +134,6 @@ def done_check(rows: list[dict], chosen: str, max_loss_points: float = 0.5,
         "passed": bool(row["acc_diff_points"] >= -max_loss_points
                        and row["avg_bits"] <= max_avg_bits and all(beaten.values())),
     }
-
-
-def to_csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else ("" if v is None else v))
-                         for k, v in r.items() if k in COLUMNS})
-    return buf.getvalue()
 
 
 def _plt():

@@ -1,6 +1,9 @@
 """File I/O: atomic output (a reader never sees a half-written file), checked YAML input."""
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
 import json
 import os
 import tempfile
@@ -61,3 +64,30 @@ def read_yaml(path: str | Path, what: str, fmt: str = "YAML") -> Any:
             if mark is not None:
                 mark.name = str(path)
         raise ConfigError(f"{what} {path} is not valid {fmt}:\n{err}") from None
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def csv_text(rows: list[dict], columns: list[str]) -> str:
+    """A table as CSV: the given columns, floats to 6 significant digits, None empty, a mapping
+    as "key:value" pairs."""
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:.6g}"
+        if isinstance(v, dict):
+            return " ".join(f"{k}:{x}" for k, x in v.items())
+        return "" if v is None else v
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, columns, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: cell(v) for k, v in r.items() if k in columns})
+    return buf.getvalue()

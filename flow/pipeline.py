@@ -22,9 +22,9 @@ from pydantic import BaseModel
 from flow import steps as _steps
 from flow.config import Recipe
 from flow.errors import ConfigError
-from flow.io import atomic_write_text
+from flow.io import atomic_write_text, file_sha256
 from flow.run import STEP_NAMES, Run, step_folder
-from flow.rundir import RunFolder, StepRecord, digest, file_sha256
+from flow.rundir import RunFolder, StepRecord, digest
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from flow.errors import ArtefactError, RunFolderError
-from flow.io import atomic_write_json
+from flow.io import atomic_write_json, file_sha256
 
 MARK = ".densiflow-run"
 MARK_FORMAT = 1
@@ -52,14 +52,6 @@ class StepRecord(BaseModel):
 def digest(data: Any) -> str:
     """A short stable hash of JSON-able data."""
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class RunFolder:

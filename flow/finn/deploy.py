@@ -33,7 +33,6 @@ checkout; not run here, where there is no Vivado):
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import shutil
 import sys
@@ -61,7 +60,7 @@ from flow.finn.vivado import (
     render_ooc_tcl,
     vivado_available,
 )
-from flow.io import atomic_write_text
+from flow.io import atomic_write_text, file_sha256
 from hw_models.boards import Board, get_board
 
 log = logging.getLogger(__name__)
@@ -131,21 +130,13 @@ class DeployResult(BaseModel):
 # ----------------------------------------------------------------------------- manifest
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _hashed_files(out: Path) -> list[DeployedFile]:
     """Every file of the deployment (FINN's working folder and log left out), sorted."""
     files = []
     for path in sorted(p for p in out.rglob("*") if p.is_file()):
         rel = path.relative_to(out)
         if rel.parts[0] not in UNHASHED:
-            files.append(DeployedFile(path=rel.as_posix(), sha256=_sha256(path),
+            files.append(DeployedFile(path=rel.as_posix(), sha256=file_sha256(path),
                                       size_bytes=path.stat().st_size))
     return files
 

@@ -20,13 +20,11 @@ dfq_layers.png (Figure 2).
 """
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import time
 from pathlib import Path
 
-from flow.io import atomic_write_json, atomic_write_text
+from flow.io import atomic_write_json, atomic_write_text, csv_text
 from flow.methods.base import MethodContext
 from flow.methods.dfq import SearchResult, discrete_weights
 from flow.methods.params import DfqParams
@@ -114,22 +112,9 @@ def run_report(ctx: MethodContext, p: DfqParams, searches: dict[str, SearchResul
                               f"uniform {p.candidates[0]}-bit", chosen),
     }
     atomic_write_json(out_dir / "dfq_table.json", table)
-    atomic_write_text(out_dir / "dfq_table.csv", to_csv(table["rows"]))
+    atomic_write_text(out_dir / "dfq_table.csv", csv_text(table["rows"], COLUMNS))
     plot_layers(ctx, {c: r.plan for c, r in searches.items()}, out_dir / "dfq_layers.png")
     return table
-
-
-def to_csv(rows: list[dict]) -> str:
-    """The table as CSV (floats to 4 decimals; per-layer bits as layer:bits)."""
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
-    w.writeheader()
-    for r in rows:
-        out = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
-        if isinstance(r["weight_bits"], dict):
-            out["weight_bits"] = " ".join(f"{n}:{b}" for n, b in r["weight_bits"].items())
-        w.writerow(out)
-    return buf.getvalue()
 
 
 def plot_layers(ctx: MethodContext, plans: dict[str, CompressionPlan], path: Path) -> None:

@@ -21,15 +21,13 @@ Outputs: qsparse_table.csv / .json (rows, rank agreement, the done checks), qspa
 """
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
 import time
 from pathlib import Path
 
 from flow.importance.rank import compare
-from flow.io import atomic_write_json, atomic_write_text
+from flow.io import atomic_write_json, atomic_write_text, csv_text
 from flow.methods.base import MethodContext
 from flow.methods.params import QsparseParams
 from flow.methods.qsparse import ScheduleResult
@@ -141,19 +139,9 @@ def run_report(ctx: MethodContext, p: QsparseParams, results: list[ScheduleResul
              "rank_agreement": rank_agreement(results),
              "checks": {k: v for s in p.report_sparsities for k, v in done_checks(rows, s).items()}}
     atomic_write_json(out_dir / "qsparse_table.json", table)
-    atomic_write_text(out_dir / "qsparse_table.csv", to_csv(rows))
+    atomic_write_text(out_dir / "qsparse_table.csv", csv_text(rows, COLUMNS))
     plot_tradeoff(rows, out_dir / "qsparse_tradeoff.png", ctx.arch.name)
     return table
-
-
-def to_csv(rows: list[dict]) -> str:
-    """The table as CSV (floats to 4 decimals)."""
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()})
-    return buf.getvalue()
 
 
 def plot_tradeoff(rows: list[dict], path: Path, arch: str) -> None:
