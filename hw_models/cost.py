@@ -281,18 +281,23 @@ def _bram18_buffer(depth: int, width: int) -> int:
 
 # Yosys' memory mapping (memory_libmap with synth_xilinx's libraries lutrams_xc5v.txt and
 # brams_xc4v.txt): a simple-dual-port LUTRAM unit (RAM32M: 32 x 6, RAM64M: 64 x 3, 4 LUTs each)
-# costs 8, a RAMB18 129 (a RAMB36 257); it takes the cheaper unless the RTL asks for a style.
+# costs 8, a RAMB18 129 (a RAMB36 257); it takes the cheaper unless the memory asks for a style.
+# Only the sliding window asks in a way Yosys reads (`ram_style`); the upper-case RAM_STYLE of
+# memstream, fifo.sv and thresholding.sv is not honoured (seen: a 256 x 64 MVAU weight memory
+# asking for "distributed" and a 256 x 32 FIFO memory both went to BRAM).
 YOSYS_LUTRAM_UNIT_COST, YOSYS_BRAM18_COST, LUTS_PER_LUTRAM_UNIT = 8, 129, 4
 
 
 def yosys_memory(depth: float, width: int, ram_style: str = "auto") -> tuple[float, float]:
-    """(LUTs used as LUTRAM, BRAM18s) Yosys maps a depth x width memory to."""
+    """(LUTs used as LUTRAM, BRAM18s) Yosys maps a depth x width memory to (by its costs,
+    unless `ram_style` it honours is "distributed" or "block"/"ultra")."""
     if depth < 1 or width < 1:
         return 0.0, 0.0
     units = math.ceil(width / 6) if depth <= 32 else math.ceil(depth / 64) * math.ceil(width / 3)
     bram = _bram18_weights(depth, width)
     lutram = ram_style == "distributed" or (
-        ram_style == "auto" and YOSYS_LUTRAM_UNIT_COST * units <= YOSYS_BRAM18_COST * bram)
+        ram_style not in ("block", "ultra")
+        and YOSYS_LUTRAM_UNIT_COST * units <= YOSYS_BRAM18_COST * bram)
     return (float(LUTS_PER_LUTRAM_UNIT * units), 0.0) if lutram else (0.0, float(bram))
 
 
@@ -347,8 +352,18 @@ def _mvau_yosys_weights(x: MvauLayer) -> tuple[float, float]:
     """(LUTRAM LUTs, BRAM18s) of an RTL MVAU's weight memory (memstream) as Yosys maps it."""
     if x.impl != "rtl" or x.mem_mode != "internal_decoupled":
         return 0.0, 0.0
-    return yosys_memory(x.mw * x.mh / (x.simd * x.pe), x.simd * x.pe * x.weight_bits,
-                        x.ram_style)
+    return yosys_memory(x.mw * x.mh / (x.simd * x.pe), x.simd * x.pe * x.weight_bits)
+
+
+def mvu_dsp_lanes(x: MvauLayer) -> int:
+    """DSP slices finn-rtllib's mvu.sv instantiates: SIMD x ceil(PE / NUM_LANES) on DSP48E1/E2,
+    NUM_LANES weights packed into the A_WIDTH-bit A:D path (25 / 27 bits; narrow-range weights,
+    which the RTL MVAU needs on DSP48E1); PE x ceil(SIMD / 3) on DSP58."""
+    if x.dsp_type == "DSP58":
+        return x.pe * math.ceil(x.simd / 3)
+    a_width, w = (25 if x.dsp_type == "DSP48E1" else 27), x.weight_bits
+    lanes = 1 if a_width == w else 1 + (a_width - w) // (w + x.input_bits - 1)
+    return x.simd * math.ceil(x.pe / lanes)
 
 
 def _mvau_terms(x: MvauLayer) -> Terms:
@@ -375,12 +390,24 @@ def _mvau_terms(x: MvauLayer) -> Terms:
             "comparators": p * levels * acc if thr else 0.0,
             "weights_lutram": p * q * w * math.ceil(wmem / 64) if lut_weights else 0.0,
             "weight_width": float(p * q * w),  # the weight stream's registers and muxes
+            "lane_sums": float(p * q * acc),  # per SIMD column and PE lane, in the fabric
             "yosys_weights_lutram": y_lutram,
+            "dsp_slices": float(mvu_dsp_lanes(x)) if x.impl == "rtl" else 0.0,  # lane logic
         },
         "bram18": {"weights": bram, "yosys_weights": y_bram},
         "uram": {"weights": uram},
-        "dsp": {"multipliers": float(dsp)},
+        "dsp": {"multipliers": float(dsp),
+                "mvu_lanes": float(mvu_dsp_lanes(x)) if x.impl == "rtl" else 0.0},
     }
+
+
+def yosys_threshold_rom(depth: float, width: int) -> tuple[float, float]:
+    """(LUTs, BRAM18s) of one stage's threshold memory in synthesis: its constants become a ROM,
+    in LUT6s (64 entries per bit), or in block RAM from a RAMB18's 512 x 18 bits on (seen in Yosys
+    0.70: 512 x 21 bits in BRAM, 512 x 11 in LUTs)."""
+    if depth * width >= 512 * 18:
+        return 0.0, float(_bram18_weights(depth, width))
+    return float(width * math.ceil(depth / 64)), 0.0
 
 
 def _thresholding_terms(x: ThresholdingLayer) -> Terms:
@@ -388,13 +415,13 @@ def _thresholding_terms(x: ThresholdingLayer) -> Terms:
     steps = x.num_steps if x.num_steps is not None else 2 ** x.output_bits - 1
     mem = {"lutram": 0.0, "bram18": 0.0, "uram": 0.0}
     hls_lut = {"comparators": 0.0, "lutram": 0.0}
-    yosys = {"lutram": 0.0, "bram18": 0.0}
+    yosys = {"rom": 0.0, "bram18": 0.0}
     if x.impl == "rtl":
         for level in range(x.output_bits):
             kind, count = _threshold_memory(tbits, cf * 2 ** level)
             mem[kind] += x.pe * count
-            lutram, bram = yosys_memory(cf * 2 ** level, tbits, x.ram_style)
-            yosys["lutram"] += x.pe * lutram
+            rom, bram = yosys_threshold_rom(cf * 2 ** level, tbits)
+            yosys["rom"] += x.pe * rom
             yosys["bram18"] += x.pe * bram
     else:
         width, tmem = x.pe * tbits * steps, x.channels // x.pe
@@ -411,7 +438,7 @@ def _thresholding_terms(x: ThresholdingLayer) -> Terms:
                 "threshold_bits": x.channels * steps * tbits,
                 # the binary-search pipeline: one tbits comparison per output bit and lane
                 "stage_bits": float(x.pe * x.output_bits * tbits) if x.impl == "rtl" else 0.0,
-                "yosys_lutram": yosys["lutram"]},
+                "threshold_rom": yosys["rom"]},
         "bram18": {"thresholds": mem["bram18"], "yosys_thresholds": yosys["bram18"]},
         "uram": {"thresholds": mem["uram"]},
         "dsp": {},
@@ -436,7 +463,10 @@ def _swg_terms(x: SlidingWindowLayer) -> Terms:
                 "buffer_lutram": width * math.ceil(depth / 38) if x.ram_style == "distributed"
                 else 0.0,
                 "out_width": float(out_width),
-                "yosys_buffer_lutram": y_lutram * count},
+                "yosys_buffer_lutram": y_lutram * count,
+                # the address generator's loop counters (image, kernel, channel folds, buffer)
+                "counter_bits": float(sum(_clog2(v) for v in (
+                    *x.ifm_dim, *x.kernel, x.channels // x.simd, depth)))},
         "bram18": {"buffer": float(bram), "yosys_buffer": y_bram * count},
         "uram": {"buffer": float(uram)},
         "dsp": {},
@@ -480,8 +510,9 @@ def _dwc_terms(x: WidthConverterLayer) -> Terms:
         "lut": {"const": 1.0 if branch != "wire" else 0.0, "finn": finn,
                 # registers of the generic buffer: PI0+PO0 words of g bits
                 "buffer_bits": float(inw + outw) if generic else float(lcm * (branch != "wire")),
-                # barrel rotator: PI0 positions x g bits, each a PI0:1 mux (4 inputs per LUT6)
-                "barrel": float(inw * math.ceil(pi0 / 4)) if rotating else 0.0,
+                # barrel rotator: PI0 positions x g bits, each selecting one of PI0 words by a
+                # rotation count (a shifter of log2(PI0) stages per bit, as Yosys builds it)
+                "barrel": inw * math.log2(pi0) if rotating else 0.0,
                 "barrel_bits": float(inw) if rotating else 0.0},
         "bram18": {}, "uram": {}, "dsp": {},
     }
@@ -506,17 +537,23 @@ def _fifo_style(depth: int, width: int, requested: str) -> str:
 
 def _fifo_terms(x: FifoLayer) -> Terms:
     depth, width = x.depth, x.width
-    terms: Terms = {"lut": {"const": 0.0, "storage": 0.0, "control": 0.0, "width": 0.0},
-                    "bram18": {"storage": 0.0}, "uram": {"storage": 0.0}, "dsp": {}}
+    terms: Terms = {"lut": {"const": 0.0, "storage": 0.0, "control": 0.0, "width": 0.0,
+                            "srl_bits": 0.0, "yosys_lutram": 0.0, "memory_control": 0.0},
+                    "bram18": {"storage": 0.0, "yosys_storage": 0.0}, "uram": {"storage": 0.0},
+                    "dsp": {}}
     if depth < 2:
         return terms
     style, cw = _fifo_style(depth, width, x.ram_style), _clog2(depth + 1) + 1
     lut = terms["lut"]
     lut["const"], lut["width"] = 1.0, float(width)
-    if style == "srl":
-        lut["storage"] = math.ceil((depth - 1 if depth > 4 else 4) / 32) * width
+    if style == "srl":  # one SRLC32E per 32 words of each bit (the output register holds one)
+        lut["storage"] = lut["srl_bits"] = math.ceil((depth - 1 if depth > 4 else 4) / 32) * width
         lut["control"] = 5 * cw - 7
-    elif style == "distributed":
+        return terms
+    # a memory Yosys maps by its costs (fifo.sv's RAM_STYLE is not honoured)
+    lut["yosys_lutram"], terms["bram18"]["yosys_storage"] = yosys_memory(depth, width)
+    lut["memory_control"] = float(cw)
+    if style == "distributed":
         rows = 2 ** _clog2(depth - 1)
         lut["storage"] = math.ceil(rows / 32) * math.ceil(width / 2) * 5 // 4
         lut["storage"] += rows // 128 * (width // 2)
@@ -670,6 +707,24 @@ class CalibrationSample(BaseModel):
     source: ResourceSource
 
 
+# Terms that model one source's figures and not the other's; a fit to one source leaves the
+# other's out (FINN's own formulas vs the structure of the synthesised RTL).
+FINN_TERMS = frozenset({
+    "finn", "mult", "adder_tree", "thresholds", "weights_lutram", "threshold_lutram",
+    "threshold_bits", "buffer_lutram", "storage", "control", "weights", "buffer", "multipliers"})
+SYNTHESIS_TERMS = frozenset({
+    "buffer_bits", "barrel", "barrel_bits", "weight_width", "lane_sums", "yosys_weights_lutram",
+    "yosys_weights", "mvu_lanes", "dsp_slices", "stage_bits", "threshold_rom", "yosys_lutram",
+    "yosys_thresholds", "yosys_buffer_lutram", "yosys_buffer", "counter_bits", "srl_bits",
+    "yosys_storage", "memory_control"})
+
+
+def _foreign_terms(source: ResourceSource) -> frozenset[str]:
+    """The terms a fit to `source` leaves out."""
+    return FINN_TERMS if source in (ResourceSource.YOSYS, ResourceSource.VIVADO) else (
+        SYNTHESIS_TERMS)
+
+
 def _rel_error(model: float, ref: float) -> float:
     """|model - ref| / ref; where ref is 0: 0 if model is (near) 0, else the absolute error."""
     if ref == 0:
@@ -724,18 +779,20 @@ def fit_calibration(samples: Iterable[CalibrationSample], description: str = "",
     coefficients: dict[str, dict[str, dict[str, float]]] = {}
     fit: dict[str, dict[str, TermFitError]] = {}
     loo: dict[str, dict[str, TermFitError]] = {}
+    source = next(iter(sources))
+    foreign = _foreign_terms(source)
     for node_type, group in sorted(groups.items()):
         terms = [layer_terms(s.layer) for s in group]
         coefficients[node_type], fit[node_type] = {}, {}
         for res in BUDGETED:
             ref = [s.resources.get(res) for s in group]
-            rows = [t[res] for t in terms]
+            rows = [{k: v for k, v in t[res].items() if k not in foreign} for t in terms]
             coefficients[node_type][res] = _fit_terms(rows, ref)
             fit[node_type][res] = _error_stats(
                 [_apply(coefficients[node_type][res], r) for r in rows], ref)
             if held_out and len(group) > 1:
                 loo.setdefault(node_type, {})[res] = _held_out(rows, ref)
-    return Calibration(source=sources.pop(), family=family, description=description,
+    return Calibration(source=source, family=family, description=description,
                        coefficients=coefficients, fit=fit, held_out=loo)
 
 

@@ -198,3 +198,82 @@ def test_infeasible_budget_names_the_resource():
     with pytest.raises(FoldingError, match="too much"):
         optimise_folding(model, "pynq-z1", 1e5, Budget(bram18=0.001, lut=0.001),
                          compare_with_finn=False)
+
+
+# ------------------------------------------------------------ the Yosys calibration's view
+
+
+def dwc_lut(cal, in_width: int, out_width: int) -> float:
+    """LUTs of a width converter from the calibration's coefficients and vpc's closed form.
+
+    dwc_axi hands vpc N = IBITS*OBITS, so every converter with IBITS != OBITS takes vpc's
+    generic branch: a (PI0 + PO0)-word buffer of g = gcd bits, and where PO0 is no multiple of
+    PI0 a PI0-way barrel rotator (PI0 positions x g bits x a PI0:1 mux, 4 inputs per LUT6).
+    """
+    if in_width == out_width:
+        return 0.0
+    g = math.gcd(in_width, out_width)
+    pi0, po0 = in_width // g, out_width // g
+    rotating = pi0 > 1 and po0 % pi0 != 0
+    c = cal.coefficients["StreamingDataWidthConverter_rtl"]["lut"]
+    return (c.get("const", 0) + c.get("buffer_bits", 0) * (in_width + out_width)
+            + rotating * (c.get("barrel", 0) * in_width * math.ceil(pi0 / 4)
+                          + c.get("barrel_bits", 0) * in_width))
+
+
+def fc_tail():
+    """An MVAU of 512 inputs x 64 outputs (digits' classifier input) and its Thresholding."""
+    ch = Chain(1, 1, 512, bits=4)
+    ch.mvau(64)
+    ch.threshold(4)
+    return ch.model()
+
+
+def test_yosys_calibrated_optimiser_rejects_costlier_converters():
+    """At a target the MVAU meets only with SIMD * PE >= 1024 lanes, the Thresholding may take
+    any PE that meets the target. Under the Yosys calibration the chosen PE costs no more than
+    any other (its LUTs, the converter in vpc's closed form and the FIFOs beside it, weighted by
+    the board as the optimiser weighs them); FINN's calibration (a converter is a few LUTs)
+    picks a narrower Thresholding behind a converter synthesis counts as costlier."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    from hw_models.cost import (
+        FifoLayer,
+        estimate,
+        layer_from_node,
+        load_calibration,
+        synthesis_calibration,
+    )
+    from hw_models.rules import DEFAULT_FIFO_DEPTH
+
+    cal = synthesis_calibration("xc7")
+    assert cal is not None, "hw_models/calibration/yosys_xc7.json is missing"
+    model, board = fc_tail(), get_board("pynq-z1")
+    target_cycles = 512 * 64 // 1024
+    fps = board.clock_mhz * 1e6 / target_cycles
+    caps = Budget().caps(board)
+
+    def pick(calibration):
+        folded, _ = optimise_folding(model, board, fps, calibration=calibration,
+                                     compare_with_finn=False)
+        mvau_node, thr_node = folded.graph.node
+        thr = getCustomOp(thr_node)
+        return (getCustomOp(mvau_node).get_outstream_width(), thr.get_nodeattr("PE"),
+                layer_from_node(thr_node, board.part), thr.get_input_datatype().bitwidth())
+
+    mvau_out, pe, thr, in_bits = pick(cal)
+
+    def cost(p: int) -> float:
+        fifo = [FifoLayer(depth=DEFAULT_FIFO_DEPTH, width=p * 4)]
+        if p * in_bits != mvau_out:
+            fifo.append(FifoLayer(depth=DEFAULT_FIFO_DEPTH, width=p * in_bits))
+        res = [estimate(x, cal).resources for x in [thr.model_copy(update={"pe": p}), *fifo]]
+        lut = sum(r.lut for r in res) + dwc_lut(cal, mvau_out, p * in_bits)
+        return lut / caps["lut"] + sum(r.bram18 for r in res) / caps["bram18"]
+
+    options = [p for p in range(1, 65) if 64 % p == 0 and 64 // p <= target_cycles]
+    assert pe in options and all(cost(pe) <= cost(p) + 1e-9 for p in options), (
+        pe, {p: cost(p) for p in options})
+    finn_out, finn_pe, _, _ = pick(load_calibration())
+    assert (finn_out, finn_pe) != (mvau_out, pe)  # the calibrations disagree here
+    assert dwc_lut(cal, finn_out, finn_pe * in_bits) > dwc_lut(cal, mvau_out, pe * in_bits)

@@ -358,6 +358,36 @@ def test_infeasible_budget_ends_with_the_binding_constraint_and_closest_plan(tmp
         "total_mbit"] == smallest  # the closest plan is the smallest one
 
 
+@pytest.mark.slow
+@pytest.mark.synth
+def test_search_with_synthesis_costs_its_final_plans_by_yosys(tmp_path):
+    """hardware.synth: yosys: the screen prices with the Yosys calibration of the board's family;
+    the plan given the full QAT gets Yosys' counts of the very build FINN estimated, its board fit
+    is checked on them, and the rows and the report name the source."""
+    from hw_models.cost import board_calibration
+
+    data = tiny_recipe("synth", trials=3, finn="none", qat_top=1)
+    data["hardware"] |= {"synth": "yosys", "target_fps": 5000}
+    data["budget"] = {"board_fraction": {"lut": 0.95}}
+    recipe = parse_recipe(data)
+    o = run_search(recipe, tmp_path, workers=1)
+    (p,) = [p for p in o.points if p.qat is not None]
+    assert p.synth is not None and o.synth_cache.requests == 1
+    assert p.synth.figures.source == ResourceSource.YOSYS and p.synth.family == PYNQ.family
+    assert p.synth.finn == p.candidate.finn.figures.resources  # the build FINN estimated
+    assert p.synth.resources.ff > 0 and p.synth.lut_logic + p.synth.lutram + p.synth.srl == (
+        p.synth.resources.lut)
+    (lut,) = [c for c in p.qat.constraints if c.name == "budget.board_fraction.lut"]
+    assert lut.value == p.synth.resources.lut  # the fit on the synthesised counts
+    plan = p.candidate.compression_plan()
+    yosys_screen = screen(ARCH, plan, 5, PYNQ, 5000, PYNQ.clock_mhz, 32, board_calibration("xc7"))
+    finn_screen = screen(ARCH, plan, 5, PYNQ, 5000, PYNQ.clock_mhz, 32, load_calibration())
+    assert p.candidate.screen.resources == yosys_screen.resources != finn_screen.resources
+    (row,) = [r for r in comparison_rows(o) if r["run"].startswith(f"synth:{p.digest[:8]}")]
+    assert row["resource_source"] == "Yosys synthesis" and row["lut"] == p.synth.resources.lut
+    assert "Synthesis of the final plans" in Path(o.report).read_text()
+
+
 # ----------------------------------------------------------------------------- killed workers
 
 
