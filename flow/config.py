@@ -70,18 +70,24 @@ class ModelSection(_Section):
             raise ValueError("model: give arch or factory, not both")
         if data.get("factory") is None:
             return {"arch": "digits_cnn", **{k: v for k, v in data.items() if v is not None}}
-        base = (info.context or {}).get("base")
-        return {"factory_dir": str(Path(base).resolve()) if base else None, **data}
+        if not isinstance(data["factory"], str):
+            return data  # the field's own check names the type
+        from flow.models.custom import import_root, load_factory
+
+        base = data.get("factory_dir") or (info.context or {}).get("base")
+        base = Path(base).resolve() if base else None
+        # importable and callable, else a ConfigError; where it was found is kept for the
+        # processes a run starts (search workers), whatever their sys.path
+        factory = load_factory(data["factory"], base)
+        return {**data, "factory_dir": str(base or import_root(factory))}
 
     @model_validator(mode="after")
     def _known(self) -> ModelSection:
-        from flow.models.custom import load_factory, registered
+        from flow.models.custom import registered
         from flow.models.zoo import ARCHITECTURES
 
-        if self.factory is not None:
-            base = Path(self.factory_dir) if self.factory_dir else None
-            load_factory(self.factory, base)  # importable and callable, else a ConfigError
-        elif self.arch not in ARCHITECTURES and registered(self.arch) is None:
+        known = self.arch in ARCHITECTURES or registered(self.arch) is not None
+        if self.factory is None and not known:
             raise ValueError(f"model.arch: unknown architecture '{self.arch}'; allowed: "
                              f"{sorted(ARCHITECTURES)} or a model.factory")
         return self

@@ -84,3 +84,53 @@ class Branchy(nn.Module):
 def test_branches_are_refused():
     with pytest.raises(ConfigError, match="branches"):
         architecture_from_module(Branchy(), (1, 8, 8), "branchy")
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def user_recipe(name: str, method: dict, **extra) -> dict:
+    return {"name": name, "data": {"dataset": "digits", "limit": 300},
+            "model": {"factory": "test_custom_model:make"}, "train": {"epochs": 2},
+            "qat": {"epochs": 1}, "method": method,
+            "hardware": {"board": "pynq-z1", "target_fps": 20000}, **extra}
+
+
+@pytest.mark.slow
+@pytest.mark.rtlsim
+def test_users_network_compressed_by_aqp_simulates_bit_exactly(tmp_path, monkeypatch, rtlsim_cache):
+    """The user's network through AQP (structured pruning cuts its channels out), QONNX, FINN and
+    the RTL simulation: every output word equal to FINN's execution and PyTorch's classes."""
+    from flow.pipeline import run_recipe
+    from flow.plan import CompressionPlan
+    from flow.results import SimulateResult
+
+    monkeypatch.setenv("DENSIFLOW_RTLSIM_CACHE", str(rtlsim_cache))
+    recipe = parse_recipe(user_recipe(
+        "user_aqp", {"name": "aqp", "pruning": "structured", "report": False, "max_bits": 4,
+                     "min_act_bits": 3, "calib_samples": 64},
+        simulate={"frames": 20}))
+    records = run_recipe(recipe, tmp_path)
+    plan = CompressionPlan.load(tmp_path / "user_aqp" / "02_plan" / "plan.yaml")
+    assert set(plan.layers) == {"features_0", "features_3", "features_5", "head_2"}
+    sim = SimulateResult.model_validate(records["simulate"].result).validation
+    assert sim.frames == 20 and sim.mismatches == 0 and sim.agreement_with_pytorch == 1.0
+
+
+@pytest.mark.slow
+def test_users_network_in_the_search(tmp_path):
+    """The search's space follows the user's layers, and its chosen plan is runnable as a recipe."""
+    from flow.config import load_recipe
+    from flow.search.runner import run_search
+
+    recipe = parse_recipe(user_recipe(
+        "user_search", {"name": "search", "trials": 3, "population": 2, "trial_epochs": 1,
+                        "qat_top": 1, "builtin_seeds": ["uniform"], "weight_bits": [3, 4],
+                        "act_bits": [3, 4], "keep_fractions": [0.5, 1.0], "finn": "none"},
+        simulate={"enabled": False}))
+    outcome = run_search(recipe, tmp_path, workers=1)
+    assert outcome.chosen is not None
+    for point in outcome.points:
+        assert set(point.candidate.compression_plan().layers) == {
+            "features_0", "features_3", "features_5", "head_2"}
+        assert load_recipe(point.recipe_file).model.factory == "test_custom_model:make"

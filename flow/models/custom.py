@@ -11,6 +11,7 @@ every hidden layer) and trains it, so the user's module only says what the netwo
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +40,14 @@ def load_factory(spec: str, base: Path | None = None) -> Factory:
     if not callable(factory):
         raise ConfigError(f"model.factory: {module_name} has no function {attr!r}")
     return factory
+
+
+def import_root(factory: Factory) -> Path:
+    """The folder on sys.path that the factory's module was imported from."""
+    module = sys.modules[factory.__module__]
+    path = Path(inspect.getfile(module)).resolve()
+    levels = factory.__module__.count(".") + (path.name == "__init__.py")
+    return path.parents[levels]
 
 
 def architecture_from_module(module: nn.Module, in_shape: tuple[int, int, int],
