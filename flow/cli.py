@@ -1,4 +1,5 @@
-"""`densiflow` command line: run a recipe, estimate a QONNX file, simulate, compare runs."""
+"""`densiflow` command line: run, search, estimate, simulate, synth, deploy, hil, agent, importance,
+compare, boards."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +7,9 @@ import logging
 import math
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 warnings.filterwarnings("ignore", message="fast_hadamard_transform")  # brevitas, at import
 
@@ -249,45 +252,37 @@ def _print_estimate(build) -> None:
 # ----------------------------------------------------------------------------- arguments
 
 
+def _checked(text: str, cast: type, ok: Callable[[Any], bool], allowed: str) -> Any:
+    """`text` as `cast`, where `ok` accepts it; else an argparse error saying what is allowed."""
+    try:
+        value = cast(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not {'an integer' if cast is int else 'a number'}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"{text} is not allowed; give {allowed}")
+    return value
+
+
 def positive_float(text: str) -> float:
     """A finite number > 0 (argparse type)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} is not allowed; give a finite number > 0")
-    return value
+    return _checked(text, float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
 
 
 def positive_int(text: str) -> int:
     """An integer >= 1 (argparse type)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not allowed; give an integer >= 1")
-    return value
+    return _checked(text, int, lambda v: v >= 1, "an integer >= 1")
 
 
 def probability(text: str) -> float:
     """A number in [0, 1) (argparse type)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not allowed; give a number in [0, 1)")
-    return value
+    return _checked(text, float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
 def fifo_depth(text: str) -> int:
-    value = positive_int(text)
-    if not MIN_FIFO_DEPTH <= value <= MAX_FIFO_DEPTH:
-        raise argparse.ArgumentTypeError(
-            f"{text} is not allowed; give {MIN_FIFO_DEPTH}..{MAX_FIFO_DEPTH} words")
-    return value
+    """A FIFO depth in words (argparse type)."""
+    return _checked(text, int, lambda v: MIN_FIFO_DEPTH <= v <= MAX_FIFO_DEPTH,
+                    f"{MIN_FIFO_DEPTH}..{MAX_FIFO_DEPTH} words")
 
 
 def _add_run(sub) -> None:

@@ -37,3 +37,25 @@ def rtlsim_cache():
     path = Path(env) if env else Path(__file__).resolve().parents[1] / "build/out/test_cache/rtlsim"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@pytest.fixture()
+def bit_exact_run(tmp_path, monkeypatch, rtlsim_cache):
+    """Runs a recipe (a dict with `simulate.frames`) through the whole flow, checks the RTL
+    simulation bit-exact against FINN's execution and equal to PyTorch's classes, and returns
+    the run's compression plan."""
+    from flow.config import parse_recipe
+    from flow.pipeline import run_recipe
+    from flow.plan import CompressionPlan
+    from flow.results import SimulateResult
+
+    def run(data: dict):
+        monkeypatch.setenv("DENSIFLOW_RTLSIM_CACHE", str(rtlsim_cache))
+        recipe = parse_recipe(data)
+        records = run_recipe(recipe, tmp_path / "runs")
+        sim = SimulateResult.model_validate(records["simulate"].result).validation
+        assert sim.frames == data["simulate"]["frames"]
+        assert sim.mismatches == 0 and sim.agreement_with_pytorch == 1.0
+        return CompressionPlan.load(tmp_path / "runs" / recipe.name / "02_plan" / "plan.yaml")
+
+    return run

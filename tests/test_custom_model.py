@@ -98,23 +98,14 @@ def user_recipe(name: str, method: dict, **extra) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.rtlsim
-def test_users_network_compressed_by_aqp_simulates_bit_exactly(tmp_path, monkeypatch, rtlsim_cache):
+def test_users_network_compressed_by_aqp_simulates_bit_exactly(bit_exact_run):
     """The user's network through AQP (structured pruning cuts its channels out), QONNX, FINN and
     the RTL simulation: every output word equal to FINN's execution and PyTorch's classes."""
-    from flow.pipeline import run_recipe
-    from flow.plan import CompressionPlan
-    from flow.results import SimulateResult
-
-    monkeypatch.setenv("DENSIFLOW_RTLSIM_CACHE", str(rtlsim_cache))
-    recipe = parse_recipe(user_recipe(
+    plan = bit_exact_run(user_recipe(
         "user_aqp", {"name": "aqp", "pruning": "structured", "report": False, "max_bits": 4,
                      "min_act_bits": 3, "calib_samples": 64},
         simulate={"frames": 20}))
-    records = run_recipe(recipe, tmp_path)
-    plan = CompressionPlan.load(tmp_path / "user_aqp" / "02_plan" / "plan.yaml")
     assert set(plan.layers) == {"features_0", "features_3", "features_5", "head_2"}
-    sim = SimulateResult.model_validate(records["simulate"].result).validation
-    assert sim.frames == 20 and sim.mismatches == 0 and sim.agreement_with_pytorch == 1.0
 
 
 @pytest.mark.slow

@@ -2,8 +2,6 @@
 step's direction, discretisation, and the recipe end to end."""
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 from torch import nn
@@ -26,7 +24,6 @@ from flow.methods.dfq import (
 from flow.methods.params import DfqParams
 from flow.models import build_float, get_architecture
 from flow.models.quantizers import BitMixture, expected_cost, fake_quant_weight
-from flow.plan import CompressionPlan
 from flow.train import TrainConfig, predict, train
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -166,23 +163,12 @@ def test_search_returns_a_plan_over_the_candidates(ctx):
 
 @pytest.mark.slow
 @pytest.mark.rtlsim
-def test_recipe_builds_and_simulates_bit_exactly(tmp_path):
-    from flow.pipeline import run_recipe
-    from flow.results import SimulateResult
-
-    recipe = parse_recipe({
+def test_recipe_builds_and_simulates_bit_exactly(bit_exact_run):
+    plan = bit_exact_run({
         "name": "dfq_tiny", "data": {"dataset": "digits", "limit": 300},
         "train": {"epochs": 3}, "qat": {"epochs": 2},
         "method": {"name": "dfq", "epochs": 2, "warmup_epochs": 1, "report": False,
                    "act_bits": 3},
         "hardware": {"board": "pynq-z1", "target_fps": 50000}, "simulate": {"frames": 20},
     })
-    out = tmp_path / "runs"
-    if os.environ.get("DENSIFLOW_RTLSIM_CACHE") is None:
-        os.environ["DENSIFLOW_RTLSIM_CACHE"] = str(tmp_path / "rtlsim_cache")
-    records = run_recipe(recipe, out)
-    plan = CompressionPlan.load(out / "dfq_tiny" / "02_plan" / "plan.yaml")
     assert {lp.weight_bits for lp in plan.layers.values()} <= {2, 8}
-    sim = SimulateResult.model_validate(records["simulate"].result).validation
-    assert sim.mismatches == 0 and sim.frames == 20
-    assert sim.agreement_with_pytorch == 1.0
