@@ -17,9 +17,11 @@ from pathlib import Path
 
 from flow.compare import load_current_summary
 from flow.config import load_recipe
+from flow.errors import DensiflowError
 from flow.io import atomic_write_json, atomic_write_text
 from flow.pipeline import run_recipe
 from flow.report import Summary
+from hw_models.errors import HardwareError
 
 OUT = Path("build/out")
 README = Path("README.md")
@@ -170,7 +172,11 @@ def write_readme(block: str, readme: Path = README) -> None:
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    block, data = render()
+    try:
+        block, data = render()
+    except (DensiflowError, HardwareError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     write_readme(block)
     atomic_write_json(Path("build/figures.json"), data)
     print(block)

@@ -30,6 +30,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
+from flow.agreement import agrees
 from flow.errors import DensiflowError
 from hw_models import agent
 from hw_models.agent import Manifest, ProtocolError
@@ -153,7 +154,7 @@ class HilResult(BaseModel):
     first_mismatches: list[Mismatch]
     bit_exact: bool
     accuracy: float | None
-    agreement_with_reference: float | None  # hardware class == the exported model's
+    agreement_with_reference: float | None  # hardware class == PyTorch's (flow.agreement)
     wall_fps: float  # frames / sum of batch round trips (packing, network, backend)
     device_fps: float  # frames / sum of the agent's backend time
     latency_ms: float | None  # median backend time of a one-frame request
@@ -182,7 +183,7 @@ class Golden:
     inputs: np.ndarray  # partition inputs, one frame per row
     expected: np.ndarray  # partition outputs by FINN's python execution, one frame per row
     labels: np.ndarray | None = None
-    reference_predictions: np.ndarray | None = None  # classes the exported model predicts
+    reference_logits: np.ndarray | None = None  # the trained network's (PyTorch's) logits
 
 
 # ---------------------------------------------------------------------------------------------
@@ -526,7 +527,7 @@ def _frames(golden: Golden, m: Manifest) -> tuple[np.ndarray, np.ndarray]:
         raise HilError(f"golden outputs of shape {expected.shape} are not {n} frames of shape "
                        f"{out_frame}")
     for name, extra in (("labels", golden.labels),
-                        ("reference predictions", golden.reference_predictions)):
+                        ("reference logits", golden.reference_logits)):
         if extra is not None and len(extra) != n:
             raise HilError(f"{len(extra)} {name} for {n} frames")
     wire = inputs.reshape((n, *in_frame)).astype(np.dtype(m.in_dtype))
@@ -643,8 +644,8 @@ def _result(conn: AgentConnection, golden: Golden, header: JournalHeader,
     first = [m for r in records for m in r.first_mismatches][:show]
     sim_fps, sim_latency = _simulated(records, conn.manifest.clock_mhz)
 
-    def agree(ref: np.ndarray | None) -> float | None:
-        return None if ref is None else float(np.mean(pred == np.asarray(ref).reshape(-1)))
+    def fraction(hits: np.ndarray | None) -> float | None:
+        return None if hits is None else float(np.mean(hits))
 
     return HilResult(
         target=conn.target, backend=conn.backend, artefact_sha256=conn.artefact, frames=n,
@@ -652,8 +653,10 @@ def _result(conn: AgentConnection, golden: Golden, header: JournalHeader,
         output_words=n * int(np.prod(conn.manifest.out_shape[1:])), mismatches=mismatches,
         probe_mismatches=probe_bad, first_mismatches=first,
         bit_exact=mismatches == 0 and probe_bad == 0,
-        accuracy=agree(golden.labels), agreement_with_reference=agree(
-            golden.reference_predictions),
+        accuracy=fraction(None if golden.labels is None
+                          else pred == np.asarray(golden.labels).reshape(-1)),
+        agreement_with_reference=fraction(None if golden.reference_logits is None
+                                          else agrees(pred, golden.reference_logits)),
         wall_fps=n / sum(r.round_trip_s for r in records),
         device_fps=n / max(1e-12, sum(r.device_s for r in records)),
         latency_ms=1e3 * statistics.median(devs) if devs else None,

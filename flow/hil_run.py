@@ -68,9 +68,8 @@ def golden(run: Run) -> Golden:
     expected = np.load(run.artefact("deploy", f"{rel}/expected_output.npy"))
     n = len(inputs)
     d = run.data
-    reference = predict(run.quant_model(), d.x_test[:n]).argmax(1).numpy()
     return Golden(inputs=inputs, expected=expected, labels=d.y_test[:n].numpy(),
-                  reference_predictions=reference)
+                  reference_logits=predict(run.quant_model(), d.x_test[:n]).numpy())
 
 
 def validate_hil(run: Run, target: str, token: Path, options: HilOptions,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flow.agreement import agrees
 from flow.errors import ConfigError, ModelError, VerificationError
 from flow.finn.verify import partition_streams
 from flow.io import atomic_write_text
@@ -51,7 +52,8 @@ def validate_rtl(paths: dict[str, Path], frames: np.ndarray, labels: np.ndarray,
     """Simulate `frames` (NCHW raw pixels) on the generated RTL and compare at every level.
 
     Raises VerificationError on any output word that differs from FINN's python execution, or
-    when the RTL predicts what PyTorch predicts on fewer than `min_agreement` of the frames.
+    when the RTL predicts what PyTorch predicts on fewer than `min_agreement` of the frames
+    (ties within float rounding agree: flow.agreement).
     """
     from hw_models.rtlsim import build_simulator, generate_rtl, run_frames
 
@@ -91,7 +93,7 @@ def _validation(got, expected, labels, torch_logits, stats, clock_mhz: float,
         frames=n, output_words=int(expected.size),
         mismatches=int(np.count_nonzero(got != expected)),
         rtl_test_accuracy=float(np.mean(hw_pred == labels)),
-        agreement_with_pytorch=float(np.mean(hw_pred == torch_logits.argmax(1))),
+        agreement_with_pytorch=float(np.mean(agrees(hw_pred, torch_logits))),
         min_agreement=min_agreement,
         measured_latency_cycles=stats.first_frame_latency,
         measured_cycles_per_frame=measured, estimated_cycles_per_frame=estimated_cycles,

@@ -1,4 +1,5 @@
 """Plan metrics against qonnx's inference_cost on the exported QONNX graph, and closed forms."""
+import numpy as np
 import pytest
 import torch
 from qonnx.util.inference_cost import inference_cost
@@ -57,3 +58,16 @@ def test_uniform_full_plan_closed_form():
     assert t.act_mbit == pytest.approx(acts / 1e6)
     assert t.total_mbit == pytest.approx((params * 4 + acts) / 1e6)
     assert performance_density(0.98, t.total_mbit) == pytest.approx(98 / t.total_mbit)
+
+
+def test_integer_tie_agrees_whichever_class_float_rounding_favours():
+    """The digits search plan's frame 116: integer logits tie at 11 (classes 1 and 6), the
+    hardware takes class 1, PyTorch's float32 logits favour class 6 by one rounding step."""
+    from flow.agreement import agrees
+
+    logits = np.array([[-0.62505704, 3.4378135, -3.1252854, -2.1876996, -0.9375856, -2.1876996,
+                        3.4378138, -3.4378138, 0.31252852, -3.7503424],
+                       [0.1, 0.2, 0.3, 0, 0, 0, 0, 0, 0, 0]], dtype=np.float32)
+    assert agrees(np.array([1, 2]), logits).tolist() == [True, True]
+    assert agrees(np.array([6, 1]), logits).tolist() == [True, False]  # 0.2 < 0.3: no tie
+    assert not agrees(np.array([8]), logits[:1]).any()
