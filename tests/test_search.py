@@ -182,6 +182,20 @@ def test_every_budget_kind_is_a_constraint(met, missed, name):
     assert f"binding constraint {name}" in msg and "abcd1234" in msg and "\n" not in msg
 
 
+def test_accuracy_slack_widens_only_the_accuracy_drop():
+    """Before the full QAT the short fine-tune may lose `slack` more points (0.75 points down
+    against a 0.5 limit: missed without slack, met with 0.3); nothing else moves."""
+    budget = BudgetSection.model_validate({"max_accuracy_drop_points": 0.5, "min_fps": 160_000})
+    strict, slack = (check(budget, PYNQ, 0.9775, _figures(), s) for s in (0.0, 0.3))
+    by_name = {c.name: c for c in slack}
+    missed = [{c.name for c in cons if not c.met} for cons in (strict, slack)]
+    assert missed == [{"budget.max_accuracy_drop_points", "budget.min_fps"}, {"budget.min_fps"}]
+    assert by_name["budget.max_accuracy_drop_points"].met
+    assert by_name["budget.max_accuracy_drop_points"].limit == pytest.approx(0.8)
+    assert not by_name["budget.min_fps"].met and [c for c in strict if c.name.endswith("fps")] == [
+        by_name["budget.min_fps"]]
+
+
 def test_the_board_always_bounds_the_design():
     cons = check(BudgetSection(), PYNQ, 0.97, _figures(dsp=300))  # Pynq-Z1 has 220 DSPs
     (miss,) = [c for c in cons if not c.met]

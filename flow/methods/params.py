@@ -144,6 +144,10 @@ class SearchParams(_Params):
         default=[0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0], min_length=1)
     min_keep: int = Field(default=2, ge=1)
     trial_epochs: int = Field(default=3, ge=0)  # short fine-tuning per candidate (0: PTQ only)
+    # before the full QAT, a plan's short fine-tune may fall this many points further below the
+    # float network than budget.max_accuracy_drop_points allows (the full QAT recovers accuracy;
+    # the budget itself is checked after it)
+    trial_slack_points: float = Field(default=1.0, ge=0)
     # FINN's estimate in the loop: for candidates the cost model finds feasible and not dominated
     # ("promising"), for every candidate ("all"), or only for the final Pareto plans ("none")
     finn: Literal["promising", "all", "none"] = "promising"

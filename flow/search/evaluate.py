@@ -37,7 +37,7 @@ from flow.models import Architecture, Net, ptq_model
 from flow.models.ptq import CALIB_SAMPLES
 from flow.plan import CompressionPlan
 from flow.rundir import digest
-from flow.search.budget import PlanFigures
+from flow.search.budget import Constraint, PlanFigures, check
 from flow.search.hardware import HwFigures, screen
 from flow.search.space import Choices, SearchSpace
 from flow.train import TrainConfig, accuracy, mean_loss, train
@@ -186,6 +186,12 @@ class SearchContext:
     @property
     def seed(self) -> int:
         return self.recipe.data.seed
+
+    def constraints(self, figures: PlanFigures, after_qat: bool = False) -> list[Constraint]:
+        """The budget on a plan's figures; before the full QAT with the search's accuracy slack
+        (params.trial_slack_points)."""
+        slack = 0.0 if after_qat else self.params.trial_slack_points
+        return check(self.recipe.budget, self.board, self.float_val_accuracy, figures, slack)
 
 
 def plan_size(arch: Architecture, plan: CompressionPlan) -> PlanSize:

@@ -22,7 +22,7 @@ from flow.errors import DensiflowError
 from flow.methods.params import SearchParams
 from flow.models import Architecture, Net, qat_model
 from flow.rundir import RunFolder, digest
-from flow.search.budget import BudgetError, check, distance, feasible, infeasible_message
+from flow.search.budget import BudgetError, distance, feasible, infeasible_message
 from flow.search.context import prepare_context
 from flow.search.evaluate import (
     Candidate,
@@ -135,7 +135,7 @@ def estimate_promising(ctx: SearchContext, cands: list[Candidate],
     """FINN's estimate for the screen's front among feasible plans (the closest ones if none
     is feasible) and the best by the selection; returns (candidates, requests, hits)."""
     def cons(c: Candidate):
-        return check(ctx.recipe.budget, ctx.board, ctx.float_val_accuracy, c.figures())
+        return ctx.constraints(c.figures())
 
     pool = ([c for c in cands if feasible(cons(c))]
             or sorted(cands, key=lambda c: distance(cons(c)))[:3])
@@ -163,8 +163,7 @@ def full_qat(ctx: SearchContext, cand: Candidate,
                       label=f"qat {cand.digest[:8]}")
     val, test = accuracy(model, d.x_val, d.y_val), accuracy(model, d.x_test, d.y_test)
     hardware = synth.figures if synth is not None else None
-    cons = check(ctx.recipe.budget, ctx.board, ctx.float_val_accuracy,
-                 cand.figures(val, hardware))
+    cons = ctx.constraints(cand.figures(val, hardware), after_qat=True)
     return QatFigures(val_accuracy=val, test_accuracy=test,
                       performance_density=100 * test / cand.size.total_mbit, constraints=cons,
                       feasible=feasible(cons))
@@ -199,8 +198,7 @@ def choose(ctx: SearchContext, cands: list[Candidate], progress: Progress | None
     """Full QAT (and synthesis, if the recipe asks) for the best FINN-feasible plans; the best
     of those still feasible (on the synthesised counts where they exist)."""
     select = SELECT[ctx.params.select]
-    ok = [c for c in cands if c.finn is not None and feasible(
-        check(ctx.recipe.budget, ctx.board, ctx.float_val_accuracy, c.figures()))]
+    ok = [c for c in cands if c.finn is not None and feasible(ctx.constraints(c.figures()))]
     top = sorted(ok, key=lambda c: -select(c.val_accuracy, c))[: ctx.params.qat_top]
     synth, hits = synthesise_top(ctx, top, progress)
     qat: dict[str, QatFigures] = {}
@@ -220,7 +218,7 @@ def closest(ctx: SearchContext, cands: list[Candidate], qat: dict[str, QatFigure
     def cons(c: Candidate):
         if c.digest in qat:
             return qat[c.digest].constraints
-        return check(ctx.recipe.budget, ctx.board, ctx.float_val_accuracy, c.figures())
+        return ctx.constraints(c.figures(), after_qat=True)  # the budget itself
 
     best = min(pool, key=lambda c: distance(cons(c)))
     return best, cons(best)

@@ -32,7 +32,7 @@ from optuna.trial import FrozenTrial, TrialState
 from pydantic import BaseModel, ConfigDict
 
 from flow.errors import ConfigError, DensiflowError
-from flow.search.budget import check, feasible
+from flow.search.budget import feasible
 from flow.search.evaluate import Candidate, SearchContext, evaluate, finn_estimate
 from flow.search.space import Choices
 
@@ -162,8 +162,7 @@ def promising(ctx: SearchContext, study: optuna.Study, cand: Candidate) -> bool:
     mode = ctx.params.finn
     if mode != "promising":
         return mode == "all"
-    screen_ok = feasible(check(ctx.recipe.budget, ctx.board, ctx.float_val_accuracy,
-                               cand.figures()))
+    screen_ok = feasible(ctx.constraints(cand.figures()))
     others = [(c.val_accuracy, c.size.total_mbit, c.screen.lut_bram18) for c in candidates(study)]
     return screen_ok and not _dominated(
         (cand.val_accuracy, cand.size.total_mbit, cand.screen.lut_bram18), others)
@@ -193,7 +192,7 @@ def make_objective(ctx: SearchContext) -> Callable[[optuna.Trial], tuple[float, 
                 est, hit = finn_estimate(ctx, plan, model)
                 cand = cand.model_copy(update={"finn": est})
                 trial.set_user_attr("finn_cache", "hit" if hit else "miss")
-        cons = check(ctx.recipe.budget, ctx.board, ctx.float_val_accuracy, cand.figures())
+        cons = ctx.constraints(cand.figures())
         trial.set_user_attr("candidate", cand.model_dump(mode="json"))
         for c in cons:  # NSGA-II ranks infeasible trials by these (Optuna's named constraints)
             trial.set_constraint(c.name, c.violation)
