@@ -23,8 +23,10 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -247,27 +249,31 @@ def finn_key(ctx: SearchContext, plan_digest: str) -> str:
                    "input_bits": ctx.data.input_bits})
 
 
-def cached_finn(ctx: SearchContext, plan_digest: str) -> FinnEstimate | None:
-    """The cached FINN estimate of a plan, if any."""
-    path = ctx.finn_cache / f"{finn_key(ctx, plan_digest)}.json"
-    return FinnEstimate.model_validate_json(path.read_text()) if path.is_file() else None
+Cached = TypeVar("Cached", bound=BaseModel)
+
+
+def _cached(path: Path, kind: type[Cached], work: Path,
+            compute: Callable[[Path], Cached]) -> tuple[Cached, bool]:
+    """`kind` read from `path`, else computed in the scratch folder `work` (removed afterwards)
+    and saved to `path`; (value, cache hit)."""
+    if path.is_file():
+        return kind.model_validate_json(path.read_text()), True
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        got = compute(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    atomic_write_text(path, got.model_dump_json(indent=1))
+    return got, False
 
 
 def finn_estimate(ctx: SearchContext, plan: CompressionPlan,
                   model: Net) -> tuple[FinnEstimate, bool]:
     """FINN's estimate of the plan's network (cached by plan digest); (estimate, cache hit)."""
-    hit = cached_finn(ctx, plan.digest())
-    if hit is not None:
-        return hit, True
     key = finn_key(ctx, plan.digest())
-    work = ctx.finn_cache / "work" / f"{key}.{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
-    try:
-        est = _build_and_compare(ctx, plan, model, key, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    atomic_write_text(ctx.finn_cache / f"{key}.json", est.model_dump_json(indent=1))
-    return est, False
+    return _cached(ctx.finn_cache / f"{key}.json", FinnEstimate,
+                   ctx.finn_cache / "work" / f"{key}.{os.getpid()}",
+                   lambda work: _build_and_compare(ctx, plan, model, key, work))
 
 
 def _build(ctx: SearchContext, plan: CompressionPlan, model: Net, work: Path):
@@ -322,17 +328,9 @@ def synth_estimate(ctx: SearchContext, plan: CompressionPlan,
                    model: Net) -> tuple[SynthFigures, bool]:
     """Yosys' counts of the plan's FINN build (cached by plan digest); (figures, cache hit)."""
     key = synth_key(ctx, plan.digest())
-    path = ctx.finn_cache / f"synth-{key}.json"
-    if path.is_file():
-        return SynthFigures.model_validate_json(path.read_text()), True
-    work = ctx.finn_cache / "work" / f"synth-{key}.{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
-    try:
-        got = _synthesise(ctx, plan, model, key, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    atomic_write_text(path, got.model_dump_json(indent=1))
-    return got, False
+    return _cached(ctx.finn_cache / f"synth-{key}.json", SynthFigures,
+                   ctx.finn_cache / "work" / f"synth-{key}.{os.getpid()}",
+                   lambda work: _synthesise(ctx, plan, model, key, work))
 
 
 def _synthesise(ctx: SearchContext, plan: CompressionPlan, model: Net, key: str,
