@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from flow.finn import FinnBuild, LayerEstimate
+from flow.finn.vivado import VivadoFigures, estimate_error
 from flow.io import atomic_write_json
 from flow.results import (
     BaselineResult,
@@ -20,6 +21,7 @@ from flow.results import (
 from flow.run import STEP_NAMES, Run
 from flow.synth import SynthResult
 from hw_models.resources import Resources, ResourceSource
+from hw_models.resources import fit as resource_fit
 
 SCHEMA_VERSION = 1
 RESOURCE_KEYS = ("lut", "bram18", "uram", "dsp")
@@ -74,12 +76,25 @@ class FifoSizingSummary(BaseModel):
     cycles_per_frame_sized: float
 
 
+class VivadoSummary(BaseModel):
+    """Vivado's post-route utilisation (the reference where it exists) and the error of the other
+    sources against it per resource: (other - Vivado) / Vivado, None where Vivado counts 0."""
+
+    resources: Resources
+    wns_ns: float | None
+    timing_met: bool | None
+    finn_error: dict[str, float | None]
+    yosys_error: dict[str, float | None] | None  # None: not synthesised by Yosys
+
+
 class HardwareSummary(BaseModel):
-    # the source of `resources` and of the fit: Yosys synthesis where it ran, else FINN's estimate
+    # the source of `resources` and of the fit: Vivado where the bitstream was built, else Yosys
+    # synthesis where it ran, else FINN's estimate
     resource_source: ResourceSource
     resources: Resources
     finn_estimate: Resources
     synthesis: SynthSummary | None
+    vivado: VivadoSummary | None = None
     folding: FoldingSummary | None  # None: FINN's SetFolding was used
     fifo_sizing: FifoSizingSummary | None  # None: fixed FIFO depths
     fits: bool
@@ -167,7 +182,8 @@ def build_summary(run: Run) -> Summary:
         memory=Memory(weight_mbit=t.weight_mbit, act_mbit=t.act_mbit, total_mbit=t.total_mbit,
                       avg_bits=t.avg_bits, params=t.params),
         performance_density=qat.performance_density,
-        hardware=_hardware(finn, recipe.hardware.target_fps, synth),
+        hardware=_hardware(finn, recipe.hardware.target_fps, synth,
+                           None if deployed.manifest is None else deployed.manifest.vivado),
         simulation=val, simulation_skipped=sim.skipped,
         deployment=None if deployed.manifest is None else {
             "folder": str(run.step_dir("deploy") / "deployment"), "bitstream": deployed.bitstream,
@@ -197,17 +213,46 @@ def _synthesis(result: SynthResult) -> SynthSummary:
                         line=summary_line(result))
 
 
-def _hardware(finn: FinnBuild, target_fps: float, synth: SynthResult | None) -> HardwareSummary:
+def vivado_summary(vivado: VivadoFigures, synth: SynthResult | None) -> VivadoSummary:
+    """Vivado's counts, and FINN's and Yosys' error against them."""
+    return VivadoSummary(
+        resources=vivado.resources, wns_ns=vivado.wns_ns, timing_met=vivado.timing_met,
+        finn_error=vivado.estimate_error,
+        yosys_error=None if synth is None else estimate_error(synth.report.resources,
+                                                              vivado.resources))
+
+
+def vivado_line(v: VivadoSummary) -> str:
+    """e.g. 'Vivado post-route: LUT 1200, ...; error vs Vivado: FINN estimate LUT -12 %, ...'."""
+    def errors(source: str, err: dict[str, float | None]) -> str:
+        return f"{source} " + ", ".join(
+            f"{r.upper()} {'-' if e is None else f'{100 * e:+.0f} %'}" for r, e in err.items())
+
+    counts = ", ".join(f"{r.upper()} {v.resources.get(r):,.0f}" for r in RESOURCE_KEYS)
+    timing = ("timing met" if v.timing_met else f"timing MISSED (WNS {v.wns_ns} ns)"
+              if v.timing_met is not None else "timing not reported")
+    parts = [errors("FINN estimate", v.finn_error)]
+    if v.yosys_error is not None:
+        parts.append(errors("Yosys synthesis", v.yosys_error))
+    return f"Vivado post-route: {counts}, {timing}; error vs Vivado: {'; '.join(parts)}"
+
+
+def _hardware(finn: FinnBuild, target_fps: float, synth: SynthResult | None,
+              vivado: VivadoFigures | None = None) -> HardwareSummary:
+    """Hardware figures of a run; resources and board fit from the best source there is."""
     perf, rep = finn.performance, finn.folding
     folding = None if rep is None else FoldingSummary(
         setfolding_fps=rep.setfolding.fps, setfolding_resources=rep.setfolding.resources,
         ceiling_fps=rep.ceiling.fps, fraction_of_bound=rep.fraction_of_bound,
         binding=rep.binding, cost_model_resources=rep.cost_model.resources)
-    fit = finn.fit if synth is None else synth.fit
+    fit = (finn.fit if synth is None else synth.fit) if vivado is None else resource_fit(
+        vivado.resources, finn.board, ResourceSource.VIVADO)
+    resources = (finn.totals if synth is None else synth.report.resources) if vivado is None \
+        else vivado.resources
     return HardwareSummary(
-        resource_source=fit.source,
-        resources=finn.totals if synth is None else synth.report.resources,
+        resource_source=fit.source, resources=resources,
         finn_estimate=finn.totals, synthesis=None if synth is None else _synthesis(synth),
+        vivado=None if vivado is None else vivado_summary(vivado, synth),
         folding=folding, fits=fit.fits, over=fit.over,
         fifo_sizing=None if finn.fifo_sizing is None else FifoSizingSummary(
             lut_saved=finn.fifo_sizing.lut_saved, bram18_saved=finn.fifo_sizing.bram18_saved,
@@ -321,6 +366,8 @@ def summary_lines(summary: Summary) -> list[str]:
         f"{hw.latency_us:.2f} us, {fit} on {summary.board}")
     if hw.synthesis is not None:
         lines.append(hw.synthesis.line)
+    if hw.vivado is not None:
+        lines.append(vivado_line(hw.vivado))
     if hw.folding is not None:
         f, r = hw.folding, hw.folding.setfolding_resources
         lines.append(

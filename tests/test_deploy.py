@@ -441,3 +441,26 @@ def test_missing_line_is_logged_once(build, frames, tmp_path, monkeypatch, caplo
         result = deploy(build, None, tmp_path / "o", frames[:1])
     lines = [r.getMessage() for r in caplog.records if r.name == "flow.finn.deploy"]
     assert lines == [result.manifest.missing]
+
+
+def test_vivado_is_the_reference_of_the_summary(build):
+    """Where the bitstream was built, Vivado's post-route counts are the run's resources and its
+    board fit; FINN's and Yosys' errors are stated against them per resource."""
+    from types import SimpleNamespace
+
+    from flow.finn.vivado import VivadoFigures
+    from flow.report import _hardware, vivado_line, vivado_summary
+    from hw_models.resources import ResourceSource, fit
+
+    used = Resources(lut=1200, ff=900, bram18=8, dsp=8)
+    viv = VivadoFigures(scope="accelerator", resources=used, finn_estimate=build.totals,
+                        estimate_error=estimate_error(build.totals, used), wns_ns=0.4,
+                        timing_met=True, reports=[])
+    hw = _hardware(build, 1000.0, None, viv)
+    assert hw.resource_source == ResourceSource.VIVADO and hw.resources == used
+    assert hw.fits == fit(used, build.board, ResourceSource.VIVADO).fits
+    assert hw.vivado.finn_error == viv.estimate_error and hw.vivado.yosys_error is None
+    yosys = SimpleNamespace(report=SimpleNamespace(resources=Resources(lut=1800, bram18=6, dsp=8)))
+    v = vivado_summary(viv, yosys)
+    assert v.yosys_error == {"lut": 0.5, "bram18": -0.25, "uram": None, "dsp": 0.0}
+    assert "Yosys synthesis LUT +50 %, BRAM18 -25 %, URAM -, DSP +0 %" in vivado_line(v)
