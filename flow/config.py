@@ -41,9 +41,14 @@ class DataSection(_Section):
     path: str | None = None  # folder of MNIST idx files or CIFAR-10 python batches
     seed: int = Field(default=0, ge=0)
     limit: int | None = Field(default=None, ge=1)  # cap on training samples, for quick runs
+    # synthetic only: channels, height, width of its images (default 1 x 8 x 8)
+    shape: list[int] | None = Field(default=None, min_length=3, max_length=3)
 
     @model_validator(mode="after")
     def _path_fits_dataset(self) -> DataSection:
+        if self.shape is not None and (self.dataset != "synthetic" or min(self.shape) < 1):
+            raise ValueError("data.shape: only for dataset 'synthetic', three sizes >= 1 "
+                             "(channels, height, width)")
         needs_path = self.dataset in ("mnist", "cifar10")
         if needs_path and self.path is None:
             raise ValueError(f"data.path: dataset '{self.dataset}' needs the folder of its files "

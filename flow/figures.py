@@ -117,6 +117,28 @@ def synth_table(run_dir: Path) -> str:
                       "Yosys / FINN"), rows)
 
 
+def folding_table(run_dir: Path) -> str:
+    """densiflow's folding optimiser against FINN's SetFolding at the same target (FINN's
+    estimate of both) and the resource-bound ceiling."""
+    s = load_current_summary(run_dir)
+    hw, f = s.hardware, s.hardware.folding
+    if f is None:
+        return "(FINN's SetFolding only in this run)"
+    ours, theirs = hw.finn_estimate, f.setfolding_resources
+    bound = min(hw.target_fps, f.ceiling_fps)
+    rows = [
+        ("densiflow's optimiser", f"{hw.fps:,.0f}", f"{100 * hw.fps / bound:.1f} %",
+         f"{ours.lut:,.0f}", f"{ours.bram18:,.0f}", f"{ours.dsp:,.0f}"),
+        ("FINN's SetFolding", f"{f.setfolding_fps:,.0f}",
+         f"{100 * f.setfolding_fps / bound:.1f} %", f"{theirs.lut:,.0f}",
+         f"{theirs.bram18:,.0f}", f"{theirs.dsp:,.0f}"),
+    ]
+    return (f"Target {hw.target_fps:,.0f} frames/s at {hw.clock_mhz:g} MHz; resource-bound "
+            f"ceiling {f.ceiling_fps:,.0f} frames/s (bound by {f.binding}).\n\n"
+            + _markdown(("folding", "frames/s", "of min(target, ceiling)", "LUT (FINN est.)",
+                         "BRAM18", "DSP"), rows))
+
+
 def _markdown(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -144,6 +166,8 @@ SECTIONS: list[tuple[str, str, Callable[[Path], str]]] = [
      "build/digits_dfq.yaml", dfq_table),
     ("The co-design search's chosen plan (build/digits_search.yaml: within 0.5 points of float, "
      "at least W4A4's frame rate) through the whole flow", "build/digits_search.yaml", _summary),
+    ("Folding a CNV-class network (build/cnv_zcu104.yaml: cnv W4A4 on ZCU104, synthetic 3x32x32 "
+     "data)", "build/cnv_zcu104.yaml", folding_table),
 ]
 
 

@@ -69,7 +69,8 @@ class Run:
     @cached_property
     def data(self) -> Dataset:
         d = self.recipe.data
-        return load_dataset(d.dataset, d.path, seed=d.seed, limit=d.limit)
+        extra = {} if d.shape is None else {"shape": tuple(d.shape)}
+        return load_dataset(d.dataset, d.path, seed=d.seed, limit=d.limit, **extra)
 
     @cached_property
     def arch(self) -> Architecture:

@@ -45,6 +45,9 @@ def test_method_parameters_are_typed_and_defaulted():
          "method.importance.*sum to 1"),
         ({"name": "x", "data": {"dataset": "imagenet"}}, "data.dataset"),
         ({"name": "x", "data": {"dataset": "mnist"}}, "data.path: .*needs the folder"),
+        ({"name": "x", "data": {"shape": [3, 32, 32]}}, "data.shape: only for dataset 'synth"),
+        ({"name": "x", "data": {"dataset": "synthetic", "shape": [3, 32]}}, "data.shape"),
+        ({"name": "x", "data": {"dataset": "synthetic", "shape": [3, 0, 32]}}, "data.shape"),
         ({"name": "x", "model": {"arch": "resnet"}}, "model.arch: .*unknown architecture"),
         ({"name": "x", "hardware": {"board": "zedboard"}}, "hardware.board: .*unknown board"),
         ({"name": "x", "hardware": {"clock_mhz": 0}}, "hardware.clock_mhz"),
@@ -95,3 +98,14 @@ def test_yaml_errors_keep_the_file_line_and_caret(tmp_path):
     text = str(err.value)
     assert "not valid YAML" in text and f'"{bad}", line' in text and "^" in text
     assert "<unicode string>" not in text
+
+
+def test_synthetic_images_take_the_recipes_shape(tmp_path):
+    """cnv takes 3 x 32 x 32 images: a synthetic set of that shape feeds it (default 1 x 8 x 8)."""
+    from flow.run import Run
+    from flow.rundir import RunFolder
+
+    recipe = parse_recipe({"name": "c", "data": {"dataset": "synthetic", "shape": [3, 32, 32],
+                                                 "limit": 20}, "model": {"arch": "cnv"}})
+    run = Run(recipe, RunFolder(tmp_path))
+    assert tuple(run.data.in_shape) == (3, 32, 32) and run.arch.name == "cnv"
