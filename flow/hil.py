@@ -725,7 +725,7 @@ def start_agent(folder: str | Path, token_file: str | Path, backend: str = "rtls
                 port: int = 0, timeout_s: float = 30.0, extra_args: Sequence[str] = (),
                 wait_s: float = 120.0, log_path: str | Path | None = None) -> LocalAgent:
     """Start the folder's agent.py on 127.0.0.1 and wait (up to wait_s) until it listens."""
-    folder = Path(folder).resolve()
+    folder, token_file = Path(folder).resolve(), Path(token_file).resolve()  # agent's cwd: folder
     log_path = Path(log_path) if log_path else folder / "agent.log"
     cmd = [sys.executable, str(folder / "agent.py"), "--folder", str(folder), "--backend",
            backend, "--token-file", str(token_file), "--port", str(port), "--timeout",

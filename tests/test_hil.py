@@ -272,6 +272,16 @@ def test_client_killed_mid_batch_then_resume(dep, shared_agent, tmp_path):
 
 
 @pytest.mark.rtlsim
+def test_agent_started_with_a_relative_token_path(dep, tmp_path, monkeypatch):
+    """The agent runs in its folder: a token path relative to the caller still reaches it."""
+    monkeypatch.chdir(dep.token_file.parent)
+    with start_agent(dep.folder, dep.token_file.name, port=0, timeout_s=AGENT_TIMEOUT,
+                     wait_s=60) as ag:
+        res = run_hil(ag.target, dep.token, dep.golden, dep.artefacts,
+                      tmp_path / "journal.jsonl", options())
+    assert res.bit_exact and res.frames == N_FRAMES
+
+
 def test_bad_token_is_refused(dep, shared_agent, tmp_path):
     with pytest.raises(HilError, match=r"refused \(auth\)"):
         run_hil(shared_agent.target, b"not-the-token-of-this-run", dep.golden, dep.artefacts,
