@@ -237,6 +237,17 @@ def _trial_stats(study, first: int) -> tuple[int, int, int, int, int]:
             sum(f is not None for f in finn), sum(f == "hit" for f in finn))
 
 
+def _point(c: Candidate, recipe: Recipe, out_dir: Path, qat: dict[str, QatFigures],
+           synth: dict[str, SynthFigures], front_sets: dict[str, list[Candidate]]) -> SearchPoint:
+    """A kept candidate with its runnable plan and recipe files under out_dir/points/."""
+    plan_file, recipe_file = write_point(out_dir / "points" / c.digest, recipe, c)
+    return SearchPoint(digest=c.digest, candidate=c, plan_file=str(plan_file),
+                       recipe_file=str(recipe_file), qat=qat.get(c.digest),
+                       synth=synth.get(c.digest),
+                       fronts=[n for n, f in front_sets.items()
+                               if c.digest in {x.digest for x in f}])
+
+
 def search(inputs: SearchInputs, state_dir: Path, out_dir: Path, workers: int = 1,
            storage_url: str | None = None, progress: Progress | None = None) -> SearchOutcome:
     """The whole search (see the module doc); raises BudgetError after writing its outcome
@@ -253,25 +264,15 @@ def search(inputs: SearchInputs, state_dir: Path, out_dir: Path, workers: int = 
     cands, more, more_hits = estimate_promising(ctx, candidates(study), progress)
     choice = choose(ctx, cands, progress)
     qat, synth, chosen = choice.qat, choice.synth, choice.chosen
-    estimated = [c for c in cands if c.finn is not None]
-    front_sets = fronts(estimated)
+    front_sets = fronts([c for c in cands if c.finn is not None])
     keep = {c.digest for f in front_sets.values() for c in f} | set(qat)
-    infeasible = None
-    if chosen is None:
-        near, cons = closest(ctx, cands, qat)
+    near, cons = closest(ctx, cands, qat) if chosen is None else (None, [])
+    if near is not None:
         keep.add(near.digest)
-    points = []
-    for c in cands:
-        if c.digest in keep:
-            plan_file, recipe_file = write_point(out_dir / "points" / c.digest, inputs.recipe, c)
-            points.append(SearchPoint(
-                digest=c.digest, candidate=c, plan_file=str(plan_file),
-                recipe_file=str(recipe_file), qat=qat.get(c.digest), synth=synth.get(c.digest),
-                fronts=[n for n, f in front_sets.items()
-                        if c.digest in {x.digest for x in f}]))
-    if chosen is None:
-        infeasible = infeasible_message(near.digest[:8], cons, len(cands),
-                                        str(out_dir / "points" / near.digest / "plan.yaml"))
+    points = [_point(c, inputs.recipe, out_dir, qat, synth, front_sets)
+              for c in cands if c.digest in keep]
+    infeasible = None if near is None else infeasible_message(
+        near.digest[:8], cons, len(cands), str(out_dir / "points" / near.digest / "plan.yaml"))
     n_done = len(complete(study))
     d = inputs.data
     outcome = SearchOutcome(
