@@ -5,32 +5,23 @@ import csv
 import json
 
 import pytest
-import torch
+from helpers import method_context
 
 from flow.aqp_report import done_check
 from flow.config import parse_recipe
-from flow.data import load_dataset
 from flow.errors import ConfigError
 from flow.importance.pruning import structured_keep
 from flow.methods.aqp import make_plan as aqp_make_plan
-from flow.methods.base import MethodContext, get_method
+from flow.methods.base import get_method
 from flow.methods.params import AqpParams
-from flow.models import build_float, get_architecture
 from flow.plan import CompressionPlan
-from flow.train import TrainConfig, train
 
 pytestmark = [pytest.mark.usefixtures("torch_one_thread"), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def ctx(torch_one_thread):
-    """digits (400 training images), digits_cnn trained briefly, 1-epoch QAT."""
-    data = load_dataset("digits", seed=0, limit=400)
-    arch = get_architecture("digits_cnn")
-    torch.manual_seed(0)
-    net = build_float(arch, data.pixel_max)
-    train(net, data.x_train, data.y_train, TrainConfig(12, lr=3e-3), "float")
-    return MethodContext(arch, data, net, TrainConfig(1), min_bits=2, seed=0)
+    return method_context(400, 12)
 
 
 FAST = {"report": False, "k_step": 0.5}

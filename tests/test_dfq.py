@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import method_context
 from torch import nn
 
 from flow.config import parse_recipe
-from flow.data import load_dataset
 from flow.errors import ConfigError
-from flow.methods.base import MethodContext
 from flow.methods.dfq import (
     _alpha_step,
     discrete_weights,
@@ -22,9 +21,8 @@ from flow.methods.dfq import (
     supernet,
 )
 from flow.methods.params import DfqParams
-from flow.models import build_float, get_architecture
 from flow.models.quantizers import BitMixture, expected_cost, fake_quant_weight
-from flow.train import TrainConfig, predict, train
+from flow.train import predict
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -75,13 +73,7 @@ def test_mixture_is_the_softmax_weighted_sum_of_its_branches():
 
 @pytest.fixture(scope="module")
 def ctx(torch_one_thread):
-    data = load_dataset("digits", seed=0, limit=300)
-    arch = get_architecture("digits_cnn")
-    torch.manual_seed(0)
-    net = build_float(arch, data.pixel_max)
-    train(net, data.x_train, data.y_train, TrainConfig(6, lr=3e-3), "float")
-    recipe = parse_recipe({"name": "t", "hardware": {"board": "pynq-z1", "target_fps": 100000}})
-    return MethodContext(arch, data, net, TrainConfig(1), min_bits=2, seed=0, recipe=recipe)
+    return method_context(300, 6, {"hardware": {"board": "pynq-z1", "target_fps": 100000}})
 
 
 def test_size_costs_are_bits_times_weights_normalised(ctx):

@@ -11,13 +11,11 @@ import pytest
 import torch
 from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear, QuantReLU
 from brevitas.quant import Uint8ActPerTensorFloat
+from helpers import method_context
 from torch import nn
 
-from flow.config import parse_recipe
-from flow.data import load_dataset
 from flow.errors import ConfigError
 from flow.finn.zero_points import ExtractZeroPoints
-from flow.methods.base import MethodContext
 from flow.methods.params import QsparseParams
 from flow.methods.qsparse import (
     SCHEDULES,
@@ -42,7 +40,7 @@ from flow.models.quantizers import (
     asym_scale_zero_point,
 )
 from flow.plan import CompressionPlan
-from flow.train import TrainConfig, predict, train
+from flow.train import TrainConfig, predict
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -261,14 +259,7 @@ def test_layerwise_schedule_events_one_layer_each():
 
 @pytest.fixture(scope="module")
 def ctx(torch_one_thread):
-    """digits (300 training images), digits_cnn trained briefly, 1-epoch QAT."""
-    data = load_dataset("digits", seed=0, limit=300)
-    arch = get_architecture("digits_cnn")
-    torch.manual_seed(0)
-    net = build_float(arch, data.pixel_max)
-    train(net, data.x_train, data.y_train, TrainConfig(6, lr=3e-3), "float")
-    recipe = parse_recipe({"name": "t", "train": {"epochs": 2}})
-    return MethodContext(arch, data, net, TrainConfig(1), min_bits=2, seed=0, recipe=recipe)
+    return method_context(300, 6, {"train": {"epochs": 2}})
 
 
 def test_layerwise_sets_layer_i_only_at_its_step(ctx):

@@ -1,0 +1,21 @@
+"""Shared test helpers (importable from the test modules: tests/ is on pytest's path)."""
+from __future__ import annotations
+
+import torch
+
+from flow.config import parse_recipe
+from flow.data import load_dataset
+from flow.methods.base import MethodContext
+from flow.models import build_float, get_architecture
+from flow.train import TrainConfig, train
+
+
+def method_context(limit: int, float_epochs: int, recipe: dict | None = None) -> MethodContext:
+    """digits (`limit` training images), digits_cnn trained `float_epochs` epochs, 1-epoch QAT."""
+    data = load_dataset("digits", seed=0, limit=limit)
+    arch = get_architecture("digits_cnn")
+    torch.manual_seed(0)
+    net = build_float(arch, data.pixel_max)
+    train(net, data.x_train, data.y_train, TrainConfig(float_epochs, lr=3e-3), "float")
+    extra = {} if recipe is None else {"recipe": parse_recipe({"name": "t", **recipe})}
+    return MethodContext(arch, data, net, TrainConfig(1), min_bits=2, seed=0, **extra)
