@@ -353,6 +353,7 @@ def _tool(folder: Path, name: str, record: Path, makes: str = "") -> None:
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
 
 
+@pytest.mark.slow  # FINN's whole stitch + ZynqBuild flow up to the first fake-Vivado call
 def test_with_vivado_finns_flow_calls_vivado_and_vitis_hls(build, frames, tmp_path, monkeypatch):
     tools, record = tmp_path / "bin", tmp_path / "calls.txt"
     tools.mkdir()

@@ -277,6 +277,7 @@ def test_verification_error_when_models_differ(tiny):
 # ----------------------------------------------------------------------------- (b) TFC 2w2a
 
 
+@pytest.mark.slow  # FINN builds of brevitas_examples' TFC
 def test_tfc_2w2a_on_zcu104(tfc):
     mvaus = _compute_rows(tfc)
     assert [r.op_type for r in mvaus] == ["MVAU_rtl"] * 4  # 2-bit weights: RTL from 2 bits up
@@ -290,6 +291,7 @@ def test_tfc_2w2a_on_zcu104(tfc):
     assert tfc.verification.max_rel_error < 1e-5
 
 
+@pytest.mark.slow  # FINN builds of brevitas_examples' TFC
 def test_too_small_board_reported_per_resource(tfc_onnx, tmp_path):
     est = estimate_qonnx(tfc_onnx, "pynq-z1", 1e9, tmp_path, input_dtype="UINT8",
                          verify_frames=0, folding="finn")
@@ -305,6 +307,7 @@ def test_too_small_board_reported_per_resource(tfc_onnx, tmp_path):
     assert f"needs {est.performance.steady_state_cycles} cycles" in slow and "allows 0.1" in slow
 
 
+@pytest.mark.slow  # FINN builds of brevitas_examples' TFC
 def test_optimiser_stays_on_the_board_and_beats_setfolding(tfc_onnx, tmp_path):
     """The folding optimiser, at an unreachable target: the fastest design within the board,
     at least as fast as FINN's SetFolding (FINN's estimate of both), ceiling reported."""

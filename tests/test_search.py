@@ -117,6 +117,7 @@ def finn_build_of(tmp_path_factory):
     return build
 
 
+@pytest.mark.slow  # two FINN builds
 @pytest.mark.parametrize("plan", [
     ARCH.uniform_plan(4, 4, 5),
     ARCH.uniform_plan(3, 2, 5).with_layer("conv2", keep=tuple(range(0, 32, 2)))
