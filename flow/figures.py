@@ -166,6 +166,8 @@ SECTIONS: list[tuple[str, str, Callable[[Path], str]]] = [
      "build/digits_dfq.yaml", dfq_table),
     ("The co-design search's chosen plan (build/digits_search.yaml: within 0.5 points of float, "
      "at least W4A4's frame rate) through the whole flow", "build/digits_search.yaml", _summary),
+    ("The same search choosing the fewest LUT + BRAM18 (build/digits_search_lut.yaml)",
+     "build/digits_search_lut.yaml", _summary),
     ("Folding a CNV-class network (build/cnv_zcu104.yaml: cnv W4A4 on ZCU104, synthetic 3x32x32 "
      "data)", "build/cnv_zcu104.yaml", folding_table),
 ]
