@@ -229,8 +229,10 @@ def vivado_line(v: VivadoSummary) -> str:
             f"{r.upper()} {'-' if e is None else f'{100 * e:+.0f} %'}" for r, e in err.items())
 
     counts = ", ".join(f"{r.upper()} {v.resources.get(r):,.0f}" for r in RESOURCE_KEYS)
-    timing = ("timing met" if v.timing_met else f"timing MISSED (WNS {v.wns_ns} ns)"
-              if v.timing_met is not None else "timing not reported")
+    if v.timing_met is None:
+        timing = "timing not reported"
+    else:
+        timing = "timing met" if v.timing_met else f"timing MISSED (WNS {v.wns_ns} ns)"
     parts = [errors("FINN estimate", v.finn_error)]
     if v.yosys_error is not None:
         parts.append(errors("Yosys synthesis", v.yosys_error))
@@ -245,10 +247,13 @@ def _hardware(finn: FinnBuild, target_fps: float, synth: SynthResult | None,
         setfolding_fps=rep.setfolding.fps, setfolding_resources=rep.setfolding.resources,
         ceiling_fps=rep.ceiling.fps, fraction_of_bound=rep.fraction_of_bound,
         binding=rep.binding, cost_model_resources=rep.cost_model.resources)
-    fit = (finn.fit if synth is None else synth.fit) if vivado is None else resource_fit(
-        vivado.resources, finn.board, ResourceSource.VIVADO)
-    resources = (finn.totals if synth is None else synth.report.resources) if vivado is None \
-        else vivado.resources
+    if vivado is not None:
+        resources = vivado.resources
+        fit = resource_fit(resources, finn.board, ResourceSource.VIVADO)
+    elif synth is not None:
+        resources, fit = synth.report.resources, synth.fit
+    else:
+        resources, fit = finn.totals, finn.fit
     return HardwareSummary(
         resource_source=fit.source, resources=resources,
         finn_estimate=finn.totals, synthesis=None if synth is None else _synthesis(synth),

@@ -376,6 +376,7 @@ def _mvau_terms(x: MvauLayer) -> Terms:
     levels = 2 ** x.output_bits - 1
     bram, uram = _mvau_weight_memory(x)
     y_lutram, y_bram = _mvau_yosys_weights(x)
+    lanes = float(mvu_dsp_lanes(x)) if x.impl == "rtl" else 0.0  # DSPs mvu.sv instantiates
     if x.impl == "rtl":
         dsp = p * math.ceil(q / 3) if x.dsp_type == "DSP58" else math.ceil(p / 4) * q
     else:
@@ -392,12 +393,11 @@ def _mvau_terms(x: MvauLayer) -> Terms:
             "weight_width": float(p * q * w),  # the weight stream's registers and muxes
             "lane_sums": float(p * q * acc),  # per SIMD column and PE lane, in the fabric
             "yosys_weights_lutram": y_lutram,
-            "dsp_slices": float(mvu_dsp_lanes(x)) if x.impl == "rtl" else 0.0,  # lane logic
+            "dsp_slices": lanes,  # the fabric logic around each DSP lane
         },
         "bram18": {"weights": bram, "yosys_weights": y_bram},
         "uram": {"weights": uram},
-        "dsp": {"multipliers": float(dsp),
-                "mvu_lanes": float(mvu_dsp_lanes(x)) if x.impl == "rtl" else 0.0},
+        "dsp": {"multipliers": float(dsp), "mvu_lanes": lanes},
     }
 
 
