@@ -27,3 +27,12 @@ class RunFolderError(DensiflowError):
 
 class ArtefactError(DensiflowError):
     """A saved artefact is missing, damaged or changed since the step that wrote it."""
+
+
+class FileSystemError(DensiflowError):
+    """The machine refused a file operation (full disk, read-only folder, no permission, a path
+    of the wrong kind) or a path leads out of the folder densiflow may touch; exit status 1."""
+
+
+class JournalError(DensiflowError):
+    """A journal (search study, HIL batches) is damaged beyond the torn tail densiflow repairs."""
