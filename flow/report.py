@@ -20,8 +20,8 @@ from flow.results import (
 )
 from flow.run import STEP_NAMES, Run
 from flow.synth import SynthResult
+from hw_models.fit import fit as resource_fit
 from hw_models.resources import Resources, ResourceSource
-from hw_models.resources import fit as resource_fit
 
 SCHEMA_VERSION = 1
 RESOURCE_KEYS = ("lut", "bram18", "uram", "dsp")

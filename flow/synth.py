@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from flow.finn import FinnBuild
 from flow.io import atomic_write_text
 from hw_models.boards import get_board
-from hw_models.resources import FitReport, fit
+from hw_models.fit import FitReport, fit
 from hw_models.synth import Comparison, SynthReport
 
 Progress = Callable[[str, int, int], None]  # node, done, total

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hw_models.errors import UnknownBoardError
+from hw_models.resources import Resources
 
 
 @dataclass(frozen=True)
@@ -36,10 +37,8 @@ class Board:
     def clock_hz(self) -> float:
         return self.clock_mhz * 1e6
 
-    def capacity(self):
-        """Available resources (a hw_models.resources.Resources, FFs included)."""
-        from hw_models.resources import Resources
-
+    def capacity(self) -> Resources:
+        """Available resources, FFs included."""
         return Resources(lut=self.lut, bram18=self.bram18, uram=self.uram, dsp=self.dsp,
                          ff=self.ff)
 

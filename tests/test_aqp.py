@@ -7,11 +7,11 @@ import json
 import pytest
 from helpers import method_context
 
-from flow.aqp_report import done_check
 from flow.config import parse_recipe
 from flow.errors import ConfigError
 from flow.importance.pruning import structured_keep
 from flow.methods.aqp import make_plan as aqp_make_plan
+from flow.methods.aqp.report import done_check
 from flow.methods.base import get_method
 from flow.methods.params import AqpParams
 from flow.plan import CompressionPlan

@@ -8,7 +8,8 @@ from finn.util.platforms import platforms
 from hw_models.boards import BOARDS, board_names, get_board
 from hw_models.cycles import critical_path_cycles, pipeline_performance, throughput_fps
 from hw_models.errors import HardwareError, UnknownBoardError
-from hw_models.resources import BUDGETED, Resources, ResourceSource, fit
+from hw_models.fit import fit
+from hw_models.resources import BUDGETED, Resources, ResourceSource
 
 # device totals from AMD's product tables (DS190, DS891, DS987, DS962); BRAM in 18 Kb halves
 EXPECTED = {

@@ -451,7 +451,8 @@ def test_vivado_is_the_reference_of_the_summary(build):
 
     from flow.finn.vivado import VivadoFigures
     from flow.report import _hardware, vivado_line, vivado_summary
-    from hw_models.resources import ResourceSource, fit
+    from hw_models.fit import fit
+    from hw_models.resources import ResourceSource
 
     used = Resources(lut=1200, ff=900, bram18=8, dsp=8)
     viv = VivadoFigures(scope="accelerator", resources=used, finn_estimate=build.totals,

@@ -9,7 +9,7 @@ from torch import nn
 
 from flow.config import parse_recipe
 from flow.errors import ConfigError
-from flow.methods.dfq import (
+from flow.methods.dfq.bilevel import (
     _alpha_step,
     discrete_weights,
     discretise,

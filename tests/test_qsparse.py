@@ -17,7 +17,7 @@ from torch import nn
 from flow.errors import ConfigError
 from flow.finn.zero_points import ExtractZeroPoints
 from flow.methods.params import QsparseParams
-from flow.methods.qsparse import (
+from flow.methods.qsparse.schedule import (
     SCHEDULES,
     ChannelMasks,
     mask_events,

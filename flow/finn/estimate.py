@@ -47,8 +47,9 @@ from flow.finn.verify import HwVerification, random_input_batch, verify_hw_model
 from flow.io import atomic_write_text
 from hw_models.boards import Board, get_board
 from hw_models.cycles import Performance, pipeline_performance
+from hw_models.fit import FitReport, fit
 from hw_models.folding import Budget, FoldingReport
-from hw_models.resources import FitReport, Resources, ResourceSource, fit
+from hw_models.resources import Resources, ResourceSource
 from hw_models.rtlsim.fifo_sizing import FifoSizingReport
 from hw_models.rules import DEFAULT_FIFO_DEPTH, MAX_FIFO_DEPTH, MIN_FIFO_DEPTH
 

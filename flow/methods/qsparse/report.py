@@ -1,7 +1,7 @@
 """qsparse's comparison: every pruning schedule at every sparsity, QAT fine-tuned, as the paper's
 Table 4 with FINN's estimate of each variant; rank agreement of the A and W channel rankings.
 
-Each variant's pruned float network (flow.methods.qsparse.run_schedule) gets the one QAT
+Each variant's pruned float network (flow.methods.qsparse.schedule.run_schedule) gets the one QAT
 procedure (flow.models.qat_model with the run's QAT settings) with the moving-average quantizers
 at N_W / N_A, and is evaluated on the test split. Columns:
 - N_W, N_A: weight and activation bits; s_W: share of the architecture's weights removed;
@@ -30,7 +30,8 @@ from flow.importance.rank import compare
 from flow.io import atomic_write_json, atomic_write_text, csv_text
 from flow.methods.base import MethodContext
 from flow.methods.params import QsparseParams
-from flow.methods.qsparse import ScheduleResult
+from flow.methods.qsparse.schedule import ScheduleResult
+from flow.methods.variant_estimate import FINN_COLUMNS, finn_estimate
 from flow.metrics import performance_density, plan_metrics
 from flow.models import Net, qat_model
 from flow.plan import CompressionPlan
@@ -41,23 +42,9 @@ log = logging.getLogger(__name__)
 
 LABELS = {"scratch": "From scratch", "one_shot": "One-shot", "stepwise": "Stepwise",
           "layerwise_a": "Layerwise (A)", "layerwise_w": "Layerwise (W)"}
-FINN_COLUMNS = ["lut_finn_estimate", "bram18_finn_estimate", "dsp_finn_estimate",
-                "fps_finn_estimate"]
 COLUMNS = ["method", "schedule", "sparsity", "N_W", "N_A", "s_W", "s_A", "baseline_acc", "accuracy",
            "acc_diff_points", "weights_mbit", "activations_mbit", "pd_acc_per_mbit",
            *FINN_COLUMNS, "prune_s", "qat_s"]
-
-
-def finn_estimate(model: Net, ctx: MethodContext, work: Path) -> dict[str, float]:
-    """FINN's estimate of a trained network on the recipe's hardware: the FINN_COLUMNS."""
-    from flow.export import export_model
-    from flow.finn_recipe import build_for_recipe
-
-    qmodel = export_model(model, ctx.data.in_shape, ctx.data.input_bits, work / "model.qonnx.onnx")
-    build = build_for_recipe(qmodel, ctx.recipe, work / "finn", f"{work.name} variant")
-    t = build.totals
-    return {"lut_finn_estimate": t.lut, "bram18_finn_estimate": t.bram18,
-            "dsp_finn_estimate": t.dsp, "fps_finn_estimate": build.fps}
 
 
 def _activation_elements(ctx: MethodContext, plan: CompressionPlan | None) -> int:

@@ -36,7 +36,7 @@ all-layer search.
 Every trial (layer, phase, bits, k, kept channels, loss, delta, margin, accepted) is logged to
 `aqp_search.json`; `importance.json` and `channel_importance.json` hold the estimates, `plan.yaml`
 the chosen plan. With `report: true` (default) all three modes are searched, and the fixed
-baselines, the table and the figures are produced (flow.aqp_report).
+baselines, the table and the figures are produced (flow.methods.aqp.report).
 
 The returned plan carries prune_k (unstructured) or keep (structured); `flow.models.ptq_model`
 applies both to a network built from the float weights (flow.models.prune holds the masks).
@@ -46,13 +46,10 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from flow.importance.channel import activation_l1, weight_l1
-from flow.importance.layer import LayerImportance, layer_importance
+from flow.importance.layer import LayerImportance
 from flow.importance.pruning import structured_keep
-from flow.io import atomic_write_json
-from flow.methods.base import MethodContext, MethodOutput
+from flow.methods.base import MethodContext
 from flow.methods.params import AqpParams
 from flow.models import ptq_model
 from flow.plan import CompressionPlan
@@ -62,7 +59,7 @@ from hw_models import rules
 log = logging.getLogger(__name__)
 
 MODES = ("quant", "prune", "combined")
-__all__ = ["make_plan", "search"]
+__all__ = ["search"]
 
 
 @dataclass
@@ -76,41 +73,8 @@ class SearchResult:
     seconds: float = 0.0
 
 
-def make_plan(ctx: MethodContext, p: AqpParams, out_dir: Path) -> MethodOutput:
-    """Importance, the AQP search for `mode`, and (report: true) baselines, table and figures."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    importance = layer_importance(
-        ctx.arch, ctx.float_model, ctx.data, weights=p.importance, high_bits=p.max_bits,
-        low_bits=ctx.min_bits, min_act_bits=max(p.min_act_bits, ctx.min_bits), seed=ctx.seed,
-    )
-    importance.save(out_dir / "importance.json")
-    calib_x, _ = ctx.data.subset("train", p.calib_samples, ctx.seed)
-    channel_scores = {"act_l1": activation_l1(ctx.float_model, calib_x),
-                      "weight_l1": weight_l1(ctx.float_model)}
-    atomic_write_json(out_dir / "channel_importance.json", channel_scores)
-    log.info("importance in %.1f s; order %s", time.perf_counter() - t0, importance.order())
 
-    modes = list(MODES) if p.report else [p.mode]
-    results = {m: search(ctx, importance, channel_scores["act_l1"],
-                         p.model_copy(update={"mode": m})) for m in modes}
-    chosen = results[p.mode]
-    atomic_write_json(out_dir / "aqp_search.json", {
-        "params": p.model_dump(),
-        "chosen_mode": p.mode,
-        "searches": {m: _result_dict(r) for m, r in results.items()},
-    })
-    chosen.plan.save(out_dir / "plan.yaml")
-    if p.report:
-        from flow.aqp_report import run_report
-
-        run_report(ctx, p, {m: r.plan for m, r in results.items()}, channel_scores["act_l1"],
-                   importance, out_dir)
-    return MethodOutput(chosen.plan)
-
-
-def _result_dict(r: SearchResult) -> dict:
+def result_dict(r: SearchResult) -> dict:
     return {"plan": r.plan.to_dict(), "start_val_loss": r.start_loss,
             "final_val_loss": r.final_loss, "seconds": round(r.seconds, 2), "trials": r.trials}
 

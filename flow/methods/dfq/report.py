@@ -26,9 +26,9 @@ from pathlib import Path
 
 from flow.io import atomic_write_json, atomic_write_text, csv_text
 from flow.methods.base import MethodContext
-from flow.methods.dfq import SearchResult, discrete_weights
+from flow.methods.dfq.bilevel import SearchResult, discrete_weights
 from flow.methods.params import DfqParams
-from flow.methods.qsparse_report import FINN_COLUMNS, finn_estimate
+from flow.methods.variant_estimate import FINN_COLUMNS, finn_estimate
 from flow.metrics import plan_metrics
 from flow.models import Net, qat_model
 from flow.plan import CompressionPlan

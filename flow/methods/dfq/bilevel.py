@@ -1,4 +1,5 @@
-"""DFQ (seed 002): differentiable per-layer weight bit-widths (softmax relaxation, bi-level search).
+"""DFQ ("Differentiable Fine-grained Quantization for Deep Neural Network Compression"):
+differentiable per-layer weight bit-widths (softmax relaxation, bi-level search).
 
 Relaxation (Eq. 1, flow.models.quantizers.BitMixture): every layer i holds one float weight w_i,
 a BatchNorm per candidate bit-width b_j (the classifier, which has no BatchNorm, mixes its
@@ -29,7 +30,7 @@ Discretisation: b_i = argmax_j α_ij. The method returns the discrete Brevitas n
 supernet's weights and the chosen branch's BatchNorm, calibrated: the qat step fine-tunes it
 ("we retrain the quantization and fine tune the quantized weights"), starting from weights that
 were trained with the low-bit branches in the loop rather than from the float network.
-With `report: true` both costs are searched and flow.methods.dfq_report writes Table 1 and
+With `report: true` both costs are searched and flow.methods.dfq.report writes Table 1 and
 Figure 2.
 """
 from __future__ import annotations
@@ -39,7 +40,6 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from brevitas.nn import QuantIdentity, QuantReLU
@@ -47,9 +47,9 @@ from brevitas.quant import Uint8ActPerTensorFloat
 from torch import nn
 
 from flow.errors import DensiflowError
-from flow.methods.base import MethodContext, MethodOutput
+from flow.methods.base import MethodContext
 from flow.methods.params import DfqParams
-from flow.models import Net, build_float, calibrate, ptq_model
+from flow.models import Net, build_float, calibrate
 from flow.models.ptq import CALIB_SAMPLES
 from flow.models.quantizers import BitMixture, expected_cost
 from flow.plan import CompressionPlan
@@ -237,22 +237,3 @@ def search(ctx: MethodContext, p: DfqParams, cost: str) -> SearchResult:
     net.eval()
     plan = discretise(ctx, net, p.candidates, p.act_bits)
     return SearchResult(cost, plan, net, theta, time.perf_counter() - t0, trace)
-
-
-def make_plan(ctx: MethodContext, p: DfqParams, out_dir: Path) -> MethodOutput:
-    """The search with the recipe's cost; with report: true both costs, Table 1 and Figure 2."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    costs = [p.cost] + ([c for c in COSTS if c != p.cost] if p.report else [])
-    results = {c: search(ctx, p, c) for c in costs}
-    chosen = results[p.cost]
-    for r in results.values():
-        log.info("dfq %s: bits %s in %.1f s", r.cost,
-                 {n: lp.weight_bits for n, lp in r.plan.layers.items()}, r.seconds)
-    if p.report:
-        from flow.methods.dfq_report import run_report
-
-        run_report(ctx, p, results, out_dir)
-    calib_x, _ = ctx.data.subset("train", CALIB_SAMPLES, ctx.seed)
-    start = ptq_model(ctx.arch, discrete_weights(ctx, chosen.net), chosen.plan, calib_x)
-    return MethodOutput(chosen.plan, start)

@@ -1,5 +1,6 @@
-"""qsparse (seed 001): layerwise channel pruning (Algorithm 1) with moving-average QAT (Algorithms
-2 and 3), and the pruning schedules it is compared with.
+"""qsparse ("Learning Low-Precision Structured Subnetworks Using Joint Layerwise Channel Pruning
+and Uniform Quantization"): layerwise channel pruning (Algorithm 1) with moving-average QAT
+(Algorithms 2 and 3), and the pruning schedules it is compared with.
 
 Algorithm 1 on the trained float network, one mask m_i and importance μ_i per hidden layer i
 (the classifier keeps all its outputs). m_i starts at 1 and multiplies layer i's output channels
@@ -27,7 +28,7 @@ the channel surgery), and the plan's layers use the moving-average quantizers
 (`quantizer: moving_average`, flow.models.quantizers) at weight_bits / act_bits. The method
 returns the chosen schedule's pruned float network; the qat step fine-tunes it with QAT.
 With `report: true` every schedule runs at every `report_sparsities` value and
-flow.methods.qsparse_report writes the paper's Table 4 with FINN's estimates.
+flow.methods.qsparse.report writes the paper's Table 4 with FINN's estimates.
 """
 from __future__ import annotations
 
@@ -35,14 +36,13 @@ import copy
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
 from flow.errors import DensiflowError
 from flow.importance.channel import activation_l1, hidden_layers, weight_l1
 from flow.importance.pruning import keep_strongest_fraction
-from flow.methods.base import MethodContext, MethodOutput
+from flow.methods.base import MethodContext
 from flow.methods.params import QsparseParams
 from flow.models import Net, build_float, ptq_model, transfer_weights
 from flow.models.ptq import CALIB_SAMPLES
@@ -221,23 +221,3 @@ def quant_start(ctx: MethodContext, result: ScheduleResult) -> Net:
     start; a calibrated network's state loads into a fresh one)."""
     calib_x, _ = ctx.data.subset("train", CALIB_SAMPLES, ctx.seed)
     return ptq_model(ctx.arch, result.model, result.plan, calib_x, start_plan=result.plan)
-
-
-def make_plan(ctx: MethodContext, p: QsparseParams, out_dir: Path) -> MethodOutput:
-    """The chosen schedule at `sparsity`; with report: true every schedule at every
-    report_sparsities value, and Table 4 (flow.methods.qsparse_report)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    runs = [(p.schedule, p.sparsity)]
-    if p.report:
-        runs += [(s, f) for f in p.report_sparsities for s in SCHEDULES if (s, f) != runs[0]]
-    results = [run_schedule(ctx, p, s, f) for s, f in runs]
-    for r in results:
-        log.info("qsparse %s at %.0f %%: kept %s in %.1f s", r.schedule, 100 * r.sparsity,
-                 {n: len(lp.keep) for n, lp in r.plan.layers.items() if lp.keep}, r.seconds)
-    chosen = results[0]
-    if p.report:
-        from flow.methods.qsparse_report import run_report
-
-        run_report(ctx, p, results, out_dir)
-    return MethodOutput(chosen.plan, quant_start(ctx, chosen))
