@@ -1,9 +1,12 @@
-"""Shared fixtures: FINN needs a build folder and dummy settings before any transformation."""
+"""Shared fixtures: FINN needs a build folder and dummy settings before any transformation.
+A test tier that needs a system program skips with `skip_tier`; the run ends with one line naming
+each skipped tier and the command that enables it."""
 import os
 import warnings
 from pathlib import Path
 
 import pytest
+from helpers import TIER_PREFIX
 
 warnings.filterwarnings("ignore", message="fast_hadamard_transform")
 
@@ -59,3 +62,18 @@ def bit_exact_run(tmp_path, monkeypatch, rtlsim_cache):
         return CompressionPlan.load(tmp_path / "runs" / recipe.name / "02_plan" / "plan.yaml")
 
     return run
+
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line naming every skipped tier and the command that enables it."""
+    tiers = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else ""
+        reason = reason.removeprefix("Skipped: ")
+        if reason.startswith(TIER_PREFIX):
+            tier, _, rest = reason.removeprefix(TIER_PREFIX).partition(": ")
+            tiers.setdefault(tier, rest.rpartition("enable with: ")[2])
+    if tiers:
+        terminalreporter.write_line("skipped tiers: " + "; ".join(
+            f"{tier} (enable with: {cmd})" for tier, cmd in sorted(tiers.items())))

@@ -1,6 +1,7 @@
 """Shared test helpers (importable from the test modules: tests/ is on pytest's path)."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from flow.config import parse_recipe
@@ -19,3 +20,11 @@ def method_context(limit: int, float_epochs: int, recipe: dict | None = None) ->
     train(net, data.x_train, data.y_train, TrainConfig(float_epochs, lr=3e-3), "float")
     extra = {} if recipe is None else {"recipe": parse_recipe({"name": "t", **recipe})}
     return MethodContext(arch, data, net, TrainConfig(1), min_bits=2, seed=0, **extra)
+
+
+TIER_PREFIX = "tier "  # conftest's run summary names the tiers skipped with this prefix
+
+
+def skip_tier(tier: str, missing: str, enable: str) -> None:
+    """Skip a test whose tier needs a system program that is not installed."""
+    pytest.skip(f"{TIER_PREFIX}{tier}: {missing}; enable with: {enable}")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import skip_tier
 from test_search import tiny_recipe
 
 from flow.config import parse_recipe
@@ -38,7 +39,7 @@ def _chromium() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         if shutil.which(name):
             return shutil.which(name)
-    pytest.skip("no Chromium installed (apt-get install -y chromium)")
+    skip_tier("browser", "no Chromium installed", "apt-get install -y chromium")
 
 
 def _run_chromium(url: str, tmp: Path, *args: str) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from helpers import skip_tier
 from test_search import tiny_recipe
 
 from flow.config import parse_recipe
@@ -42,7 +43,8 @@ def postgres():
     """A throw-away server on a loopback port; yields its URL; stopped and removed after."""
     bin_dir = _pg_bin()
     if bin_dir is None:
-        pytest.skip("PostgreSQL server binaries not installed (apt-get install -y postgresql)")
+        skip_tier("postgres", "PostgreSQL server binaries not installed",
+                  "apt-get install -y postgresql")
     user = "nobody" if os.geteuid() == 0 else None
     # not under pytest's tmp folder: that is private to root, and the server runs as `user`
     root = Path(tempfile.mkdtemp(prefix="densiflow-pg-"))
