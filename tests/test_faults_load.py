@@ -166,3 +166,12 @@ def test_the_html_report_reads_checked_summaries_only(run_dir):
     with pytest.raises(ArtefactError, match="was changed after densiflow wrote it"):
         write_run_report(run_dir)
     assert not (run_dir / "report.html").exists()
+
+
+def test_a_plan_files_one_bit_layer_on_the_rtl_target_names_file_and_layer(tmp_path):
+    plan = _uniform()
+    plan["layers"]["conv3"]["weight_bits"] = 1
+    recipe = _plan_recipe(tmp_path, plan)
+    with pytest.raises(ConfigError, match=rf"plan file {tmp_path / 'p.yaml'}: "
+                                          r"layers\.conv3\.weight_bits: 1 bits is below 2"):
+        load_recipe(recipe)

@@ -129,11 +129,14 @@ class PlanFileParams(_Params):
     def plan_files(self) -> list[str]:
         return [self.path]
 
-    def weight_bit_fields(self) -> dict[str, list[int]]:
+    def check_bits(self, min_weight_bits: int, why: str) -> None:
+        """Name the plan file and its first layer below the target's narrowest weights."""
         from flow.plan import CompressionPlan
 
-        plan = CompressionPlan.load(self.path)
-        return {"path": [lp.weight_bits for lp in plan.layers.values()]}
+        for name, lp in CompressionPlan.load(self.path).layers.items():
+            if lp.weight_bits < min_weight_bits:
+                raise ValueError(f"method.path: plan file {self.path}: layers.{name}.weight_bits: "
+                                 f"{lp.weight_bits} bits is below {min_weight_bits}: {why}")
 
 
 class SearchParams(_Params):
