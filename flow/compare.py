@@ -6,7 +6,6 @@ import io
 import logging
 from pathlib import Path
 
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -14,7 +13,7 @@ from flow.config import load_recipe
 from flow.errors import ConfigError, RunFolderError
 from flow.io import atomic_write_text
 from flow.pipeline import step_status
-from flow.report import Summary
+from flow.report import Summary, read_summary
 from flow.rundir import RunFolder
 
 log = logging.getLogger(__name__)
@@ -26,16 +25,7 @@ COLUMNS = ("run", "dataset", "board", "method", "qat_test_accuracy", "total_mbit
 def load_current_summary(path: Path) -> Summary:
     """A run folder's summary, refused unless it describes the run's current finished steps."""
     folder = RunFolder.open(path)
-    summary_path = path / "summary.json"
-    if not summary_path.is_file():
-        raise RunFolderError(f"{path}: no summary.json; the run has not finished: densiflow run "
-                             f"{path / 'recipe.yaml'}")
-    try:
-        summary = Summary.model_validate_json(summary_path.read_text())
-    except (ValidationError, ValueError, UnicodeDecodeError):
-        raise RunFolderError(f"{summary_path} is damaged or from another densiflow version; "
-                             f"rewrite it: densiflow run {path / 'recipe.yaml'} --from report") \
-            from None
+    summary = read_summary(path)
     try:
         recipe = load_recipe(path / "recipe.yaml")
     except ConfigError as err:

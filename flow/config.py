@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -19,6 +19,7 @@ from pydantic import (
 from flow.errors import ConfigError
 from flow.io import read_yaml
 from flow.methods.params import METHOD_NAMES, MethodParams, UniformParams
+from flow.plan import CompressionPlan
 from hw_models.rules import (
     DEFAULT_FIFO_DEPTH,
     MAX_FIFO_DEPTH,
@@ -26,7 +27,13 @@ from hw_models.rules import (
     MIN_RTL_BITS,
 )
 
+if TYPE_CHECKING:
+    from flow.models.zoo import Architecture
+
 DATASETS = ("digits", "mnist", "cifar10", "synthetic")
+# channels, height, width of each data set's images (synthetic: data.shape, this by default)
+IN_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "cifar10": (3, 32, 32),
+             "synthetic": (1, 8, 8)}
 # folders densiflow keeps next to the run folders in the output root
 RESERVED_NAMES = ("rtlsim_cache", "synth_cache", "compare", "estimate", "search", "test_cache")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # no '.', '..', hidden or nested names
@@ -56,6 +63,11 @@ class DataSection(_Section):
         if not needs_path and self.path is not None:
             raise ValueError(f"data.path: dataset '{self.dataset}' reads no files; remove path")
         return self
+
+    @property
+    def in_shape(self) -> tuple[int, int, int]:
+        """Channels, height, width of the images (known without reading the data)."""
+        return tuple(self.shape) if self.shape is not None else IN_SHAPES[self.dataset]
 
 
 class ModelSection(_Section):
@@ -100,6 +112,18 @@ class ModelSection(_Section):
     @property
     def name(self) -> str:
         return self.factory or self.arch
+
+    def architecture(self, in_shape: tuple[int, int, int]) -> Architecture:
+        """The network's layers, for images of `in_shape` (a user's network is built, untrained,
+        and traced)."""
+        from flow.models.custom import architecture_from_module, load_factory, registered
+        from flow.models.zoo import get_architecture
+
+        factory = (load_factory(self.factory, Path(self.factory_dir) if self.factory_dir else None)
+                   if self.factory else registered(self.arch))
+        if factory is None:
+            return get_architecture(self.arch)
+        return architecture_from_module(factory(), in_shape, self.name)
 
     def source_file(self) -> Path | None:
         """The file defining a user's network (its content is part of the baseline's inputs)."""
@@ -224,6 +248,16 @@ class Recipe(_Section):
         if hw.target == "estimate" and self.simulate.enabled:
             raise ValueError("simulate.enabled: the 'estimate' target may build HLS layers, which "
                              "Verilator cannot simulate; set simulate.enabled: false")
+        return self
+
+    @model_validator(mode="after")
+    def _plans_fit_model(self) -> Recipe:
+        """Every plan file the method uses names the network's layers (before any training)."""
+        files = self.method.plan_files()
+        if files:
+            arch = self.model.architecture(self.data.in_shape)
+            for path in files:
+                arch.check_plan(CompressionPlan.load(path), source=f"plan file {path}")
         return self
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from flow.io import atomic_write_text
-from flow.report import Summary, summary_lines
+from flow.report import Summary, read_summary, summary_lines
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
@@ -145,7 +145,7 @@ def run_report_html(summary: Summary, run_dir: Path | None = None) -> str:
 
 def write_run_report(run_dir: Path, out: Path | None = None) -> Path:
     """report.html of a finished run (from its summary.json), in the run folder by default."""
-    summary = Summary.model_validate_json((Path(run_dir) / "summary.json").read_text())
+    summary = read_summary(Path(run_dir))
     path = Path(out) if out else Path(run_dir) / "report.html"
     atomic_write_text(path, run_report_html(summary, Path(run_dir)))
     return path

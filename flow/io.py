@@ -6,7 +6,9 @@ import hashlib
 import io
 import json
 import os
+import re
 import tempfile
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +47,39 @@ def _jsonable(obj):
     raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that refuses a mapping key given twice and reads 1e5 and 1.5e3 (strings in YAML
+    1.1, which wants a dot and a signed exponent) as floats, as YAML 1.2 and JSON do."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, Hashable) and key in first:
+                raise _DuplicateKey(key, line, first[key])
+            first[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                              re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)"
+                                         r"[eE][-+]?[0-9]+$"),
+                              list("-+.0123456789"))
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, line: int, first: int) -> None:
+        super().__init__(f"line {line}: key {key!r} is given twice (first on line {first}); "
+                         "keep one")
+
+
 def read_yaml(path: str | Path, what: str, fmt: str = "YAML") -> Any:
     """Parse a YAML (or JSON) file; a ConfigError names `what` and the file if it is missing, a
-    folder, not text, or not valid `fmt` (with the line, column and a caret)."""
+    folder, not text, not valid `fmt` (with the line, column and a caret), nested too deep, or
+    gives a mapping key twice (the line and the key)."""
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{what} {path} is a folder; give the {fmt} file inside it")
@@ -58,7 +90,13 @@ def read_yaml(path: str | Path, what: str, fmt: str = "YAML") -> Any:
     except UnicodeDecodeError:
         raise ConfigError(f"{what} {path} is not a text file; expected {fmt}") from None
     try:
-        return yaml.safe_load(text)  # parsed from text, so that errors show the line and a caret
+        # parsed from text, so that errors show the line and a caret
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader
+    except _DuplicateKey as err:
+        raise ConfigError(f"{what} {path}: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"{what} {path} nests lists or mappings too deep to read; "
+                          "write it flatter") from None
     except yaml.YAMLError as err:
         for mark in (getattr(err, "context_mark", None), getattr(err, "problem_mark", None)):
             if mark is not None:

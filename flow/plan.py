@@ -22,6 +22,9 @@ from hw_models.rules import MAX_BITS, MIN_ACT_BITS
 
 MIN_BITS = 1
 DEFAULT_QUANTIZER = "default"
+# largest prune_k: every layer keeps a weight for k < 1 (max |w| >= σ); at k = 5 a Gaussian layer
+# keeps about 6 weights in 10 million, so larger thresholds only empty layers (AQP's k_max: 3)
+MAX_PRUNE_K = 5.0
 
 
 class LayerPlan(BaseModel):
@@ -42,7 +45,7 @@ class LayerPlan(BaseModel):
     weight_bits: int = Field(ge=MIN_BITS, le=MAX_BITS)
     act_bits: int | None = Field(ge=MIN_ACT_BITS, le=MAX_BITS)
     keep: tuple[int, ...] | None = None
-    prune_k: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    prune_k: float = Field(default=0.0, allow_inf_nan=False)
     quantizer: Literal["default", "moving_average"] = DEFAULT_QUANTIZER
 
     @field_validator("keep", mode="before")
@@ -60,6 +63,14 @@ class LayerPlan(BaseModel):
         if len(set(value)) != len(value):
             raise ValueError("channel indices repeat")
         return tuple(sorted(value))
+
+    @field_validator("prune_k")
+    @classmethod
+    def _prune_range(cls, value: float) -> float:
+        if not 0 <= value <= MAX_PRUNE_K:
+            raise ValueError(f"{value:g} is out of range; allowed: 0..{MAX_PRUNE_K:g} (weights "
+                             "with |w| <= k·σ are zeroed; a larger k zeroes whole layers)")
+        return value
 
     @model_validator(mode="after")
     def _quantizer_bits(self) -> LayerPlan:
@@ -111,7 +122,7 @@ class CompressionPlan(BaseModel):
                 if e["type"] == "extra_forbidden":
                     msg = "unknown key; allowed: input_bits, layers (weight_bits, act_bits, " \
                           "keep, prune_k, quantizer)"
-                parts.append(f"{source}.{field}: {msg}")
+                parts.append(f"{source}: {field}: {msg}")
             raise ConfigError("; ".join(parts)) from None
 
     def save(self, path: str | Path) -> None:

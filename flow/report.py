@@ -1,15 +1,17 @@
 """What a person looks at for one run: summary.json (typed, versioned) and the terminal table."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from flow.errors import ArtefactError, RunFolderError
 from flow.finn import FinnBuild, LayerEstimate
 from flow.finn.vivado import VivadoFigures, estimate_error
-from flow.io import atomic_write_json
+from flow.io import atomic_write_json, atomic_write_text, file_sha256
 from flow.results import (
     BaselineResult,
     DeployStepResult,
@@ -24,6 +26,7 @@ from hw_models.fit import fit as resource_fit
 from hw_models.resources import Resources, ResourceSource
 
 SCHEMA_VERSION = 1
+SUMMARY_FILE = "summary.json"
 RESOURCE_KEYS = ("lut", "bram18", "uram", "dsp")
 
 
@@ -323,10 +326,47 @@ def layer_table_rows(qat: QatResult, finn: FinnBuild,
 
 
 def write_summary(run_dir: Path, summary: Summary) -> Path:
-    """summary.json in the run folder, atomically."""
-    path = run_dir / "summary.json"
+    """summary.json in the run folder, atomically, and its checksum file beside it."""
+    path = run_dir / SUMMARY_FILE
     atomic_write_json(path, summary.model_dump(mode="json"))
+    atomic_write_text(_checksum_file(path), f"{file_sha256(path)}  {path.name}\n")
     return path
+
+
+def read_summary(run_dir: Path) -> Summary:
+    """A run folder's summary.json, refused in one line unless it is there, in the schema version
+    this densiflow reads, and as densiflow wrote it (its checksum file, sha256sum's format)."""
+    path = Path(run_dir) / SUMMARY_FILE
+    recipe = Path(run_dir) / "recipe.yaml"
+    if not path.is_file():
+        raise RunFolderError(f"{run_dir}: no summary.json; the run has not finished: densiflow run "
+                             f"{recipe}")
+    redo = f"rewrite it: densiflow run {recipe} --from report"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        data = None
+    version = data.get("schema_version") if isinstance(data, dict) else None
+    if data is None or not isinstance(version, int):
+        raise ArtefactError(f"{path} is damaged or from another densiflow version; {redo}")
+    if version != SCHEMA_VERSION:
+        raise ArtefactError(f"{path} has schema_version {version}; this densiflow reads version "
+                            f"{SCHEMA_VERSION}; {redo}")
+    checksum = _checksum_file(path)
+    if not checksum.is_file():
+        raise ArtefactError(f"{path} has no checksum file {checksum.name}; {redo}")
+    if checksum.read_text(encoding="utf-8", errors="replace").split()[:1] != [file_sha256(path)]:
+        raise ArtefactError(f"{path} was changed after densiflow wrote it (its {checksum.name} "
+                            f"differs); {redo}")
+    try:
+        return Summary.model_validate(data)
+    except ValidationError:
+        raise ArtefactError(f"{path} is damaged or from another densiflow version; {redo}") \
+            from None
+
+
+def _checksum_file(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
 
 
 def print_summary(summary: Summary, console: Console | None = None) -> None:

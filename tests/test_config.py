@@ -4,6 +4,7 @@ import pytest
 from flow.config import load_recipe, parse_recipe
 from flow.errors import ConfigError
 from flow.methods.params import AqpParams, UniformParams
+from flow.plan import CompressionPlan
 
 
 def test_default_recipe_loads():
@@ -112,3 +113,53 @@ def test_synthetic_images_take_the_recipes_shape(tmp_path):
                                                  "limit": 20}, "model": {"arch": "cnv"}})
     run = Run(recipe, RunFolder(tmp_path))
     assert tuple(run.data.in_shape) == (3, 32, 32) and run.arch.name == "cnv"
+
+
+@pytest.mark.parametrize("text, line", [
+    ("name: a\ntrain:\n  epochs: 3\n  lr: 0.01\n  epochs: 5\n", 5),
+    ("name: a\nname: b\n", 2),
+])
+def test_a_key_given_twice_is_named_with_file_and_line(tmp_path, text, line):
+    """The last one silently won."""
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"{path}: line {line}: key '\w+' is given twice"):
+        load_recipe(path)
+
+
+def test_a_plan_file_with_a_key_given_twice_is_refused(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("input_bits: 5\nlayers: {}\ninput_bits: 4\n")
+    with pytest.raises(ConfigError, match=rf"plan file {path}: line 3: key 'input_bits'"):
+        CompressionPlan.load(path)
+
+
+def test_target_fps_1e5_is_a_number(tmp_path):
+    """YAML 1.1 reads 1e5 (no dot, unsigned exponent) as a string: 'not a valid number'."""
+    path = tmp_path / "r.yaml"
+    path.write_text("name: a\nhardware: {target_fps: 1e5, clock_mhz: 1.5E2}\n"
+                    "budget: {min_fps: 2e+4}\ntrain: {lr: 3e-3}\n")
+    recipe = load_recipe(path)
+    assert recipe.hardware.target_fps == 100000.0 and recipe.hardware.clock_mhz == 150.0
+    assert recipe.budget.min_fps == 20000.0 and recipe.train.lr == 0.003
+
+
+def test_merge_keys_still_override(tmp_path):
+    path = tmp_path / "r.yaml"
+    text = "name: a\ntrain:\n  <<: {epochs: 3, lr: 0.01}\n  epochs: 5\n"
+    path.write_text(text)
+    assert load_recipe(path).train.epochs == 5
+
+
+def test_a_5000_deep_list_is_one_line(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("name: a\ndata: {shape: " + "[" * 5000 + "]" * 5000 + "}\n")
+    with pytest.raises(ConfigError, match=rf"recipe file {path} nests .* too deep") as err:
+        load_recipe(path)
+    assert "\n" not in str(err.value)
+
+
+def test_aqp_k_max_cannot_exceed_the_prune_k_range(tmp_path):
+    (tmp_path / "r.yaml").write_text("name: a\nmethod: {name: aqp, k_max: 50.0}\n")
+    with pytest.raises(ConfigError, match=r"method\.k_max"):
+        load_recipe(tmp_path / "r.yaml")

@@ -1,8 +1,10 @@
+import json
+
 import pytest
 
 from flow.errors import ConfigError
 from flow.models import get_architecture
-from flow.plan import CompressionPlan, LayerPlan
+from flow.plan import MAX_PRUNE_K, CompressionPlan, LayerPlan
 
 ARCH = get_architecture("digits_cnn")
 
@@ -76,3 +78,16 @@ def test_one_bit_activations_and_bad_prune_k_are_refused():
 def test_digest_follows_content():
     a, b = ARCH.uniform_plan(4, 4, 5), ARCH.uniform_plan(4, 4, 5)
     assert a.digest() == b.digest() != a.with_layer("conv2", weight_bits=3).digest()
+
+
+def test_prune_k_out_of_range_is_named_at_load(tmp_path):
+    """1.0e+300 was accepted; FINN failed four steps later with a raw pydantic dump."""
+    data = ARCH.uniform_plan(4, 4, 5).to_dict()
+    data["layers"]["conv2"]["prune_k"] = 1.0e300
+    path = tmp_path / "p.yaml"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match=rf"{path}: layers\.conv2\.prune_k: 1e\+300 is out of "
+                                          rf"range; allowed: 0\.\.{MAX_PRUNE_K:g}"):
+        CompressionPlan.load(path)
+    data["layers"]["conv2"]["prune_k"] = MAX_PRUNE_K
+    assert CompressionPlan.from_dict(data).layers["conv2"].prune_k == MAX_PRUNE_K

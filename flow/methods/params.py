@@ -11,6 +11,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from flow.plan import MAX_PRUNE_K
 from hw_models.rules import MAX_BITS, MIN_ACT_BITS
 
 Bits = Annotated[int, Field(ge=1, le=MAX_BITS)]
@@ -28,6 +29,10 @@ class _Params(BaseModel):
 
     def input_files(self) -> list[str]:
         """Files the method reads (their content is part of the plan step's inputs)."""
+        return []
+
+    def plan_files(self) -> list[str]:
+        """Plan files the method uses as they are (checked against the network at load)."""
         return []
 
     def weight_bit_fields(self) -> dict[str, list[int]]:
@@ -62,7 +67,7 @@ class AqpParams(_Params):
     pruning: Literal["unstructured", "structured"] = "unstructured"
     t_margin: float = Field(default=0.03, ge=0)  # total val cross-entropy rise (nats) to spend
     max_bits: Bits = 8
-    k_max: float = Field(default=3.0, ge=0)
+    k_max: float = Field(default=3.0, ge=0, le=MAX_PRUNE_K)
     k_step: float = Field(default=0.25, gt=0)
     act_bits: Literal["follow"] | ActBits = "follow"  # "follow" the weights, or fixed
     min_act_bits: ActBits = MIN_ACT_BITS
@@ -121,11 +126,17 @@ class PlanFileParams(_Params):
     def input_files(self) -> list[str]:
         return [self.path]
 
-    def weight_bit_fields(self) -> dict[str, list[int]]:
+    def plan_files(self) -> list[str]:
+        return [self.path]
+
+    def check_bits(self, min_weight_bits: int, why: str) -> None:
+        """Name the plan file and its first layer below the target's narrowest weights."""
         from flow.plan import CompressionPlan
 
-        plan = CompressionPlan.load(self.path)
-        return {"path": [lp.weight_bits for lp in plan.layers.values()]}
+        for name, lp in CompressionPlan.load(self.path).layers.items():
+            if lp.weight_bits < min_weight_bits:
+                raise ValueError(f"method.path: plan file {self.path}: layers.{name}.weight_bits: "
+                                 f"{lp.weight_bits} bits is below {min_weight_bits}: {why}")
 
 
 class SearchParams(_Params):
@@ -184,6 +195,9 @@ class SearchParams(_Params):
 
     def input_files(self) -> list[str]:
         return [f for p in self.seeds for f in p.input_files()]
+
+    def plan_files(self) -> list[str]:
+        return [f for p in self.seeds for f in p.plan_files()]
 
     def weight_bit_fields(self) -> dict[str, list[int]]:
         return {"weight_bits": self.weight_bits}

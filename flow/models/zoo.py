@@ -97,36 +97,32 @@ class Architecture:
         }
         return CompressionPlan.from_dict({"input_bits": input_bits, "layers": layers})
 
-    def check_plan(self, plan: CompressionPlan) -> None:
-        """Raise ConfigError unless the plan names exactly this architecture's layers, sensibly."""
+    def check_plan(self, plan: CompressionPlan, source: str = "plan") -> None:
+        """Raise ConfigError unless the plan names exactly this architecture's layers, sensibly;
+        the message starts with `source` (the plan file, where there is one)."""
         missing = [n for n in self.layer_names if n not in plan.layers]
         extra = [n for n in plan.layers if n not in self.layer_names]
         if missing or extra:
             raise ConfigError(
-                f"plan does not fit architecture '{self.name}': "
+                f"{source} does not fit architecture '{self.name}': "
                 + (f"layers {extra} do not exist; " if extra else "")
                 + (f"layers {missing} are missing; " if missing else "")
                 + f"its layers are {self.layer_names}"
             )
         for spec in self.layers:
-            lp = plan.layers[spec.name]
+            lp, where = plan.layers[spec.name], f"{source}: layers.{spec.name}"
             is_classifier = spec is self.layers[-1]
             if is_classifier and lp.act_bits is not None:
-                raise ConfigError(
-                    f"plan.layers.{spec.name}.act_bits: the classifier output is not requantized; "
-                    "set it to null"
-                )
+                raise ConfigError(f"{where}.act_bits: the classifier output is not requantized; "
+                                  "set it to null")
             if not is_classifier and lp.act_bits is None:
-                raise ConfigError(f"plan.layers.{spec.name}.act_bits: required (1..8)")
+                raise ConfigError(f"{where}.act_bits: required (1..8)")
             if lp.keep is not None:
                 if is_classifier and len(lp.keep) != spec.out:
-                    raise ConfigError(
-                        f"plan.layers.{spec.name}.keep: the classifier keeps all classes")
+                    raise ConfigError(f"{where}.keep: the classifier keeps all classes")
                 if max(lp.keep) >= spec.out:
-                    raise ConfigError(
-                        f"plan.layers.{spec.name}.keep: channel {max(lp.keep)} does not exist; "
-                        f"the layer has channels 0..{spec.out - 1}"
-                    )
+                    raise ConfigError(f"{where}.keep: channel {max(lp.keep)} does not exist; "
+                                      f"the layer has channels 0..{spec.out - 1}")
         last_conv_hw = [g.out_hw for g in self.geometry() if g.kind == "conv"]
         if last_conv_hw and last_conv_hw[-1] < 1:
             raise ConfigError(f"architecture '{self.name}': spatial size shrinks below 1")
