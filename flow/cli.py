@@ -27,12 +27,12 @@ console = Console(width=None if sys.stdout.isatty() else 140)  # logs and CI get
 def cmd_run(args: argparse.Namespace) -> None:
     from flow.config import load_recipe
     from flow.pipeline import run_recipe
-    from flow.report import Summary, print_summary
+    from flow.report import print_summary, read_summary
 
     recipe = load_recipe(args.recipe)
     run_recipe(recipe, Path(args.out), fresh=args.fresh, from_step=args.from_step)
     run_dir = Path(args.out) / recipe.name
-    print_summary(Summary.model_validate_json((run_dir / "summary.json").read_text()), console)
+    print_summary(read_summary(run_dir), console)
     console.print(f"artefacts: {run_dir}", markup=False)
 
 
@@ -128,11 +128,11 @@ def cmd_search(args: argparse.Namespace) -> None:
 
 def cmd_deploy(args: argparse.Namespace) -> None:
     from flow.pipeline import run_recipe
-    from flow.report import Summary, summary_lines
+    from flow.report import read_summary, summary_lines
 
     run = _open_run(args.run, "finn")
     run_recipe(run.recipe, run.dir.parent, from_step="deploy")
-    summary = Summary.model_validate_json((run.dir / "summary.json").read_text())
+    summary = read_summary(run.dir)
     for line in summary_lines(summary)[-1:]:
         console.print(line, markup=False, highlight=False)
 
