@@ -30,7 +30,6 @@ from hw_models.rules import (
 if TYPE_CHECKING:
     from flow.models.zoo import Architecture
 
-DATASETS = ("digits", "mnist", "cifar10", "synthetic")
 # channels, height, width of each data set's images (synthetic: data.shape, this by default)
 IN_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "cifar10": (3, 32, 32),
              "synthetic": (1, 8, 8)}

@@ -23,11 +23,10 @@ from flow.results import (
 from flow.run import STEP_NAMES, Run
 from flow.synth import SynthResult
 from hw_models.fit import fit as resource_fit
-from hw_models.resources import Resources, ResourceSource
+from hw_models.resources import BUDGETED, Resources, ResourceSource
 
 SCHEMA_VERSION = 1
 SUMMARY_FILE = "summary.json"
-RESOURCE_KEYS = ("lut", "bram18", "uram", "dsp")
 
 
 class AccuracyByStage(BaseModel):
@@ -231,7 +230,7 @@ def vivado_line(v: VivadoSummary) -> str:
         return f"{source} " + ", ".join(
             f"{r.upper()} {'-' if e is None else f'{100 * e:+.0f} %'}" for r, e in err.items())
 
-    counts = ", ".join(f"{r.upper()} {v.resources.get(r):,.0f}" for r in RESOURCE_KEYS)
+    counts = ", ".join(f"{r.upper()} {v.resources.get(r):,.0f}" for r in BUDGETED)
     if v.timing_met is None:
         timing = "timing not reported"
     else:
@@ -319,7 +318,7 @@ def layer_table_rows(qat: QatResult, finn: FinnBuild,
                "act_mbit": m.act_mbit, "nodes": [n.name for n in nodes]}
         if nodes:
             row.update({k: sum(node_resources[n.name].get(k) for n in nodes)
-                        for k in RESOURCE_KEYS})
+                        for k in BUDGETED})
             row["cycles"] = max(n.cycles for n in nodes)
         rows.append(row)
     return rows

@@ -63,7 +63,7 @@ __all__ = ["search"]
 
 
 @dataclass
-class SearchResult:
+class LayerSearchResult:
     """The chosen plan, every trial, and the losses at the start and the end."""
 
     plan: CompressionPlan
@@ -74,7 +74,7 @@ class SearchResult:
 
 
 
-def result_dict(r: SearchResult) -> dict:
+def result_dict(r: LayerSearchResult) -> dict:
     return {"plan": r.plan.to_dict(), "start_val_loss": r.start_loss,
             "final_val_loss": r.final_loss, "seconds": round(r.seconds, 2), "trials": r.trials}
 
@@ -109,7 +109,7 @@ def candidate_plan(plan: CompressionPlan, p: AqpParams, name: str, phase: str, s
 
 
 def search(ctx: MethodContext, importance: LayerImportance,
-           channel_scores: dict[str, list[float]], p: AqpParams) -> SearchResult:
+           channel_scores: dict[str, list[float]], p: AqpParams) -> LayerSearchResult:
     """The sequential per-layer search of one mode (see the module doc)."""
     t0 = time.perf_counter()
     arch, classifier = ctx.arch, ctx.arch.layer_names[-1]
@@ -154,4 +154,4 @@ def search(ctx: MethodContext, importance: LayerImportance,
             else:
                 stopped.add(phase)
         log.debug("aqp %s: %s -> %s", p.mode, name, plan.layers[name])
-    return SearchResult(plan, trials, start, current, time.perf_counter() - t0)
+    return LayerSearchResult(plan, trials, start, current, time.perf_counter() - t0)

@@ -166,7 +166,7 @@ def discrete_weights(ctx: MethodContext, net: Net) -> Net:
 
 
 @dataclass
-class SearchResult:
+class BilevelResult:
     """One search: the discrete plan, the supernet, θ and the per-epoch trace."""
 
     cost: str
@@ -190,7 +190,7 @@ def _alpha_step(net: Net, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.
     return val_loss.item(), lam
 
 
-def search(ctx: MethodContext, p: DfqParams, cost: str) -> SearchResult:
+def search(ctx: MethodContext, p: DfqParams, cost: str) -> BilevelResult:
     """Algorithm 1 with cost G = `cost`, then argmax discretisation."""
     t0 = time.perf_counter()
     g_costs = (size_costs(ctx, p.candidates) if cost == "size"
@@ -236,4 +236,4 @@ def search(ctx: MethodContext, p: DfqParams, cost: str) -> SearchResult:
         log.debug("dfq %s epoch %d: %s", cost, epoch + 1, trace[-1])
     net.eval()
     plan = discretise(ctx, net, p.candidates, p.act_bits)
-    return SearchResult(cost, plan, net, theta, time.perf_counter() - t0, trace)
+    return BilevelResult(cost, plan, net, theta, time.perf_counter() - t0, trace)

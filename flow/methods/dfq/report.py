@@ -26,7 +26,7 @@ from pathlib import Path
 
 from flow.io import atomic_write_json, atomic_write_text, csv_text
 from flow.methods.base import MethodContext
-from flow.methods.dfq.bilevel import SearchResult, discrete_weights
+from flow.methods.dfq.bilevel import BilevelResult, discrete_weights
 from flow.methods.params import DfqParams
 from flow.methods.variant_estimate import FINN_COLUMNS, finn_estimate
 from flow.metrics import plan_metrics
@@ -80,7 +80,7 @@ def done_checks(rows: dict[str, dict], uniform_hi: str, uniform_lo: str, chosen:
     return checks
 
 
-def run_report(ctx: MethodContext, p: DfqParams, searches: dict[str, SearchResult],
+def run_report(ctx: MethodContext, p: DfqParams, searches: dict[str, BilevelResult],
                out_dir: Path) -> dict:
     """Fine-tune, measure and FINN-estimate every row; write Table 1 and Figure 2."""
     out_dir = Path(out_dir)
