@@ -198,7 +198,9 @@ def test_every_patch_applies_to_installed_finn_rtllib():
     from hw_models.rtlsim.sources import rtllib_dir
 
     lib = rtllib_dir()
-    for rel in patched_files():
+    files = patched_files()
+    assert files, "no finn-rtllib patches are declared"
+    for rel in files:
         text = (lib / rel).read_text()
         assert synth_text(rel, text) != text, rel
 
