@@ -11,7 +11,7 @@ from flow.config import parse_recipe
 from flow.errors import ConfigError
 from flow.importance.pruning import structured_keep
 from flow.methods.aqp import make_plan as aqp_make_plan
-from flow.methods.aqp.report import done_check
+from flow.methods.aqp.report import claim_check
 from flow.methods.base import get_method
 from flow.methods.params import AqpParams
 from flow.plan import CompressionPlan
@@ -138,17 +138,17 @@ def test_structure_when_every_step_passes(ctx, tmp_path):
     assert struct.layers[names[-1]].keep is None
 
 
-def test_done_check_rule():
+def test_claim_check_rule():
     def row(method, kind, bits, acc):
         return {"method": method, "kind": kind, "avg_bits": bits, "test_acc": acc,
                 "acc_diff_points": 100 * (acc - 0.98)}
 
     rows = [row("Float baseline", "float", 32, 0.98), row("AQP (combined)", "adaptive", 2.5, 0.978),
             row("Fixed W2A2", "fixed", 2.0, 0.97), row("Fixed W3A3", "fixed", 3.0, 0.99)]
-    check = done_check(rows, "AQP (combined)")
+    check = claim_check(rows, "AQP (combined)")
     assert check["beats_smaller_fixed"] == {"Fixed W2A2": True} and check["passed"]
     rows[2]["test_acc"] = 0.978  # a tie is not a win
-    assert not done_check(rows, "AQP (combined)")["passed"]
+    assert not claim_check(rows, "AQP (combined)")["passed"]
 
 
 def test_report_outputs(ctx, tmp_path):

@@ -1,4 +1,5 @@
-"""DFQ (seed 002): the relaxation and its costs against hand sums, λ's switch at θ, the bi-level
+"""DFQ ("Differentiable Fine-grained Quantization for Deep Neural Network Compression"): the
+relaxation and its costs against hand sums, λ's switch at θ, the bi-level
 step's direction, discretisation, and the recipe end to end."""
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""qsparse (seed 001): the moving-average quantizers against closed forms, their way through QONNX
-and FINN (zero point in the thresholds), the pruning schedules, and the recipe end to end."""
+"""qsparse ("Learning Low-Precision Structured Subnetworks Using Joint Layerwise Channel Pruning
+and Uniform Quantization"): the moving-average quantizers against closed forms, their way
+through QONNX and FINN (zero point in the thresholds), the pruning schedules, and the recipe end to
+end."""
 from __future__ import annotations
 
 import copy

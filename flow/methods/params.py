@@ -60,7 +60,8 @@ class UniformParams(_Params):
 
 
 class AqpParams(_Params):
-    """AQP (seed 000): layer importance, then a per-layer bits/pruning search in T_margin(l)."""
+    """AQP ("Adaptive Quantization and Pruning of Deep Neural Networks via Layer Importance
+    Estimation"): layer importance, then a per-layer bits/pruning search in T_margin(l)."""
 
     name: Literal["aqp"]
     mode: Literal["quant", "prune", "combined"] = "combined"
@@ -204,7 +205,8 @@ class SearchParams(_Params):
 
 
 class QsparseParams(_Params):
-    """qsparse (seed 001): layerwise channel pruning, moving-average QAT (flow.methods.qsparse)."""
+    """qsparse ("Learning Low-Precision Structured Subnetworks Using Joint Layerwise Channel
+    Pruning and Uniform Quantization"): layerwise channel pruning, moving-average QAT."""
 
     name: Literal["qsparse"]
     reads: ClassVar[tuple[str, ...]] = ("train", "hardware")  # scratch training; FINN columns
@@ -226,8 +228,8 @@ class QsparseParams(_Params):
 
 
 class DfqParams(_Params):
-    """DFQ (seed 002): softmax-relaxed per-layer weight bit-widths, bi-level search
-    (flow.methods.dfq)."""
+    """DFQ ("Differentiable Fine-grained Quantization for Deep Neural Network Compression"):
+    softmax-relaxed per-layer weight bit-widths, bi-level search (flow.methods.dfq)."""
 
     name: Literal["dfq"]
     reads: ClassVar[tuple[str, ...]] = ("hardware",)  # the hardware cost's board and frame rate

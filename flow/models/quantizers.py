@@ -1,8 +1,9 @@
 """The seed methods' quantizers: qsparse's moving-average Brevitas quantizers and DFQ's relaxed
 per-layer bit-width mixture.
 
-qsparse (seed 001), as Brevitas quantizers (injectors whose `tensor_quant` is a module below), so
-they export to QONNX `Quant` nodes like every other Brevitas quantizer:
+qsparse ("Learning Low-Precision Structured Subnetworks Using Joint Layerwise Channel Pruning
+and Uniform Quantization"), as Brevitas quantizers (injectors whose `tensor_quant` is a module
+below), so they export to QONNX `Quant` nodes like every other Brevitas quantizer:
 - Algorithm 2, activations (`MovingAverageUintAct`): asymmetric, per tensor. At training step t
   (t = 0, 1, ... counts the batches seen in training mode, calibration included)
       l(t+1) = (l(t)·t + min h) / (t+1),   u(t+1) = (u(t)·t + max h) / (t+1)
@@ -25,8 +26,9 @@ streamlining absorbs the Add before the quantizer into the MultiThreshold's thre
 point ends up in the thresholds) and moves the Add after it into the next layer's thresholds.
 After a ReLU (qsparse's placement) min h = 0 in every batch, so l = 0 and z = 0.
 
-DFQ (seed 002), the relaxation of Eq. (1): `BitMixture` holds one float layer, one BatchNorm per
-candidate bit-width b_j and the logits α_i; its output is
+DFQ ("Differentiable Fine-grained Quantization for Deep Neural Network Compression"), the
+relaxation of Eq. (1): `BitMixture` holds one float layer, one BatchNorm per candidate bit-width
+b_j and the logits α_i; its output is
       q_i = Σ_j softmax(α_i)_j · B_j(layer(x; Q_{b_j}(w)))
 with Q_b the per-tensor symmetric weight quantizer of the discrete network (`fake_quant_weight`:
 scale max|w| / (2^(b-1) - 1), narrow range; at b = 1 sign(w)·mean|w|, the l2-best binary scale,

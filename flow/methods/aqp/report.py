@@ -105,7 +105,7 @@ def run_report(ctx: MethodContext, p: AqpParams, aqp_plans: dict[str, Compressio
         if name == chosen_name:
             per_layer = [r.model_dump() for r in metrics.layers]
         log.info("%s: b̄ %.3f, test %.2f%%", name, tot.avg_bits, 100 * acc)
-    check = done_check(rows, chosen_name)
+    check = claim_check(rows, chosen_name)
     table = {"rows": rows, "chosen": chosen_name, "check": check, "per_layer": per_layer,
              "importance": importance.rows()}
     atomic_write_json(out_dir / "aqp_table.json", table)
@@ -117,7 +117,7 @@ def run_report(ctx: MethodContext, p: AqpParams, aqp_plans: dict[str, Compressio
     return table
 
 
-def done_check(rows: list[dict], chosen: str, max_loss_points: float = 0.5,
+def claim_check(rows: list[dict], chosen: str, max_loss_points: float = 0.5,
                max_avg_bits: float = 3.0) -> dict:
     """Does the chosen AQP plan lose <= max_loss_points, with b̄ <= max_avg_bits, and beat every
     fixed baseline whose b̄ is not larger (equal or smaller size) on test accuracy?"""

@@ -11,7 +11,7 @@ DSP and frames/s from FINN's estimate of each exported variant (flow.finn.build_
 recipe's hardware; names end in _finn_estimate), and lut_bram18_board_share = LUT/LUT(board) +
 BRAM18/BRAM18(board).
 
-Checks (the issue's done claims): DFQ's compression lies between the uniform rows, >= 10x, at
+Checks (the paper's claims): DFQ's compression lies between the uniform rows, >= 10x, at
 <= 0.5 points below float; DFQ (hardware) uses a smaller lut_bram18_board_share than DFQ (size)
 at an accuracy within 0.5 points.
 
@@ -62,8 +62,8 @@ def variant_row(ctx: MethodContext, name: str, plan: CompressionPlan, start: Net
     return row
 
 
-def done_checks(rows: dict[str, dict], uniform_hi: str, uniform_lo: str, chosen: str) -> dict:
-    """The issue's claims on the rows by name (missing rows: no claim)."""
+def claim_checks(rows: dict[str, dict], uniform_hi: str, uniform_lo: str, chosen: str) -> dict:
+    """The paper's claims on the rows by name (missing rows: no claim)."""
     f, hi, lo, d = rows["float32"], rows[uniform_hi], rows[uniform_lo], rows[chosen]
     checks = {
         "compression between uniform rows": hi["compression"] <= d["compression"]
@@ -108,7 +108,7 @@ def run_report(ctx: MethodContext, p: DfqParams, searches: dict[str, BilevelResu
         "searches": {c: {"theta": r.theta, "seconds": round(r.seconds, 2),
                          "plan": r.plan.to_dict(), "trace": r.trace}
                      for c, r in searches.items()},
-        "checks": done_checks(rows, f"uniform {p.candidates[-1]}-bit",
+        "checks": claim_checks(rows, f"uniform {p.candidates[-1]}-bit",
                               f"uniform {p.candidates[0]}-bit", chosen),
     }
     atomic_write_json(out_dir / "dfq_table.json", table)

@@ -86,8 +86,8 @@ def rank_agreement(results: list[ScheduleResult]) -> list[dict]:
             for r in results if r.schedule == "layerwise_a" for e in r.events]
 
 
-def done_checks(rows: list[dict], sparsity: float = 0.75) -> dict:
-    """The issue's claims at `sparsity`: layerwise (A) >= one-shot, >= stepwise, >= (W)."""
+def claim_checks(rows: list[dict], sparsity: float = 0.75) -> dict:
+    """The paper's claims at `sparsity`: layerwise (A) >= one-shot, >= stepwise, >= (W)."""
     acc = {r["schedule"]: r["accuracy"] for r in rows if r["sparsity"] == sparsity}
     if "layerwise_a" not in acc:
         return {}
@@ -124,7 +124,8 @@ def run_report(ctx: MethodContext, p: QsparseParams, results: list[ScheduleResul
     table = {"rows": rows, "chosen": f"{LABELS[p.schedule]} {round(p.sparsity * 100)}%",
              "finn_source": "FINN estimate (flow.finn.build_dataflow), recipe hardware",
              "rank_agreement": rank_agreement(results),
-             "checks": {k: v for s in p.report_sparsities for k, v in done_checks(rows, s).items()}}
+             "checks": {k: v for s in p.report_sparsities
+                        for k, v in claim_checks(rows, s).items()}}
     atomic_write_json(out_dir / "qsparse_table.json", table)
     atomic_write_text(out_dir / "qsparse_table.csv", csv_text(rows, COLUMNS))
     plot_tradeoff(rows, out_dir / "qsparse_tradeoff.png", ctx.arch.name)
