@@ -11,9 +11,10 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flow.data import Dataset
+from flow.methods.params import METHODS, method_name
 from flow.models import Architecture, Net
 from flow.plan import CompressionPlan
 from flow.train import TrainConfig
@@ -46,13 +47,11 @@ class MethodOutput:
     model: Net | None = None
 
 
-Method = Callable[[MethodContext, object, Path], MethodOutput]
-# method name -> its module: in flow.methods, or a full dotted path
-MODULES = {"uniform": "uniform", "aqp": "aqp", "plan": "plan_file", "search": "flow.search.method",
-           "qsparse": "qsparse", "dfq": "dfq"}
+Method = Callable[[MethodContext, Any, Path], MethodOutput]  # its params: the method's class
 
 
 def get_method(name: str) -> Method:
     """The make_plan function of a method named in the recipe (names are checked at load)."""
-    module = MODULES[name]
-    return importlib.import_module(module if "." in module else f"flow.methods.{module}").make_plan
+    params = next(p for p in METHODS if method_name(p) == name)
+    module, _, function = params.implementation.partition(":")
+    return getattr(importlib.import_module(module), function)

@@ -1,13 +1,16 @@
 """Typed parameters of every compression method: the recipe's `method:` section.
 
-`MethodParams` is a union discriminated by `name`, so a recipe is checked whole, method
-parameters included, when it is loaded. Bounds that depend on the hardware target (1-bit weights
-only where HLS layers are allowed) are checked by `check_bits`, called by the recipe.
+`METHODS` is the one registry of methods: each parameter class names its method (`name`) and the
+function that makes its plan (`implementation`, "module:function", imported only when it runs, so
+that the recipe does not import the methods). `MethodParams` is their union discriminated by
+`name`, so a recipe is checked whole, method parameters included, when it is loaded. Bounds that
+depend on the hardware target (1-bit weights only where HLS layers are allowed) are checked by
+`check_bits`, called by the recipe.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -26,6 +29,8 @@ class _Params(BaseModel):
     # recipe sections besides `method` and `qat` the method reads (dotted paths), so that a
     # change there redoes the plan step
     reads: ClassVar[tuple[str, ...]] = ()
+    # "module:function" of the method's make_plan(ctx, params, out_dir) -> MethodOutput
+    implementation: ClassVar[str]
 
     def input_files(self) -> list[str]:
         """Files the method reads (their content is part of the plan step's inputs)."""
@@ -51,6 +56,7 @@ class UniformParams(_Params):
     """One weight/activation width for every layer (the fixed baselines)."""
 
     name: Literal["uniform"]
+    implementation: ClassVar[str] = "flow.methods.uniform:make_plan"
     weight_bits: Bits
     act_bits: ActBits
     input_bits: Bits | None = None  # None: the data's pixel bits (capped at 8)
@@ -64,6 +70,7 @@ class AqpParams(_Params):
     Estimation"): layer importance, then a per-layer bits/pruning search in T_margin(l)."""
 
     name: Literal["aqp"]
+    implementation: ClassVar[str] = "flow.methods.aqp:make_plan"
     mode: Literal["quant", "prune", "combined"] = "combined"
     pruning: Literal["unstructured", "structured"] = "unstructured"
     t_margin: float = Field(default=0.03, ge=0)  # total val cross-entropy rise (nats) to spend
@@ -112,6 +119,7 @@ class PlanFileParams(_Params):
     """A plan written by a person or by the search (a Pareto point), used as it is."""
 
     name: Literal["plan"]
+    implementation: ClassVar[str] = "flow.methods.plan_file:make_plan"
     path: str  # YAML/JSON plan file; relative to the recipe file's folder
 
     @field_validator("path")
@@ -145,6 +153,7 @@ class SearchParams(_Params):
     kept channels chosen by Optuna's NSGA-II under the recipe's `budget:` on its `hardware:`."""
 
     name: Literal["search"]
+    implementation: ClassVar[str] = "flow.search.method:make_plan"
     reads: ClassVar[tuple[str, ...]] = ("hardware", "budget")
 
     trials: int = Field(default=48, ge=1)  # completed trials in all (a resumed study counts on)
@@ -209,6 +218,7 @@ class QsparseParams(_Params):
     Pruning and Uniform Quantization"): layerwise channel pruning, moving-average QAT."""
 
     name: Literal["qsparse"]
+    implementation: ClassVar[str] = "flow.methods.qsparse:make_plan"
     reads: ClassVar[tuple[str, ...]] = ("train", "hardware")  # scratch training; FINN columns
 
     schedule: Literal["layerwise_a", "layerwise_w", "stepwise", "one_shot", "scratch"] = \
@@ -232,6 +242,7 @@ class DfqParams(_Params):
     softmax-relaxed per-layer weight bit-widths, bi-level search (flow.methods.dfq)."""
 
     name: Literal["dfq"]
+    implementation: ClassVar[str] = "flow.methods.dfq:make_plan"
     reads: ClassVar[tuple[str, ...]] = ("hardware",)  # the hardware cost's board and frame rate
 
     candidates: list[Bits] = Field(default=[2, 8], min_length=2)  # FINN's RTL layers: >= 2
@@ -255,7 +266,17 @@ class DfqParams(_Params):
         return {"candidates": self.candidates}
 
 
-MethodParams = Annotated[UniformParams | AqpParams | PlanFileParams | SearchParams | QsparseParams
-                         | DfqParams, Field(discriminator="name")]
+METHODS: tuple[type[_Params], ...] = (UniformParams, AqpParams, PlanFileParams, SearchParams,
+                                      QsparseParams, DfqParams)
+
+
+def method_name(params: type[_Params]) -> str:
+    """The recipe's `method.name` of a parameter class."""
+    return get_args(params.model_fields["name"].annotation)[0]
+
+
+METHOD_NAMES = tuple(method_name(p) for p in METHODS)
+if len(set(METHOD_NAMES)) != len(METHOD_NAMES):
+    raise TypeError(f"two methods share a name: {METHOD_NAMES}")
+MethodParams = Annotated[Union[METHODS], Field(discriminator="name")]  # noqa: UP007
 SearchParams.model_rebuild()
-METHOD_NAMES = ("uniform", "aqp", "plan", "search", "qsparse", "dfq")
