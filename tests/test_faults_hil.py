@@ -10,8 +10,11 @@ Every wait is bounded; everything listens on 127.0.0.1.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import json
 import os
+import secrets
 import selectors
 import shutil
 import signal
@@ -84,11 +87,13 @@ class Impostor:
             pass
 
     def _session(self, conn: socket.socket) -> None:
-        m, nonce = self.manifest, agent.new_nonce()
+        m, nonce = self.manifest, secrets.token_hex(32)
         agent.send_message(conn, {"type": "hello", "protocol": agent.PROTOCOL, "nonce": nonce})
         auth, _ = agent.recv_message(conn, agent.PRE_AUTH_MAX, 10)  # any MAC is fine
         theirs = str(auth.get("nonce"))
-        proof = agent.agent_proof(self.token, theirs, nonce) if self.token else "0" * 64
+        # the proof as protocol 2 defines it (agent.py's docstring), computed independently
+        proof = hmac.new(self.token, f"agent {theirs} {nonce}".encode(), hashlib.sha256
+                         ).hexdigest() if self.token else "0" * 64
         agent.send_message(conn, {
             "type": "ready", "proof": proof, "backend": self.backend,
             "artefact_sha256": self.artefact, "in_shape": list(m.in_shape),
@@ -288,6 +293,9 @@ def served(stand_in_run):
     seen: list[int] = []
     try:
         out = read_until(proc, b"serving", WAIT_S)
+        deadline = time.monotonic() + 30
+        while not port_open(port) and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert b"serving" in out and port_open(port), out.decode(errors="replace")
         yield SimpleNamespace(proc=proc, port=port, run=stand_in_run, seen=seen)
     finally:
