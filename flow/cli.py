@@ -138,19 +138,18 @@ def cmd_deploy(args: argparse.Namespace) -> None:
 
 
 def cmd_agent(args: argparse.Namespace) -> None:
-    import subprocess
-
+    from flow.hil import serve_run
     from flow.hil_run import deployment_folder, token_file
 
     run = _open_run(args.run, "deploy")
-    folder = deployment_folder(run)
-    cmd = [sys.executable, str(folder / "agent.py"), "--folder", str(folder), "--backend",
-           "rtlsim", "--token-file", str(token_file(run)), "--port", str(args.port),
-           "--bind", args.bind]
-    console.print(f"serving {run.dir.name}'s RTL simulation; stop with Ctrl-C. Validate from "
-                  f"another terminal: densiflow hil {run.dir} --target {args.bind}:{args.port}",
-                  markup=False)
-    subprocess.run(cmd, check=False)
+
+    def announce(host: str, port: int) -> None:
+        console.print(f"serving {run.dir.name}'s RTL simulation on {host}:{port}; stop with "
+                      f"Ctrl-C. Validate from another terminal: densiflow hil {run.dir} "
+                      f"--target {host}:{port}", markup=False, soft_wrap=True)
+
+    serve_run(run.dir, deployment_folder(run), token_file(run), args.bind, args.port, announce)
+    console.print("agent stopped", markup=False)
 
 
 def cmd_hil(args: argparse.Namespace) -> None:
@@ -162,7 +161,8 @@ def cmd_hil(args: argparse.Namespace) -> None:
     run = _open_run(args.run, "deploy")
     options = HilOptions(batch_size=args.batch_size, timeout_s=args.timeout, fresh=args.fresh)
     token = Path(args.token_file) if args.token_file else token_file(run)
-    with run.folder.lock(), Progress(console=console, transient=True) as bar:
+    # shared: `densiflow agent` may serve the run meanwhile; deploy and run are kept out
+    with run.folder.lock(shared=True), Progress(console=console, transient=True) as bar:
         task = bar.add_task("HIL batches", total=None)
 
         def progress(event) -> None:

@@ -1,8 +1,10 @@
 """Hardware-in-the-loop client: stream a test split to a board agent and check every output word.
 
 The agent (hw_models/agent.py; the protocol is in its docstring) serves the accelerator on a PYNQ
-board, or the run's Verilator simulation on this machine. This side authenticates, checks that
-the agent serves the run's bitfile or simulator (SHA-256), sends the frames in batches, compares
+board, or the run's Verilator simulation on this machine. Both sides authenticate (the agent
+proves it holds the token with a MAC over this side's nonce, before anything it says is used),
+this side checks that the agent serves the run's bitfile or simulator (the SHA-256 of this
+side's own copy), sends the frames in batches, compares
 every returned word with FINN's python execution and keeps a journal (one fsync'd line per
 verified batch) so that after the agent or the client is killed mid-batch, running again
 finishes with no batch lost or counted twice.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import hmac
 import logging
 import os
 import secrets
@@ -31,7 +34,7 @@ import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
 from flow.agreement import agrees
-from flow.errors import DensiflowError
+from flow.errors import DensiflowError, JournalError
 from hw_models import agent
 from hw_models.agent import Manifest, ProtocolError
 
@@ -341,8 +344,14 @@ class AgentConnection:
         if hello.get("protocol") != agent.PROTOCOL:
             raise HilError(f"agent {self.target} speaks protocol {hello.get('protocol')!r}, "
                            f"this client {agent.PROTOCOL}: copy the new agent.py to it")
-        self._send({"type": "auth", "mac": agent.token_mac(token, str(hello.get("nonce")))})
+        theirs, ours = str(hello.get("nonce")), agent.new_nonce()
+        self._send({"type": "auth", "mac": agent.token_mac(token, theirs), "nonce": ours})
         ready, _ = self._recv(agent.MAX_HEADER + agent.PREFIX.size, "ready")
+        proof = agent.agent_proof(token, ours, theirs).encode()
+        if not hmac.compare_digest(proof, str(ready.get("proof", "")).encode()):
+            raise HilError(f"agent {self.target} failed to authenticate: it does not hold this "
+                           "run's token (an impostor, or the wrong --token-file); nothing it "
+                           "sent is used")
         try:
             self.manifest = Manifest(
                 in_shape=tuple(ready["in_shape"]), in_dtype=ready["in_dtype"],
@@ -419,9 +428,38 @@ class AgentConnection:
 # journal
 
 
+RECOVER = "start over with `densiflow hil RUN --target HOST:PORT --fresh` (or delete it)"
+
+
+def _journal_line(path: Path, number: int, line: bytes, model: type[BaseModel]) -> BaseModel:
+    try:
+        return model.model_validate_json(line)
+    except ValidationError as err:
+        raise JournalError(f"journal {path}, line {number}: damaged ({err.error_count()} bad "
+                           f"fields); {RECOVER}") from None
+
+
+def parse_journal(path: Path, data: bytes) -> tuple[JournalHeader | None, list[BatchRecord]]:
+    """The header and records of a journal's complete lines (a torn last line is ignored);
+    JournalError naming the first damaged line."""
+    lines = data[: data.rfind(b"\n") + 1].splitlines()
+    if not lines:
+        return None, []
+    return _journal_line(path, 1, lines[0], JournalHeader), [
+        _journal_line(path, n, line, BatchRecord) for n, line in enumerate(lines[1:], start=2)]
+
+
+def check_journal(path: str | Path) -> None:
+    """JournalError if a journal's complete lines are damaged (read only, before connecting)."""
+    path = Path(path)
+    if path.is_file():
+        parse_journal(path, path.read_bytes())
+
+
 class Journal:
     """Append-only, fsync'd JSON lines: a header, then one record per verified batch; locked
-    while a client uses it. A torn last line (a client killed while writing) is dropped."""
+    while a client uses it. A torn last line (a client killed while writing, a full disk) is cut
+    off into JOURNAL.bad; a damaged complete line is a JournalError."""
 
     def __init__(self, path: str | Path, header: JournalHeader, fresh: bool = False):
         self.path, self.header = Path(path), header
@@ -443,20 +481,11 @@ class Journal:
             self.file.truncate(0)
         self.file.seek(0)
         data = self.file.read()
-        keep = data[: data.rfind(b"\n") + 1]
-        if len(keep) < len(data):
-            log.warning("journal %s: dropping a torn last line", self.path)
-            self.file.truncate(len(keep))
-        lines = keep.splitlines()
-        if not lines:
+        old, recs = parse_journal(self.path, data)
+        self._cut_torn_tail(data)
+        if old is None:
             self._append_line(self.header.model_dump_json())
             return {}
-        try:
-            old = JournalHeader.model_validate_json(lines[0])
-            recs = [BatchRecord.model_validate_json(line) for line in lines[1:]]
-        except ValidationError as err:
-            raise HilError(f"journal {self.path} is damaged ({err.error_count()} bad fields); "
-                           "delete it or start fresh") from None
         if old != self.header:
             changed = [k for k in JournalHeader.model_fields
                        if getattr(old, k) != getattr(self.header, k)]
@@ -471,10 +500,25 @@ class Journal:
             ok = 0 <= start < h.frames and rec.start == start and rec.frames == min(
                 h.batch_size, h.frames - start)
             if not ok or rec.batch in out:
-                raise HilError(f"journal {self.path}: batch {rec.batch} is "
-                               f"{'recorded twice' if ok else 'out of place'}; delete it")
+                raise JournalError(f"journal {self.path}: batch {rec.batch} is "
+                                   f"{'recorded twice' if ok else 'out of place'}; {RECOVER}")
             out[rec.batch] = rec
         return out
+
+    def _cut_torn_tail(self, data: bytes) -> None:
+        """Move an unterminated last line into JOURNAL.bad and truncate it away."""
+        keep = data.rfind(b"\n") + 1
+        if keep == len(data):
+            return
+        bad = self.path.with_name(self.path.name + ".bad")
+        with open(bad, "ab") as f:
+            f.write(data[keep:] + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.file.truncate(keep)
+        self.file.seek(0, os.SEEK_END)
+        log.warning("journal %s: cut off a torn last line (%d bytes, kept in %s)", self.path,
+                    len(data) - keep, bad)
 
     def _append_line(self, line: str) -> None:
         self.file.write(line.encode() + b"\n")
@@ -605,6 +649,8 @@ def run_hil(target: str, token: bytes, golden: Golden, artefacts: Mapping[str, s
     options = options or HilOptions()
     emit = progress or (lambda event: None)
     t0 = time.perf_counter()
+    if not options.fresh:
+        check_journal(journal)
     with AgentConnection(target, token, options.timeout_s) as conn:
         _check_artefact(conn, artefacts)
         inputs, expected = _frames(golden, conn.manifest)
@@ -670,6 +716,25 @@ def _result(conn: AgentConnection, golden: Golden, header: JournalHeader,
 
 # ---------------------------------------------------------------------------------------------
 # an agent on this machine
+
+
+def serve_run(run_dir: Path, folder: Path, token_file: Path, bind: str, port: int,
+              announce: Callable[[str, int], None]) -> None:
+    """Serve a run's deployment folder (rtlsim backend) in this process, until SIGTERM or SIGINT
+    closes the port, holding the run folder's shared lock: `densiflow deploy` or `run`, which
+    lock it exclusively, cannot replace what is served. announce(host, port) once listening."""
+    from flow.rundir import RunFolder
+
+    args = agent.parse_args(["--folder", str(folder), "--backend", "rtlsim", "--token-file",
+                             str(token_file), "--bind", bind, "--port", str(port)])
+    with RunFolder(run_dir).lock(shared=True):
+        try:
+            server, srv = agent.start(args)
+        except agent.AgentError as err:
+            raise HilError(str(err)) from None
+        with server:
+            announce(*server.getsockname()[:2])
+            agent.serve_until_stopped(server, srv)
 
 
 @dataclass

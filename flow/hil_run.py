@@ -28,6 +28,7 @@ from flow.hil import (
 )
 from flow.io import atomic_write_json
 from flow.run import Run, step_folder
+from hw_models import agent
 
 DEPLOYMENT = "deployment"  # inside the deploy step's folder
 
@@ -72,22 +73,41 @@ def golden(run: Run) -> Golden:
                   reference_logits=predict(run.quant_model(), d.x_test[:n]).numpy())
 
 
+def expected_artefacts(run: Run) -> dict[str, str]:
+    """The SHA-256 per backend that an agent must serve: of this machine's copy of the run's
+    deployment, whose hil.json and bitfile are first checked against the checksums the deploy
+    step recorded (ArtefactError for a file changed since)."""
+    folder = deployment_folder(run)
+    run.artefact("deploy", f"{DEPLOYMENT}/{agent.MANIFEST}")
+    bitfile = agent.load_manifest(folder).bitfile
+    if (folder / bitfile).exists():
+        run.artefact("deploy", f"{DEPLOYMENT}/{bitfile}")
+    return artefact_hashes(folder)
+
+
+def estimates(run: Run) -> list[Estimate]:
+    """FINN's estimate and the RTL simulation's measurement, to show beside the HIL figures."""
+    build = run.finn_build()
+    sim = run.result("simulate").get("validation") or {}
+    found = [Estimate(source="FINN estimate", fps=build.performance.fps,
+                      latency_us=build.performance.latency_us)]
+    if sim.get("measured_fps"):
+        found.append(Estimate(source="RTL simulation", fps=sim["measured_fps"],
+                              latency_us=sim["measured_latency_cycles"] / build.clock_mhz))
+    return found
+
+
 def validate_hil(run: Run, target: str, token: Path, options: HilOptions,
                  progress=None) -> HilResult:
     """Stream the test split to the agent at `target`; result saved in RUN/hil/ and the summary.
 
-    Raises VerificationError when any word differs (the result is saved first)."""
-    build = run.finn_build()
-    sim = run.result("simulate").get("validation") or {}
-    estimates = [Estimate(source="FINN estimate", fps=build.performance.fps,
-                          latency_us=build.performance.latency_us)]
-    if sim.get("measured_fps"):
-        estimates.append(Estimate(source="RTL simulation", fps=sim["measured_fps"],
-                                  latency_us=sim["measured_latency_cycles"] / build.clock_mhz))
+    The expected outputs and artefact hashes are this machine's (checked against the deploy
+    step's records), never the agent's word. HilError (nothing saved) when the agent cannot
+    authenticate or serves another artefact; VerificationError when any word differs (the
+    result is saved first)."""
     out = run.dir / "hil"
-    result = run_hil(target, read_token(token), golden(run),
-                     artefact_hashes(deployment_folder(run)), out / "journal.jsonl", options,
-                     estimates, progress)
+    result = run_hil(target, read_token(token), golden(run), expected_artefacts(run),
+                     out / "journal.jsonl", options, estimates(run), progress)
     atomic_write_json(out / "result.json", {"deploy_id": run.record("deploy").id,
                                             **result.model_dump(mode="json")})
     _add_to_summary(run, result)

@@ -106,18 +106,20 @@ class RunFolder:
         atomic_write_json(self.path / MARK, {**self.mark(), "redo_from": step})
 
     @contextmanager
-    def lock(self) -> Iterator[None]:
-        """Hold the folder's lock; a second process gets RunFolderError naming the holder."""
+    def lock(self, shared: bool = False) -> Iterator[None]:
+        """Hold the folder's lock (shared: readers such as the HIL agent, many at once, but no
+        exclusive holder); a refused process gets RunFolderError naming the holder."""
         fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
                 raise RunFolderError(
                     f"{self.path} is in use by another densiflow process (pid {holder}); wait "
                     "for it to finish or stop it") from None
-            os.ftruncate(fd, 0)
+            if not shared:
+                os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             yield
         finally:

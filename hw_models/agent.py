@@ -8,7 +8,8 @@ deployment folder and run there, on a PYNQ board or on the build machine:
                     [--max-frames N] [--fault {flip,corrupt}  (testing the client only)]
 
 It prints `LISTENING HOST PORT BACKEND ARTEFACT_SHA256` on stdout once it listens (--port 0
-picks a free port), logs to stderr, and serves until it is killed.
+picks a free port), logs to stderr, and serves until SIGTERM or SIGINT (then it closes the port
+and exits 0); a port it cannot bind exits 2 with one line.
 
 Deployment folder (what each backend needs; the client reads the same folder from the run)
   hil.json    the Manifest: one frame's input/output shape (batch 1, FINN's normal shape) and
@@ -22,17 +23,23 @@ Deployment folder (what each backend needs; the client reads the same folder fro
               `io_shape_dict` and `FINNExampleOverlay` (FINN's driver_base interface: a settable
               `batch_size`, `execute(inputs) -> outputs` moving buffers by DMA); board only
 
-Protocol 1
+Protocol 2
   message   magic b"DFH1" | header length H (uint32, big-endian) | payload length P (uint64, BE)
             | header: H bytes of UTF-8 JSON, an object with a "type" | payload: P raw bytes
   limits    H <= 64 KiB; H + P <= 4 KiB before authentication, <= ready.max_message after; both
             are checked before the body is read. Every read has a deadline (the agent's
             --timeout, the client's own); a peer that misses it is disconnected.
   session   agent  -> hello  {protocol, nonce}          nonce: 32 random bytes, hex
-            client -> auth   {mac}                      hex HMAC-SHA256(token, nonce), compared
-                                                        with hmac.compare_digest
-            agent  -> ready  {backend, artefact_sha256, in_shape, in_dtype, out_shape, out_dtype,
-                              max_frames, max_message, clock_mhz}
+            client -> auth   {mac, nonce}               mac: hex HMAC-SHA256(token, agent's
+                                                        nonce); nonce: the client's, 32 random
+                                                        bytes, hex
+            agent  -> ready  {proof, backend, artefact_sha256, in_shape, in_dtype, out_shape,
+                              out_dtype, max_frames, max_message, clock_mhz}
+                             proof: hex HMAC-SHA256(token, "agent " + client's nonce + " " +
+                             agent's nonce): the client trusts nothing of an agent that cannot
+                             prove it holds the token. Both sides compare with
+                             hmac.compare_digest. Before authenticating, a peer has
+                             HANDSHAKE_TIMEOUT_S (or --timeout, if shorter) for each read.
             then, any number of times:
             client -> run    {batch, dtype, shape, sha256} + frames as raw little-endian bytes;
                              dtype must be ready.in_dtype, shape [n, *in_shape[1:]] with
@@ -44,10 +51,13 @@ Protocol 1
   errors    agent -> error {code, message}, then it closes the connection. Codes: auth,
             protocol, size, timeout, checksum, dtype, shape, frames, backend.
   artefact  artefact_sha256 is SHA-256 of the bitfile (pynq) or of every file of the simulator
-            folder, by relative path (rtlsim); the client checks it against the run's.
-The agent serves one connection at a time, parses only JSON headers and raw arrays of the one
-allowed dtype (no pickle, no eval), and writes no file because of what a client sends. There is
-no encryption: across an untrusted network, tunnel the port (ssh -L).
+            folder, by relative path (rtlsim); the client checks it against the hash of its own
+            copy of the run's artefact.
+Each connection is handled in its own thread (at most MAX_CONNECTIONS at once), so a peer that
+never authenticates delays nobody; authenticated sessions share the backend one request at a
+time. The agent parses only JSON headers and raw arrays of the one allowed dtype (no pickle, no
+eval), and writes no file because of what a client sends. There is no encryption: across an
+untrusted network, tunnel the port (ssh -L).
 """
 
 from __future__ import annotations
@@ -60,12 +70,15 @@ import json
 import logging
 import math
 import os
+import re
 import secrets
+import signal
 import socket
 import stat
 import struct
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -79,7 +92,7 @@ except ImportError:  # pragma: no cover - the copy on a board
 
 log = logging.getLogger("densiflow.agent")
 
-PROTOCOL = 1
+PROTOCOL = 2
 FORMAT = 1  # of hil.json
 MANIFEST = "hil.json"
 MAGIC = b"DFH1"
@@ -88,6 +101,9 @@ MAX_HEADER = 64 * 1024
 PRE_AUTH_MAX = 4 * 1024
 MAX_FRAMES_LIMIT = 1 << 16
 DEFAULT_PORT = 7531
+HANDSHAKE_TIMEOUT_S = 5.0  # per read before a peer has authenticated
+MAX_CONNECTIONS = 16  # open at once; more are closed at accept
+NONCE = re.compile(r"[0-9a-f]{64}")
 BACKENDS = ("rtlsim", "pynq")
 WIRE_DTYPES = ("|u1", "|i1", "<u2", "<i2", "<u4", "<i4", "<u8", "<i8", "<f4", "<f8")
 FAULTS = ("flip", "corrupt")
@@ -224,8 +240,18 @@ def read_token(path: str | Path) -> bytes:
 
 
 def token_mac(token: bytes, nonce: str) -> str:
-    """The authentication answer to a nonce: hex HMAC-SHA256(token, nonce)."""
+    """The client's authentication answer to the agent's nonce: hex HMAC-SHA256(token, nonce)."""
     return hmac.new(token, nonce.encode(), hashlib.sha256).hexdigest()
+
+
+def agent_proof(token: bytes, client_nonce: str, agent_nonce: str) -> str:
+    """The agent's proof that it holds the token, over the client's nonce (and its own)."""
+    return token_mac(token, f"agent {client_nonce} {agent_nonce}")
+
+
+def new_nonce() -> str:
+    """32 random bytes, hex."""
+    return secrets.token_hex(32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -378,12 +404,13 @@ class Served:
     token: bytes = field(repr=False)
     timeout_s: float
     fault: str | None = None  # testing only: "flip" alters a word, "corrupt" the payload
+    busy: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    @property
-    def ready(self) -> dict:
-        """The ready message."""
+    def ready(self, proof: str) -> dict:
+        """The ready message, with the proof of the token."""
         m = self.manifest
-        return {"type": "ready", "backend": self.backend_name, "artefact_sha256": self.artefact,
+        return {"type": "ready", "proof": proof, "backend": self.backend_name,
+                "artefact_sha256": self.artefact,
                 "in_shape": list(m.in_shape), "in_dtype": m.in_dtype,
                 "out_shape": list(m.out_shape), "out_dtype": m.out_dtype,
                 "max_frames": m.max_frames, "max_message": m.max_message,
@@ -400,12 +427,13 @@ def _to_wire(out: np.ndarray, dtype: str) -> np.ndarray:
 def _answer_run(conn: socket.socket, srv: Served, header: dict, payload: bytes) -> None:
     m = srv.manifest
     frames = unpack_array(header, payload, m.in_dtype, m.in_shape[1:], m.max_frames)
-    t0 = time.perf_counter()
-    try:
-        out, cycles = srv.backend.run(frames)
-    except Exception as err:  # the agent keeps serving whatever the backend raises
-        raise ProtocolError("backend", f"{type(err).__name__}: {str(err)[:2000]}") from err
-    seconds = time.perf_counter() - t0
+    with srv.busy:  # one request at a time on the backend
+        t0 = time.perf_counter()
+        try:
+            out, cycles = srv.backend.run(frames)
+        except Exception as err:  # the agent keeps serving whatever the backend raises
+            raise ProtocolError("backend", f"{type(err).__name__}: {str(err)[:2000]}") from err
+        seconds = time.perf_counter() - t0
     wire = _to_wire(out, m.out_dtype).reshape((frames.shape[0], *m.out_shape[1:]))
     if srv.fault == "flip":
         wire = wire.copy()
@@ -418,17 +446,23 @@ def _answer_run(conn: socket.socket, srv: Served, header: dict, payload: bytes) 
 
 
 def _session(conn: socket.socket, srv: Served) -> None:
-    """Authenticate one client, then answer its run requests until it leaves."""
-    nonce = secrets.token_hex(32)
+    """Authenticate one client (and prove the token to it), then answer its run requests until
+    it leaves."""
+    nonce, pre_auth_s = new_nonce(), min(srv.timeout_s, HANDSHAKE_TIMEOUT_S)
     send_message(conn, {"type": "hello", "protocol": PROTOCOL, "nonce": nonce},
-                 timeout_s=srv.timeout_s)
-    header, _ = recv_message(conn, PRE_AUTH_MAX, srv.timeout_s)
+                 timeout_s=pre_auth_s)
+    header, _ = recv_message(conn, PRE_AUTH_MAX, pre_auth_s)
     want = token_mac(srv.token, nonce).encode()
     if header["type"] != "auth" or not hmac.compare_digest(
             want, str(header.get("mac", "")).encode()):
         raise ProtocolError("auth", "authentication failed: the client's token is not the "
                                     "agent's")
-    send_message(conn, srv.ready, timeout_s=srv.timeout_s)
+    theirs = header.get("nonce")
+    if not (isinstance(theirs, str) and NONCE.fullmatch(theirs)):
+        raise ProtocolError("protocol", "the auth message lacks the client's nonce (64 hex "
+                                        f"digits); this agent speaks protocol {PROTOCOL}")
+    send_message(conn, srv.ready(agent_proof(srv.token, theirs, nonce)),
+                 timeout_s=srv.timeout_s)
     while True:
         header, payload = recv_message(conn, srv.manifest.max_message, srv.timeout_s)
         if header["type"] == "bye":
@@ -438,24 +472,59 @@ def _session(conn: socket.socket, srv: Served) -> None:
         _answer_run(conn, srv, header, payload)
 
 
-def serve(server: socket.socket, srv: Served) -> None:
-    """Accept connections one at a time, until the process is killed."""
-    while True:
-        conn, peer = server.accept()
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+def _handle(conn: socket.socket, peer: str, srv: Served, slots: threading.Semaphore) -> None:
+    """One connection's session, its errors reported to the peer and logged."""
+    try:
         with conn:
             try:
                 _session(conn, srv)
             except ProtocolError as err:
-                log.warning("%s: %s", peer[0], err)
+                log.warning("%s: %s", peer, err)
                 if err.code != "closed":
                     try:
                         send_message(conn, {"type": "error", "code": err.code,
-                                            "message": str(err)}, timeout_s=srv.timeout_s)
+                                            "message": str(err)}, timeout_s=HANDSHAKE_TIMEOUT_S)
                     except OSError:
                         pass
             except OSError as err:
-                log.warning("%s: connection lost: %s", peer[0], err)
+                log.warning("%s: connection lost: %s", peer, err)
+    finally:
+        slots.release()
+
+
+def serve(server: socket.socket, srv: Served) -> None:
+    """Accept connections, each in its own thread, until the process is stopped."""
+    slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+    while True:
+        conn, peer = server.accept()
+        if not slots.acquire(blocking=False):
+            log.warning("%s: refused, %d connections are open", peer[0], MAX_CONNECTIONS)
+            conn.close()
+            continue
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        threading.Thread(target=_handle, args=(conn, peer[0], srv, slots), daemon=True).start()
+
+
+class Stopped(BaseException):
+    """SIGTERM or SIGINT reached a serving agent (a BaseException, like KeyboardInterrupt)."""
+
+
+def _raise_stopped(signum: int, frame: object) -> None:
+    raise Stopped(signal.Signals(signum).name)
+
+
+def serve_until_stopped(server: socket.socket, srv: Served) -> None:
+    """Serve until SIGTERM or SIGINT (call it from the main thread); the port is closed on
+    return and the signal handlers are restored."""
+    old = {sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with server:
+            serve(server, srv)
+    except Stopped as stop:
+        log.info("%s: stopped serving", stop)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def make_backend(name: str, folder: Path, manifest: Manifest,
@@ -467,6 +536,11 @@ def make_backend(name: str, folder: Path, manifest: Manifest,
     scratch.mkdir(exist_ok=True)
     tempfile.tempdir = str(scratch)
     return RtlsimBackend(manifest, sim_dir)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The agent's command line."""
+    return _parser().parse_args(argv)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -499,15 +573,20 @@ def start(args: argparse.Namespace) -> tuple[socket.socket, Served]:
         log.warning("fault injection %r: this agent sends wrong data on purpose", args.fault)
     if args.bind not in ("127.0.0.1", "::1", "localhost"):
         log.warning("listening on %s: the token guards access, nothing is encrypted", args.bind)
-    server = socket.create_server((args.bind, args.port), backlog=1)
+    try:
+        server = socket.create_server((args.bind, args.port), backlog=MAX_CONNECTIONS)
+    except OSError as err:
+        why = os.strerror(err.errno) if err.errno else str(err)
+        raise AgentError(f"cannot listen on {args.bind}:{args.port}: {why} (another agent "
+                         "there? choose another --port)") from None
     return server, Served(args.backend, backend, manifest, artefact, token, args.timeout,
                           args.fault)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the agent until it is killed; 2 if it cannot start."""
+    """Run the agent until SIGTERM or SIGINT (0); 2 if it cannot start."""
     logging.basicConfig(level=logging.INFO, format="agent: %(message)s", stream=sys.stderr)
-    args = _parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         server, srv = start(args)
     except (HardwareError, OSError) as err:
@@ -517,8 +596,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.write(f"LISTENING {host} {port} {srv.backend_name} {srv.artefact}\n")
     sys.stdout.flush()
     log.info("serving %s (sha256 %s) on %s:%d", srv.backend_name, srv.artefact[:16], host, port)
-    with server:
-        serve(server, srv)
+    serve_until_stopped(server, srv)
     return 0
 
 

