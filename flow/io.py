@@ -51,8 +51,9 @@ _HINTS = {
 
 
 def os_error_line(err: OSError, path: Path | str | None = None, doing: str = "use") -> str:
-    """One line for an OSError: the path, the machine's reason and what to do."""
-    where = err.filename if err.filename is not None else path
+    """One line for an OSError: the path (`path`, else the error's), the machine's reason and
+    what to do."""
+    where = path if path is not None else err.filename
     hint = _HINTS.get(err.errno)
     return (f"cannot {doing}{'' if where is None else f' {where}'}: {err.strerror or err}"
             + (f"; {hint}" if hint else ""))
