@@ -368,3 +368,19 @@ def test_every_step_of_the_light_run_finished(run_dir):
     folder = RunFolder.open(run_dir)
     for name in STEP_NAMES:
         assert (folder.step_target(step_folder(name)) / "made.txt").read_text() == f"{name}\n"
+
+
+def test_a_linked_search_scratch_folder_is_unlinked_not_written_through(tmp_path):
+    from flow.search.evaluate import _cached
+
+    keep = precious(tmp_path)
+    scratch = tmp_path / "scratch"
+    scratch.symlink_to(keep)
+
+    def compute(work: Path) -> Done:
+        work.mkdir(exist_ok=True)  # as FINN makes its build folder
+        (work / "build.log").write_text("FINN")
+        return Done(step="finn")
+
+    assert _cached(tmp_path / "estimate.json", Done, scratch, compute) == (Done(step="finn"), False)
+    assert sorted(p.name for p in keep.iterdir()) == ["thesis.tex"] and not scratch.exists()
