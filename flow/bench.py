@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from flow.config import load_recipe
-from flow.io import atomic_write_json
+from flow.io import atomic_write_json, remove_tree
 from flow.pipeline import run_recipe
 from flow.run import STEP_NAMES, Run
 from flow.rundir import RunFolder
@@ -56,7 +55,7 @@ def _default_run(root: Path) -> Run:
 def bench_steps() -> dict:
     """The default recipe from scratch (fresh run folder and caches): seconds per step."""
     root = OUT / "runs"
-    shutil.rmtree(root, ignore_errors=True)
+    remove_tree(root)
     env = {k: os.environ.pop(k) for k in ("DENSIFLOW_RTLSIM_CACHE", "DENSIFLOW_SYNTH_CACHE")
            if k in os.environ}
     try:

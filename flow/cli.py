@@ -17,7 +17,8 @@ from rich.console import Console  # noqa: E402
 from rich.logging import RichHandler  # noqa: E402
 from rich.text import Text  # noqa: E402
 
-from flow.errors import DensiflowError  # noqa: E402
+from flow.errors import DensiflowError, FileSystemError  # noqa: E402
+from flow.io import os_error_line  # noqa: E402
 from hw_models.errors import HardwareError  # noqa: E402
 from hw_models.rules import DEFAULT_FIFO_DEPTH, MAX_FIFO_DEPTH, MIN_FIFO_DEPTH  # noqa: E402
 
@@ -416,14 +417,23 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _error(message: str, status: int) -> int:
+    """Print one error line; the exit status."""
+    console.print(Text("error: ", style="bold red") + Text(message))
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     _setup_logging(args.verbose)
     try:
         args.fn(args)
+    except FileSystemError as err:  # the machine refused: full disk, read-only, permissions
+        return _error(str(err), 1)
     except (DensiflowError, HardwareError) as err:
-        console.print(Text("error: ", style="bold red") + Text(str(err)))
-        return 2
+        return _error(str(err), 2)
+    except OSError as err:  # last resort: a refusal deep inside a tool (FINN, Verilator, ...)
+        return _error(os_error_line(err), 1)
     except KeyboardInterrupt:
         console.print(Text("interrupted; run the same command again to resume", style="yellow"))
         return 130

@@ -2,36 +2,84 @@
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import json
 import os
 import re
+import shutil
 import tempfile
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from flow.errors import ConfigError
+from flow.errors import ConfigError, FileSystemError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write text to path via a temporary file in the same folder and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write text to path via a temporary file in the same folder and an atomic rename (a link
+    at `path` is replaced, never written through); FileSystemError if the machine refuses."""
+    path = Path(path)
+    with refused_as_error(path, "write"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual file mode
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+_HINTS = {
+    errno.ENOSPC: "free space on its disk and run the same command again",
+    errno.EDQUOT: "free space (disk quota exceeded) and run the same command again",
+    errno.EROFS: "the file system is read-only: choose a writable --out or copy the folder to "
+                 "a writable place",
+    errno.EACCES: "check its permissions or choose another --out",
+    errno.EPERM: "check its permissions or choose another --out",
+    errno.ELOOP: "it is a symbolic link and densiflow never writes through links: remove it",
+}
+
+
+def os_error_line(err: OSError, path: Path | str | None = None, doing: str = "use") -> str:
+    """One line for an OSError: the path (`path`, else the error's), the machine's reason and
+    what to do."""
+    where = path if path is not None else err.filename
+    hint = _HINTS.get(err.errno)
+    return (f"cannot {doing}{'' if where is None else f' {where}'}: {err.strerror or err}"
+            + (f"; {hint}" if hint else ""))
+
+
+@contextmanager
+def refused_as_error(path: Path | str, doing: str) -> Iterator[None]:
+    """Turn the machine refusing a file operation (OSError) into a one-line FileSystemError."""
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual file mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        yield
+    except FileSystemError:
         raise
+    except OSError as err:
+        raise FileSystemError(os_error_line(err, path, doing)) from None
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a folder densiflow made (absent: nothing); a link is removed itself, never
+    followed, so nothing outside the folder is deleted."""
+    path = Path(path)
+    with refused_as_error(path, "remove"):
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.exists():
+            shutil.rmtree(path)
 
 
 def atomic_write_json(path: Path, data) -> None:

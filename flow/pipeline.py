@@ -9,6 +9,7 @@ complete. Everything a recipe can get wrong is checked before anything on disk c
 from __future__ import annotations
 
 import logging
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,7 +25,7 @@ from flow.config import Recipe
 from flow.errors import ConfigError
 from flow.io import atomic_write_text, file_sha256
 from flow.run import STEP_NAMES, Run, step_folder
-from flow.rundir import RunFolder, StepRecord, digest
+from flow.rundir import RunFolder, StepRecord, check_output_root, digest
 
 log = logging.getLogger(__name__)
 
@@ -118,18 +119,19 @@ def run_recipe(recipe: Recipe, out_root: Path = Path("build/out"), fresh: bool =
     if from_step is not None and from_step not in STEP_NAMES:
         raise ConfigError(f"--from: unknown step '{from_step}'; steps are {', '.join(STEP_NAMES)}")
     out_root = Path(out_root)
+    check_output_root(out_root)
     path = out_root / recipe.name
-    if path.exists():
+    if path.exists() or path.is_symlink():
         RunFolder.open(path)  # refuse a foreign folder before loading anything
     run = Run(recipe, RunFolder(path))
     preflight(run)
     run.folder = RunFolder.create_or_open(path, recipe.name)
     with run.folder.lock():
+        run.folder.clean_uncommitted([step_folder(s) for s in STEP_NAMES])  # links checked first
         if fresh or from_step is not None:
             run.folder.set_redo_from(STEP_NAMES[0] if fresh else from_step)
         atomic_write_text(path / "recipe.yaml",
                           yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
-        run.folder.clean_uncommitted([step_folder(s) for s in STEP_NAMES])
         return _run_steps(run)
 
 
@@ -166,11 +168,20 @@ def _execute(run: Run, step: Step, upstream: str | None) -> StepRecord:
     return run.folder.record(folder_name)
 
 
+class _StepLogHandler(logging.FileHandler):
+    """A step's log file; a record it cannot write (a full disk) is dropped without a traceback:
+    the step itself then fails with one line where it writes its artefacts."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handleError(record)
+
+
 @contextmanager
 def step_log(path: Path) -> Iterator[None]:
     """Everything logged or warned during a step goes to its log file; the terminal shows
     densiflow's own messages only (see flow.cli's console filter)."""
-    handler = logging.FileHandler(path)
+    handler = _StepLogHandler(path)
     handler.setLevel(logging.DEBUG)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()

@@ -6,11 +6,10 @@ summary.json are left alone, so the next `densiflow run` has nothing to redo.
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
-from flow.io import atomic_write_json
+from flow.io import atomic_write_json, refused_as_error, remove_tree
 from flow.run import Run
 from flow.validate import validate_run
 
@@ -18,17 +17,19 @@ from flow.validate import validate_run
 def simulate_again(run: Run, frames: int | None, backpressure: float) -> tuple[Path, list[str]]:
     """Simulate `frames` test frames (all by default); the result folder and its summary lines."""
     n = frames or len(run.data.x_test)
-    root = run.dir / "simulations"
-    root.mkdir(exist_ok=True)
+    root = run.folder.own_dir("simulations")
     final = root / f"frames{n}_bp{backpressure:g}"
-    work = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
+    with refused_as_error(root, "write in"):
+        root.mkdir(exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
     try:
         result = validate_run(run, work, n, backpressure, run.recipe.simulate.min_agreement)
         atomic_write_json(work / "result.json", result.model_dump(mode="json"))
-        if final.exists():
-            old = final.rename(root / f".{final.name}.old{os.getpid()}")
-            shutil.rmtree(old)
-        work.rename(final)
+        with refused_as_error(final, "replace"):
+            if final.exists() or final.is_symlink():
+                old = final.rename(root / f".{final.name}.old{os.getpid()}")
+                remove_tree(old)  # a link is removed, never followed
+            work.rename(final)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_tree(work)
     return final, result.lines()

@@ -46,7 +46,7 @@ def plan(run: Run, out: Path) -> PlanResult:
     ctx = MethodContext(
         arch=run.arch, data=run.data, float_model=run.float_model(),
         qat=_train_cfg(recipe.qat, recipe.data.seed), min_bits=recipe.hardware.min_weight_bits,
-        seed=recipe.data.seed, recipe=recipe, state_dir=run.dir / "method_state",
+        seed=recipe.data.seed, recipe=recipe, state_dir=run.folder.own_dir("method_state"),
     )
     output = get_method(recipe.method.name)(ctx, recipe.method, out)
     run.arch.check_plan(output.plan)

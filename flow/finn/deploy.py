@@ -60,7 +60,7 @@ from flow.finn.vivado import (
     render_ooc_tcl,
     vivado_available,
 )
-from flow.io import atomic_write_text, file_sha256
+from flow.io import atomic_write_text, file_sha256, refused_as_error, remove_tree
 from hw_models.boards import Board, get_board
 
 log = logging.getLogger(__name__)
@@ -200,19 +200,17 @@ def _check_vectors(build: FinnBuild, frames, expected) -> tuple[np.ndarray, np.n
 
 def _prepare_folder(out: Path) -> None:
     """An empty folder, or a deployment folder densiflow made (its own parts are removed)."""
-    if out.exists() and not out.is_dir():
-        raise DeployError(f"{out} is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise DeployError(f"{out} is a link or a file, not a folder; choose a new folder")
+    marker = out / MARKER
+    if out.is_dir() and any(out.iterdir()) and (marker.is_symlink() or not marker.is_file()):
         raise DeployError(f"{out} is not empty and has no {MARKER}: not a deployment folder "
                           "densiflow made; choose a new folder")
     for name in OURS:
-        path = out / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).touch()
+        remove_tree(out / name)  # a link among them is removed, never followed
+    with refused_as_error(out, "create"):
+        out.mkdir(parents=True, exist_ok=True)
+        marker.touch()
 
 
 # ----------------------------------------------------------------------------- parts

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from pydantic import BaseModel, ConfigDict
 
 from flow.config import Recipe
 from flow.data import Dataset
-from flow.io import atomic_write_text
+from flow.io import atomic_write_text, remove_tree
 from flow.methods.params import SearchParams
 from flow.metrics import performance_density, plan_metrics
 from flow.models import Architecture, Net, ptq_model
@@ -258,11 +257,11 @@ def _cached(path: Path, kind: type[Cached], work: Path,
     and saved to `path`; (value, cache hit)."""
     if path.is_file():
         return kind.model_validate_json(path.read_text()), True
-    shutil.rmtree(work, ignore_errors=True)
+    remove_tree(work)  # a link is removed, never followed
     try:
         got = compute(work)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_tree(work)
     atomic_write_text(path, got.model_dump_json(indent=1))
     return got, False
 
