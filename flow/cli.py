@@ -94,9 +94,11 @@ def _open_run(path: str, step: str):
 
 
 def cmd_simulate(args: argparse.Namespace) -> None:
+    from flow.simulate_check import check_simulation
     from flow.simulations import simulate_again
 
     run = _open_run(args.run, "finn")
+    check_simulation(run, args.frames, args.backpressure)
     with run.folder.lock():
         out, result = simulate_again(run, args.frames, args.backpressure)
     for line in result:
