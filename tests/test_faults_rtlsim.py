@@ -206,7 +206,8 @@ def test_harness_stops_at_the_cycle_bound(dwc_sim, monkeypatch):
 def test_run_expected_past_the_bound_is_refused(dwc_sim):
     from hw_models.rtlsim import run_frames
 
-    with pytest.raises(SimulationError, match="need about 1e\\+09 simulated cycles"):
+    # 12 output words per frame, each ready one cycle in 10^9
+    with pytest.raises(SimulationError, match=r"need about 1.2e\+10 simulated cycles"):
         run_frames(dwc_sim, frames(1), backpressure=0.999999999)
 
 
