@@ -526,7 +526,9 @@ def build_simulator(
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             os.replace(tmp, build_dir)
-    except BaseException:  # a failure or an interrupt leaves no half-built folder
+    except SimulationError:  # a failed build keeps its folder: the message names its log
+        raise
+    except BaseException:  # anything else (a full disk, an interrupt) leaves no half-built folder
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     log.info("rtlsim: built %s in %.1f s", build_dir, sim.build_seconds)
