@@ -141,6 +141,22 @@ def test_synthesis_cache_variable_is_named(tmp_path, monkeypatch):
     assert usable_cache_dir(tmp_path / "new" / "c", "DENSIFLOW_SYNTH_CACHE").is_dir()
 
 
+def test_estimate_synth_refuses_an_unusable_synthesis_cache_first(tmp_path, monkeypatch,
+                                                                  capsys):
+    """DENSIFLOW_SYNTH_CACHE naming a file failed with a traceback after the whole FINN build."""
+    from flow.cli import main
+
+    afile = tmp_path / "synth_cache"
+    afile.write_text("")
+    monkeypatch.setenv("DENSIFLOW_SYNTH_CACHE", str(afile))
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"never read")
+    assert main(["estimate", str(model), "--synth", "--out", str(tmp_path / "out")]) == 2
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"$DENSIFLOW_SYNTH_CACHE ({afile}) is a file" in out
+    assert not (tmp_path / "out" / "estimate").exists()
+
+
 # ----------------------------------------------------------------------------- damaged builds
 
 
