@@ -171,6 +171,23 @@ def test_crash_is_not_blamed_on_the_rtl(tmp_path):
     assert "crashed (SIGSEGV)" in msg and "RTL" not in msg and str(tmp_path / "entry") in msg
 
 
+def test_damaged_runtime_library_objects_are_replaced(tmp_path):
+    """The cached Verilator run-time objects, linked into every build, carry checksums too."""
+    from hw_models.rtlsim.build import _runtime_ok, _store_runtime
+
+    obj, rt, names = tmp_path / "obj_dir", tmp_path / "cache" / "_runtime-x", ["verilated", "vl"]
+    obj.mkdir()
+    for n in names:
+        (obj / f"{n}.o").write_bytes(n.encode() * 100)
+    _store_runtime(obj, names, rt)
+    assert _runtime_ok(rt, names)
+    _truncate(rt / "vl.o")
+    assert not _runtime_ok(rt, names)
+    _store_runtime(obj, names, rt)  # as a build that found it damaged does
+    assert (rt / "vl.o").read_bytes() == b"vl" * 100 and _runtime_ok(rt, names)
+    assert [p.name for p in rt.parent.iterdir()] == [rt.name]
+
+
 @rtlsim
 def test_truncated_cached_binary_is_rebuilt(dwc_rtl, dwc_sim, copied, caplog):
     """Defect 8: a truncated cached binary was reused, crashed (exit -11) and blamed the RTL."""
