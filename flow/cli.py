@@ -39,8 +39,12 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 def cmd_estimate(args: argparse.Namespace) -> None:
     from flow.finn import InputDtypeError, estimate_qonnx
+    from flow.synth import synth_cache
+    from hw_models.cache import usable_cache_dir
 
     work = Path(args.out) / "estimate" / Path(args.model).stem
+    if args.synth:  # before the FINN build, not after it
+        usable_cache_dir(synth_cache(Path(args.out)), "DENSIFLOW_SYNTH_CACHE")
     try:
         build = estimate_qonnx(args.model, args.board, args.target_fps, work,
                                input_dtype=args.input_dtype, clock_mhz=args.clock_mhz,
@@ -50,8 +54,6 @@ def cmd_estimate(args: argparse.Namespace) -> None:
     _print_estimate(build)
     console.print(f"estimate.json and intermediate models: {work}", markup=False)
     if args.synth:
-        from flow.synth import synth_cache
-
         _synthesise(build, work / "synth", synth_cache(Path(args.out)))
 
 
@@ -95,9 +97,11 @@ def _open_run(path: str, step: str):
 
 
 def cmd_simulate(args: argparse.Namespace) -> None:
+    from flow.simulate_check import check_simulation
     from flow.simulations import simulate_again
 
     run = _open_run(args.run, "finn")
+    check_simulation(run, args.frames, args.backpressure)
     with run.folder.lock():
         out, result = simulate_again(run, args.frames, args.backpressure)
     for line in result:

@@ -11,3 +11,8 @@ class UnknownBoardError(HardwareError):
 
 class SimulationError(HardwareError):
     """The RTL simulation cannot be built or run, or produced no or inconsistent output."""
+
+
+class CacheError(HardwareError):
+    """A cache folder cannot be used (a file, a dangling link, unwritable) or an entry is
+    damaged beyond a rebuild."""

@@ -471,3 +471,49 @@ def test_finn_noise_goes_to_the_log_file_not_the_terminal(tiny_onnx, tmp_path, c
     assert warnings.showwarning is _stderr_showwarning  # restored
     assert logging.getLogger("finn_logger").propagate and not logging.getLogger(
         "finn_logger").handlers
+
+
+def _open_batch(src: Path, dst: Path, dim: str | int, axis: int = 0) -> Path:
+    """A copy of a QONNX file whose input dimension `axis` is open (`dim`: a dim_param name,
+    or 0 / -1), and the output's too for the batch (axis 0)."""
+    import onnx
+
+    m = onnx.load(str(src))
+    for vi in (m.graph.input[0], m.graph.output[0])[:1 if axis else 2]:
+        d = vi.type.tensor_type.shape.dim[axis]
+        d.Clear()
+        if isinstance(dim, str):
+            d.dim_param = dim
+        else:
+            d.dim_value = dim
+    onnx.save(m, str(dst))
+    return dst
+
+
+def test_open_batch_dimension_is_set_to_one(tiny_onnx, tmp_path, caplog):
+    """Issue 16 defect 7: a dynamic batch ("batch") gave a traceback (input shape (0, ...))."""
+    path = _open_batch(tiny_onnx, tmp_path / "dyn.onnx", "batch")
+    with caplog.at_level(logging.INFO, logger="flow.finn.stages"):
+        est = estimate_qonnx(path, "zcu104", 100_000, tmp_path / "w", input_dtype="UINT4")
+    assert est.verification.mismatched_outputs == 0
+    lines = [r.getMessage() for r in caplog.records if "open batch" in r.getMessage()]
+    assert len(lines) == 1 and "(batch) set to 1" in lines[0]
+    qonnx = ModelWrapper(str(est.path("qonnx")))
+    assert qonnx.get_tensor_shape(qonnx.graph.input[0].name) == [1, 1, 8, 8]
+
+
+@pytest.mark.parametrize("dim", [0, -1])
+def test_zero_or_negative_batch_dimension_is_set_to_one(tiny_onnx, tmp_path, dim):
+    from flow.finn.stages import fix_batch_size
+
+    model = ModelWrapper(str(_open_batch(tiny_onnx, tmp_path / "dyn.onnx", dim)))
+    fixed = fix_batch_size(model)
+    assert fixed.get_tensor_shape(fixed.graph.input[0].name) == [1, 1, 8, 8]
+    assert fixed.get_tensor_shape(fixed.graph.output[0].name) == [1, 10]
+
+
+def test_open_non_batch_dimension_names_the_tensor(tiny_onnx, tmp_path):
+    path = _open_batch(tiny_onnx, tmp_path / "dyn.onnx", "height", axis=2)
+    with pytest.raises(ModelError, match=r"dyn.onnx: input \S+ has the open shape .*'height'.*"
+                                         "fixed input shape"):
+        estimate_qonnx(path, "zcu104", 100_000, tmp_path / "w", input_dtype="UINT4")

