@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -101,8 +103,8 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     from flow.simulations import simulate_again
 
     run = _open_run(args.run, "finn")
-    check_simulation(run, args.frames, args.backpressure)
     with run.folder.lock():
+        check_simulation(run, args.frames, args.backpressure)  # before any simulation work
         out, result = simulate_again(run, args.frames, args.backpressure)
     for line in result:
         console.print(line, markup=False, highlight=False)
@@ -423,13 +425,19 @@ def _setup_logging(verbose: bool) -> None:
 
 def _error(message: str, status: int) -> int:
     """Print one error line; the exit status."""
-    console.print(Text("error: ", style="bold red") + Text(message))
+    console.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
     return status
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     _setup_logging(args.verbose)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # a kill cleans up as Ctrl-C does
     try:
         args.fn(args)
     except FileSystemError as err:  # the machine refused: full disk, read-only, permissions

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from flow.io import atomic_write_json, refused_as_error, remove_tree
 from flow.run import Run
+from flow.simulate_check import simulation_name
 from flow.validate import validate_run
 
 
@@ -18,7 +19,7 @@ def simulate_again(run: Run, frames: int | None, backpressure: float) -> tuple[P
     """Simulate `frames` test frames (all by default); the result folder and its summary lines."""
     n = frames or len(run.data.x_test)
     root = run.folder.own_dir("simulations")
-    final = root / f"frames{n}_bp{backpressure:g}"
+    final = root / simulation_name(n, backpressure)
     with refused_as_error(root, "write in"):
         root.mkdir(exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))

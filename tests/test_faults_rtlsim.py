@@ -261,7 +261,8 @@ def _fake_run(tmp_path: Path) -> SimpleNamespace:
     return SimpleNamespace(dir=tmp_path / "run", rtlsim_cache=tmp_path / "rtlsim_cache",
                            data=SimpleNamespace(x_test=[0] * 20),
                            finn_build=lambda: SimpleNamespace(performance=perf),
-                           folder=SimpleNamespace(lock=contextlib.nullcontext),
+                           folder=SimpleNamespace(lock=contextlib.nullcontext,
+                                                  own_dir=lambda name: tmp_path / "run" / name),
                            recipe=SimpleNamespace(simulate=SimpleNamespace(min_agreement=1.0)))
 
 
@@ -309,8 +310,6 @@ def test_simulation_names_are_exact():
     assert all(float(simulation_name(1, v).split("_bp")[1]) == v for v in values)
 
 
-@pytest.mark.xfail(strict=True, reason="flow/simulations.py must name its folder with "
-                   "flow.simulate_check.simulation_name (rundir helper's file)")
 def test_simulate_again_names_the_folder_exactly(tmp_path, monkeypatch):
     import flow.simulations
 

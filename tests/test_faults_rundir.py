@@ -10,9 +10,11 @@ import json
 import logging
 import os
 import select
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,8 @@ from flow.finn.deploy import MARKER, _prepare_folder
 from flow.io import atomic_write_text, remove_tree
 from flow.run import STEP_NAMES, step_folder
 from flow.rundir import MARK, STEPS_DIR, RunFolder, StepRecord
+
+REPO = Path(__file__).resolve().parents[1]
 
 TINY = {"name": "tiny", "data": {"dataset": "digits", "limit": 300}, "train": {"epochs": 1},
         "qat": {"epochs": 1}, "method": {"name": "uniform", "weight_bits": 3, "act_bits": 3},
@@ -384,3 +388,31 @@ def test_a_linked_search_scratch_folder_is_unlinked_not_written_through(tmp_path
 
     assert _cached(tmp_path / "estimate.json", Done, scratch, compute) == (Done(step="finn"), False)
     assert sorted(p.name for p in keep.iterdir()) == ["thesis.tex"] and not scratch.exists()
+
+
+def test_sigterm_cleans_up_as_ctrl_c_does(tmp_path):
+    """A command killed with SIGTERM runs its clean-up (finally blocks) and exits 130."""
+    marker = tmp_path / "cleaned"
+    code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "import flow.cli\n"
+        "def slow(args):\n"
+        "    Path(sys.argv[1] + '.started').write_text('')\n"
+        "    try:\n"
+        "        time.sleep(60)\n"
+        "    finally:\n"
+        "        Path(sys.argv[1]).write_text('yes')\n"
+        "flow.cli.cmd_boards = slow\n"
+        "sys.exit(flow.cli.main(['boards']))\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(marker)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while not Path(f"{marker}.started").exists():
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()[0]
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out
+    assert marker.read_text() == "yes"
+    assert "interrupted" in out and "Traceback" not in out

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from qonnx.core.modelwrapper import ModelWrapper
 
+from hw_models.cache import usable_cache_dir
 from hw_models.resources import Resources
 from hw_models.rtlsim.hdl import ensure_finn_settings, load_model, unsupported_nodes
 from hw_models.rtlsim.sources import rtllib_dir
@@ -115,8 +116,8 @@ def synthesise_design(
     """
     t0 = time.monotonic()
     node_jobs = prepare_design(rtl_model, family)
-    cache = (Path(cache_dir) if cache_dir is not None else default_cache_dir()).resolve()
-    cache.mkdir(parents=True, exist_ok=True)
+    cache = usable_cache_dir(Path(cache_dir) if cache_dir is not None else default_cache_dir(),
+                             "DENSIFLOW_SYNTH_CACHE")
     version = yosys_version()
     runs: dict[str, NodeRun] = {}
     batches = plan_batches(node_jobs, BATCH_COST, BATCH_NODES)
