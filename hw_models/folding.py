@@ -47,7 +47,7 @@ from hw_models.cost import (
     ThresholdingLayer,
     WidthConverterLayer,
     estimate,
-    is_hw_node,
+    is_specialised_hw_node,
     layer_from_node,
     load_calibration,
 )
@@ -266,7 +266,7 @@ def _slot(node, part: str, cal: Calibration) -> Slot:
 
 def chain_nodes(model) -> list:
     """The HW nodes of a dataflow model, checked to form one chain (each feeds the next)."""
-    nodes = [n for n in model.graph.node if is_hw_node(n)]
+    nodes = [n for n in model.graph.node if is_specialised_hw_node(n)]
     if not nodes:
         raise FoldingError("the model has no specialised FINN HW nodes (run SpecializeLayers)")
     for prev, node in itertools.pairwise(nodes):
