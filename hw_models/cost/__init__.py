@@ -66,11 +66,11 @@ from hw_models.cost.nodes import (
     model_layers,
 )
 from hw_models.cost.terms import (
-    Term,
     TermKind,
     Terms,
     TermTable,
     acc_bits_bound,
+    fitted_terms,
     layer_terms,
     mvu_dsp_lanes,
     term_table,
@@ -95,6 +95,7 @@ __all__ = [
     "estimate",
     "FifoLayer",
     "finn_node_estimates",
+    "fitted_terms",
     "fit_calibration",
     "geometry_only",
     "Impl",
@@ -118,7 +119,6 @@ __all__ = [
     "QUANTITIES",
     "SlidingWindowLayer",
     "synthesis_calibration",
-    "Term",
     "term_table",
     "TermFitError",
     "TermKind",

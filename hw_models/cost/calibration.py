@@ -12,7 +12,7 @@ from statistics import median
 from pydantic import BaseModel, ConfigDict
 
 from hw_models.cost.layers import CostModelError, Layer
-from hw_models.cost.terms import term_table
+from hw_models.cost.terms import fitted_terms
 from hw_models.resources import BUDGETED, Resources, ResourceSource
 
 CALIBRATION_DIR = Path(__file__).parent.parent / "calibration"
@@ -178,12 +178,11 @@ def fit_calibration(samples: Iterable[CalibrationSample], description: str = "",
     loo: dict[str, dict[str, TermFitError]] = {}
     source = next(iter(sources))
     for node_type, group in sorted(groups.items()):
-        tables = [term_table(s.layer) for s in group]
+        terms = [fitted_terms(s.layer, source) for s in group]
         coefficients[node_type], fit[node_type] = {}, {}
         for res in BUDGETED:
             ref = [s.resources.get(res) for s in group]
-            rows = [{k: t.value for k, t in table[res].items() if t.kind.fits(source)}
-                    for table in tables]
+            rows = [t[res] for t in terms]
             coefficients[node_type][res] = _fit_terms(rows, ref)
             fit[node_type][res] = _error_stats(
                 [weighted_sum(coefficients[node_type][res], r) for r in rows], ref)

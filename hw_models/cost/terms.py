@@ -8,8 +8,8 @@ of the other out (`TermKind.fits`).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from enum import StrEnum
-from typing import NamedTuple
 
 from hw_models.cost.layers import (
     FifoLayer,
@@ -50,29 +50,22 @@ class TermKind(StrEnum):
         return self is not (TermKind.FINN if synthesis else TermKind.SYNTHESIS)
 
 
-class Term(NamedTuple):
-    """One term's value and kind."""
-
-    value: float
-    kind: TermKind
+TermTable = dict[str, dict[TermKind, dict[str, float]]]  # resource -> kind -> name -> value
 
 
-TermTable = dict[str, dict[str, Term]]  # resource -> term name -> term
-
-
-def shared(**values: float) -> dict[str, Term]:
+def shared(**values: float) -> dict[TermKind, dict[str, float]]:
     """Terms of structure FINN's formulas and the synthesised RTL both follow."""
-    return {k: Term(v, TermKind.SHARED) for k, v in values.items()}
+    return {TermKind.SHARED: values}
 
 
-def finn_only(**values: float) -> dict[str, Term]:
+def finn_only(**values: float) -> dict[TermKind, dict[str, float]]:
     """Terms of FINN's own estimate formulas."""
-    return {k: Term(v, TermKind.FINN) for k, v in values.items()}
+    return {TermKind.FINN: values}
 
 
-def synthesis_only(**values: float) -> dict[str, Term]:
+def synthesis_only(**values: float) -> dict[TermKind, dict[str, float]]:
     """Terms of the synthesised RTL's structure."""
-    return {k: Term(v, TermKind.SYNTHESIS) for k, v in values.items()}
+    return {TermKind.SYNTHESIS: values}
 
 
 def acc_bits_bound(mw: int, weight_bits: int, input_bits: int, input_signed: bool) -> int:
@@ -334,7 +327,7 @@ def _stream_terms(width: int) -> TermTable:
 
 
 def term_table(layer: Layer) -> TermTable:
-    """The structural terms of one layer, per resource, each with its kind."""
+    """The structural terms of one layer, per resource and kind."""
     x = layer
     if isinstance(x, MvauLayer):
         return _mvau_terms(x)
@@ -354,5 +347,18 @@ def term_table(layer: Layer) -> TermTable:
 
 
 def layer_terms(layer: Layer) -> Terms:
-    """The structural terms' values of one layer, per resource."""
-    return {res: {k: t.value for k, t in terms.items()} for res, terms in term_table(layer).items()}
+    """The structural terms of one layer, per resource (all kinds)."""
+    return {res: _merged(kinds.values()) for res, kinds in term_table(layer).items()}
+
+
+def fitted_terms(layer: Layer, source: ResourceSource) -> Terms:
+    """The terms of one layer a fit to `source`'s figures weighs, per resource."""
+    return {res: _merged(v for kind, v in kinds.items() if kind.fits(source))
+            for res, kinds in term_table(layer).items()}
+
+
+def _merged(groups: Iterable[dict[str, float]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for group in groups:
+        out.update(group)
+    return out
