@@ -37,6 +37,7 @@ from hw_models.cost import (
     layer_from_node,
 )
 from hw_models.resources import Resources, ResourceSource
+from hw_models.rules import divisors
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def finn_estimate(node, part: str) -> tuple[Resources, int]:
 
 
 def _divisor(rng: random.Random, n: int) -> int:
-    return rng.choice([d for d in range(1, n + 1) if n % d == 0])
+    return rng.choice(divisors(n))
 
 
 def _int(bits: int, signed: bool = True) -> str:

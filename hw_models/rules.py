@@ -43,3 +43,9 @@ def mvau_simd_ok(mw: int, simd: int, in_simd: int | None = None) -> bool:
     if mw >= 2 and mw // simd < 2:
         return False
     return in_simd is None or simd % in_simd == 0 or in_simd % simd == 0
+
+
+def divisors(n: int) -> list[int]:
+    """The divisors of n in ascending order: the legal SIMD / PE of a dimension of n (they divide
+    it, FINN's folding rule)."""
+    return [d for d in range(1, n + 1) if n % d == 0]

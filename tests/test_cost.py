@@ -231,3 +231,70 @@ def test_yosys_calibration_prices_a_held_out_converter(tmp_path, widths):
     assert got == pytest.approx(sample.resources.lut, rel=0.2)
     if widths[0] % widths[1] == 0:
         assert sample.resources.lut > 10 * estimate(sample.layer).resources.lut
+
+
+def _sweep_layers() -> list:
+    """Layers of every node type the calibration sweep builds (FINN nodes read by the model)."""
+    from hw_models.calibrate import sweep
+
+    return [layer_from_node(node, part) for node, part in sweep(300, seed=11)]
+
+
+def test_every_term_a_layer_produces_has_one_kind():
+    """Each term of every layer of the sweep is filed under a kind, a name keeps one kind across
+    layer kinds and resources, and the plain terms are the kinded table's, each name once."""
+    from hw_models.cost import TermKind, layer_terms, term_table
+
+    layers = _sweep_layers()
+    assert {x.node_type for x in layers} >= {
+        "MVAU_rtl", "MVAU_hls", "Thresholding_rtl", "Thresholding_hls",
+        "ConvolutionInputGenerator_rtl", "FMPadding_rtl", "StreamingDataWidthConverter_rtl",
+        "StreamingFIFO_rtl", "Pool_hls", "LabelSelect_hls"}
+    kinds: dict[str, set] = {}
+    for layer in layers:
+        table, plain = term_table(layer), layer_terms(layer)
+        assert set(table) == set(plain) == {"lut", "bram18", "uram", "dsp"}
+        for res, by_kind in table.items():
+            assert set(by_kind) <= set(TermKind), by_kind
+            names = [k for group in by_kind.values() for k in group]
+            assert sorted(names) == sorted(plain[res]), (layer.node_type, res)
+            for kind, group in by_kind.items():
+                for name in group:
+                    kinds.setdefault(name, set()).add(kind)
+    assert {k: v for k, v in kinds.items() if len(v) != 1} == {}
+    assert {next(iter(v)) for v in kinds.values()} == set(TermKind)
+
+
+def test_stored_calibrations_weigh_only_terms_of_their_source():
+    """The stored FINN-estimate calibration has no coefficient on a synthesis term, the Yosys one
+    none on a FINN-formula term, and every coefficient names a term some layer produces."""
+    from hw_models.cost import TermKind, term_table
+
+    kind = {name: k for x in _sweep_layers() for by_kind in term_table(x).values()
+            for k, group in by_kind.items() for name in group}
+    for cal, foreign in ((load_calibration(), TermKind.SYNTHESIS),
+                         (load_calibration(ResourceSource.YOSYS, "xc7"), TermKind.FINN)):
+        names = {k for res in cal.coefficients.values() for c in res.values() for k in c}
+        assert names and names <= set(kind), names - set(kind)
+        assert {k for k in names if kind[k] is foreign} == set(), cal.source
+
+
+@pytest.mark.parametrize("source", [ResourceSource.FINN_ESTIMATE, ResourceSource.YOSYS])
+def test_fit_leaves_out_the_other_sources_terms(source):
+    """LUTs that follow a synthesis term (the barrel rotator) and a FINN-formula term (FINN's
+    converter LUTs): a fit to FINN's estimate weighs only the latter, a fit to Yosys the former."""
+    from hw_models.cost import TermKind, layer_terms
+
+    rng = random.Random(3)
+    samples = []
+    for _ in range(12):
+        layer = WidthConverterLayer(in_width=rng.choice((45, 96, 240)),
+                                    out_width=rng.choice((8, 16, 60)))
+        t = layer_terms(layer)["lut"]
+        samples.append(CalibrationSample(layer=layer, source=source, resources=Resources(
+            lut=3.0 * t["barrel"] + 2.0 * t["finn"])))
+    coef = fit_calibration(samples).coefficients["StreamingDataWidthConverter_rtl"]["lut"]
+    wanted, left_out = ("finn", "barrel") if source == ResourceSource.FINN_ESTIMATE else (
+        "barrel", "finn")
+    assert coef.get(wanted, 0) > 0 and left_out not in coef, coef
+    assert not TermKind.FINN.fits(ResourceSource.YOSYS) and TermKind.SHARED.fits(source)

@@ -277,3 +277,11 @@ def test_yosys_calibrated_optimiser_rejects_costlier_converters():
     finn_out, finn_pe, _, _ = pick(load_calibration())
     assert (finn_out, finn_pe) != (mvau_out, pe)  # the calibrations disagree here
     assert dwc_lut(cal, finn_out, finn_pe * in_bits) > dwc_lut(cal, mvau_out, pe * in_bits)
+
+
+@pytest.mark.parametrize("n,expected", [(1, [1]), (12, [1, 2, 3, 4, 6, 12]), (13, [1, 13]),
+                                        (36, [1, 2, 3, 4, 6, 9, 12, 18, 36])])
+def test_divisors_are_the_legal_foldings_of_a_dimension(n, expected):
+    from hw_models.rules import divisors
+
+    assert divisors(n) == expected
