@@ -13,13 +13,9 @@ import math
 
 import numpy as np
 
-from hw_models.rules import mvau_simd_ok
+from hw_models.rules import divisors, mvau_simd_ok
 
 log = logging.getLogger(__name__)
-
-
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
 
 
 def mvau_folding(mw: int, mh: int, vectors: int, max_cycles: int,
@@ -30,8 +26,8 @@ def mvau_folding(mw: int, mh: int, vectors: int, max_cycles: int,
     sliding window's SIMD `in_simd`), PE | MH. Cycles per frame are FINN's
     (MW/SIMD)*(MH/PE)*vectors. If no folding is fast enough, the fastest allowed one.
     """
-    simds = [s for s in _divisors(mw) if mvau_simd_ok(mw, s, in_simd)]
-    options = [(s, p) for s in simds for p in _divisors(mh)]
+    simds = [s for s in divisors(mw) if mvau_simd_ok(mw, s, in_simd)]
+    options = [(s, p) for s in simds for p in divisors(mh)]
 
     def cycles(o: tuple[int, int]) -> int:
         return (mw // o[0]) * (mh // o[1]) * vectors

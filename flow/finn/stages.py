@@ -11,8 +11,8 @@ import logging
 from pathlib import Path
 
 from flow.errors import ModelError
-from flow.finn.coverage import is_hw_node
 from flow.finn.errors import InputDtypeError
+from hw_models.folding import prefer_rtl_for_unspecialised
 from hw_models.rules import DEFAULT_FIFO_DEPTH, MAX_BITS, MAX_INPUT_BITS
 
 log = logging.getLogger(__name__)
@@ -273,16 +273,6 @@ def create_dataflow_partition(model, partition_dir: Path):
     return parent, child
 
 
-def _prefer_rtl(model):
-    """Ask for the RTL variant of every unspecialised HW layer."""
-    from qonnx.custom_op.registry import getCustomOp
-
-    for node in model.graph.node:
-        if is_hw_node(node) and not node.op_type.endswith(("_rtl", "_hls")):
-            getCustomOp(node).set_nodeattr("preferred_impl_style", "rtl")
-    return model
-
-
 def specialize_layers(model, part: str):
     """Pick the RTL variant of every HW layer where FINN has one for `part`, else HLS."""
     from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
@@ -292,7 +282,7 @@ def specialize_layers(model, part: str):
     from qonnx.transformation.infer_datatypes import InferDataTypes
     from qonnx.transformation.infer_shapes import InferShapes
 
-    model = _prefer_rtl(model).transform(SpecializeLayers(part))
+    model = prefer_rtl_for_unspecialised(model).transform(SpecializeLayers(part))
     for t in (GiveUniqueNodeNamesRecursive(), InferShapes(), InferDataTypes()):
         model = model.transform(t)
     return model
