@@ -117,8 +117,7 @@ FINN_HEAD = ("LUT (FINN est.)", "BRAM18", "DSP", "frames/s")
 def _finn(est: FinnEstimate | None) -> tuple[str, ...]:
     if est is None:
         return ("-",) * len(FINN_HEAD)
-    return tuple(f"{v:,.0f}" for v in (est.lut_finn_estimate, est.bram18_finn_estimate,
-                                       est.dsp_finn_estimate, est.fps_finn_estimate))
+    return tuple(f"{v:,.0f}" for v in est.model_dump().values())  # FINN_HEAD's order
 
 
 def _claims(checks: dict[str, bool]) -> str:
