@@ -7,18 +7,24 @@ build/figures.json. No figure in the README is typed by hand.
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import platform
 import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from flow.compare import load_current_summary
 from flow.config import load_recipe
-from flow.errors import DensiflowError
+from flow.errors import ArtefactError, DensiflowError
 from flow.io import atomic_write_json, atomic_write_text
+from flow.methods.aqp.report import AqpTable
+from flow.methods.dfq.report import DfqTable
+from flow.methods.qsparse.report import QsparseTable
+from flow.methods.variant_estimate import FinnEstimate
 from flow.pipeline import run_recipe
 from flow.report import Summary
 from hw_models.errors import HardwareError
@@ -27,6 +33,7 @@ OUT = Path("build/out")
 README = Path("README.md")
 BEGIN, END = "<!-- figures:begin (make figures) -->", "<!-- figures:end -->"
 log = logging.getLogger(__name__)
+Table = TypeVar("Table", bound=BaseModel)
 
 
 def default_table(s: Summary) -> str:
@@ -59,45 +66,78 @@ def default_table(s: Summary) -> str:
 
 def aqp_table(run_dir: Path) -> str:
     """AQP against the fixed baselines (02_plan/aqp_table.json)."""
-    table = json.loads((run_dir / "02_plan" / "aqp_table.json").read_text())
-    rows = [(r["method"], f"{r['avg_bits']:.2f}", f"{r['param_size_mbyte']:.4f}",
-             f"{100 * r['test_acc']:.2f} %", f"{r['acc_diff_points']:+.2f}")
-            for r in table["rows"]]
+    return aqp_markdown(read_table(AqpTable, run_dir, "aqp_table.json"))
+
+
+def aqp_markdown(table: AqpTable) -> str:
+    """AQP's table in Markdown: b̄, the paper's parameter size (MB), test accuracy, Δ."""
+    rows = [(r.method, f"{r.avg_bits:.2f}", f"{r.param_size_mbyte:.4f}",
+             f"{100 * r.test_accuracy:.2f} %", f"{r.accuracy_diff_points:+.2f}")
+            for r in table.rows]
     return _markdown(("method", "avg bits b̄", "param size (MB)", "test accuracy (stage: QAT "
                       "fine-tune; float: float training)", "Δ vs float (points)"), rows)
 
 
 def qsparse_table(run_dir: Path) -> str:
     """qsparse's schedules in the paper's Table 4 format (02_plan/qsparse_table.json)."""
-    table = json.loads((run_dir / "02_plan" / "qsparse_table.json").read_text())
-    rows = [(r["method"], f"{r['N_W']}/{r['N_A']}", f"{r['s_W']:.3f}", f"{r['s_A']:.3f}",
-             f"{r['accuracy']:.2f} %", f"{r['weights_mbit']:.4f}", f"{r['activations_mbit']:.4f}",
-             f"{r['pd_acc_per_mbit']:.0f}", *_finn(r)) for r in table["rows"]]
-    checks = "; ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in table["checks"].items())
+    return qsparse_markdown(read_table(QsparseTable, run_dir, "qsparse_table.json"))
+
+
+def qsparse_markdown(table: QsparseTable) -> str:
+    """qsparse's table in Markdown, with the paper's claims."""
+    rows = [(r.method, f"{r.weight_bits}/{r.act_bits}", f"{r.weight_sparsity:.3f}",
+             f"{r.act_sparsity:.3f}", f"{100 * r.test_accuracy:.2f} %", f"{r.weight_mbit:.4f}",
+             f"{r.act_mbit:.4f}", f"{r.performance_density_percent_per_mbit:.0f}", *_finn(r.finn))
+            for r in table.rows]
     return _markdown(("variant", "N_W/N_A", "s_W", "s_A", "accuracy", "weights Mbit",
-                      "acts Mbit", "PD %/Mbit", *FINN_HEAD), rows) + f"\n\nClaims: {checks}."
+                      "acts Mbit", "PD %/Mbit", *FINN_HEAD), rows) + _claims(table.checks)
 
 
 def dfq_table(run_dir: Path) -> str:
     """DFQ against uniform precision in the paper's Table 1 format (02_plan/dfq_table.json)."""
-    table = json.loads((run_dir / "02_plan" / "dfq_table.json").read_text())
+    return dfq_markdown(read_table(DfqTable, run_dir, "dfq_table.json"))
+
+
+def dfq_markdown(table: DfqTable) -> str:
+    """DFQ's table in Markdown, with the paper's claims."""
     rows = []
-    for r in table["rows"]:
-        bits = r["weight_bits"]
+    for r in table.rows:
+        bits = r.weight_bits
         bits = " ".join(str(b) for b in bits.values()) if isinstance(bits, dict) else str(bits)
-        rows.append((r["method"], bits, f"{r['compression']:.2f}x", f"{r['accuracy']:.2f} %",
-                     f"{r['acc_diff_points']:+.2f}", *_finn(r)))
-    checks = "; ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in table["checks"].items())
+        rows.append((r.method, bits, f"{r.compression_ratio:.2f}x",
+                     f"{100 * r.test_accuracy:.2f} %", f"{r.accuracy_diff_points:+.2f}",
+                     *_finn(r.finn)))
     return _markdown(("row", "weight bits per layer", "compression", "accuracy", "Δ points",
-                      *FINN_HEAD), rows) + f"\n\nClaims: {checks}."
+                      *FINN_HEAD), rows) + _claims(table.checks)
 
 
 FINN_HEAD = ("LUT (FINN est.)", "BRAM18", "DSP", "frames/s")
 
 
-def _finn(row: dict) -> tuple[str, ...]:
-    keys = ("lut_finn_estimate", "bram18_finn_estimate", "dsp_finn_estimate", "fps_finn_estimate")
-    return tuple("-" if row.get(k) is None else f"{row[k]:,.0f}" for k in keys)
+def _finn(est: FinnEstimate | None) -> tuple[str, ...]:
+    if est is None:
+        return ("-",) * len(FINN_HEAD)
+    return tuple(f"{v:,.0f}" for v in est.model_dump().values())  # FINN_HEAD's order
+
+
+def _claims(checks: dict[str, bool]) -> str:
+    return "\n\nClaims: " + "; ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in checks.items()) \
+        + "."
+
+
+def read_table(model: type[Table], run_dir: Path, name: str) -> Table:
+    """A method's table file of the run's plan step, refused in one line unless it is `model`'s."""
+    path = run_dir / "02_plan" / name
+    redo = f"rewrite it: densiflow run {run_dir / 'recipe.yaml'} --from plan"
+    if not path.is_file():
+        raise ArtefactError(f"{path} is missing; {redo}")
+    try:
+        return model.model_validate_json(path.read_bytes())
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "the file"
+        raise ArtefactError(f"{path} is not a {model.__name__} of this densiflow ({where}: "
+                            f"{first['msg']}); {redo}") from None
 
 
 def synth_table(run_dir: Path) -> str:

@@ -6,17 +6,18 @@ import json
 
 import pytest
 from helpers import method_context
+from pydantic import ValidationError
 
 from flow.config import parse_recipe
 from flow.errors import ConfigError
 from flow.importance.pruning import structured_keep
 from flow.methods.aqp import make_plan as aqp_make_plan
-from flow.methods.aqp.report import claim_check
+from flow.methods.aqp.report import AqpClaimCheck, AqpRow, AqpTable, claim_check
 from flow.methods.base import get_method
 from flow.methods.params import AqpParams
 from flow.plan import CompressionPlan
 
-pytestmark = [pytest.mark.usefixtures("torch_one_thread"), pytest.mark.slow]
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +49,7 @@ def runs(ctx, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_unknown_and_bad_params(ctx):
     for bad in ({"bogus": 1}, {"mode": "both"}, {"pruning": "channels"}, {"t_margin": -1},
                 {"k_step": 0}, {"act_bits": "auto"}, {"importance": {"quant": 0.7}},
@@ -62,6 +64,7 @@ def test_unknown_and_bad_params(ctx):
     assert get_method("aqp") is aqp_make_plan
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", ["quant", "prune", "combined", "structured"])
 def test_never_accepts_beyond_margin(runs, key):
     _plan, search, _ = runs[key]
@@ -84,11 +87,13 @@ def test_never_accepts_beyond_margin(runs, key):
             assert acc == sorted(acc, reverse=True)
 
 
+@pytest.mark.slow
 def test_margin_rule_was_exercised(runs):
     trials = [t for _, s, _ in runs.values() for t in s["trials"]]
     assert any(t["accepted"] for t in trials) and any(not t["accepted"] for t in trials)
 
 
+@pytest.mark.slow
 def test_plan_follows_last_accepted_step(runs):
     plan, search, folder = runs["combined"]
     assert CompressionPlan.load(folder / "plan.yaml") == plan
@@ -102,6 +107,7 @@ def test_plan_follows_last_accepted_step(runs):
         assert (folder / f).is_file()
 
 
+@pytest.mark.slow
 def test_mode_structure(runs, ctx):
     names = ctx.arch.layer_names
     ends = (names[0], names[-1])
@@ -120,6 +126,7 @@ def test_mode_structure(runs, ctx):
     assert all(lp.prune_k == 0 for lp in structured.layers.values())
 
 
+@pytest.mark.slow
 def test_structure_when_every_step_passes(ctx, tmp_path):
     """With an unbounded margin every step is accepted: the extremes of each mode."""
     names = ctx.arch.layer_names
@@ -140,35 +147,57 @@ def test_structure_when_every_step_passes(ctx, tmp_path):
 
 def test_claim_check_rule():
     def row(method, kind, bits, acc):
-        return {"method": method, "kind": kind, "avg_bits": bits, "test_acc": acc,
-                "acc_diff_points": 100 * (acc - 0.98)}
+        return AqpRow(method=method, kind=kind, stage="s", model="m", params_million=0.05,
+                      nonzero_params=1, avg_bits=bits, param_size_mbyte=0.0, weight_mbit=0.0,
+                      weight_sparse_mbit=None, compression_ratio=32 / bits, val_accuracy=acc,
+                      test_accuracy=acc, accuracy_diff_points=100 * (acc - 0.98), qat_s=None)
 
     rows = [row("Float baseline", "float", 32, 0.98), row("AQP (combined)", "adaptive", 2.5, 0.978),
             row("Fixed W2A2", "fixed", 2.0, 0.97), row("Fixed W3A3", "fixed", 3.0, 0.99)]
     check = claim_check(rows, "AQP (combined)")
-    assert check["beats_smaller_fixed"] == {"Fixed W2A2": True} and check["passed"]
-    rows[2]["test_acc"] = 0.978  # a tie is not a win
-    assert not claim_check(rows, "AQP (combined)")["passed"]
+    assert check.beats_smaller_fixed == {"Fixed W2A2": True} and check.passed
+    assert check.loss_ok and check.bits_ok and check.accuracy_diff_points == pytest.approx(-0.2)
+    rows[2] = rows[2].model_copy(update={"test_accuracy": 0.978})  # a tie is not a win
+    assert not claim_check(rows, "AQP (combined)").passed
+    rows[1] = rows[1].model_copy(update={"avg_bits": 3.5})  # above max_avg_bits; W3A3 smaller
+    check = claim_check(rows, "AQP (combined)")
+    assert not check.bits_ok and check.beats_smaller_fixed == {"Fixed W2A2": False,
+                                                                "Fixed W3A3": False}
 
 
+def test_rows_refuse_unknown_fields_and_are_frozen():
+    with pytest.raises(ValidationError, match="test_acc"):
+        AqpRow.model_validate({"test_acc": 0.9})
+    check = AqpClaimCheck(chosen="c", accuracy_diff_points=0.0, avg_bits=2.0, loss_ok=True,
+                          bits_ok=True, beats_smaller_fixed={}, passed=True)
+    with pytest.raises(ValidationError, match="frozen"):
+        check.passed = False
+
+
+@pytest.mark.slow
 def test_report_outputs(ctx, tmp_path):
     params = {"k_step": 1.0, "baseline_bits": [2, 8], "baseline_prune": [0.5]}
     plan = make_plan(ctx, params, tmp_path)
-    table = json.loads((tmp_path / "aqp_table.json").read_text())
-    methods = [r["method"] for r in table["rows"]]
+    table = AqpTable.model_validate_json((tmp_path / "aqp_table.json").read_text())
+    methods = [r.method for r in table.rows]
     assert methods == ["Float baseline", "AQP (quant)", "AQP (prune)", "AQP (combined)",
                        "Fixed W2A2", "Fixed W8A8", "Fixed prune 50% (W8)"]
-    rows = {r["method"]: r for r in table["rows"]}
-    assert rows["Fixed W2A2"]["avg_bits"] == pytest.approx(2.0)
-    assert rows["Fixed prune 50% (W8)"]["params_m"] < rows["Fixed W8A8"]["params_m"]
+    rows = {r.method: r for r in table.rows}
+    assert rows["Fixed W2A2"].avg_bits == pytest.approx(2.0)
+    assert rows["Fixed prune 50% (W8)"].params_million < rows["Fixed W8A8"].params_million
     aqp = rows["AQP (combined)"]
-    assert aqp["param_size_mbyte"] == pytest.approx(aqp["avg_bits"] * 47376 / 8 / 1e6)
-    assert aqp["weight_mbyte_dense"] >= aqp["param_size_mbyte"]
-    assert aqp["stage"] == "QAT fine-tune, 1 epochs"
-    assert rows["Float baseline"]["stage"] == "float training"
+    assert aqp.param_size_mbyte == pytest.approx(aqp.avg_bits * 47376 / 8 / 1e6)
+    assert aqp.weight_mbit >= 8 * aqp.param_size_mbyte  # dense storage holds the zeros too
+    assert aqp.stage == "QAT fine-tune, 1 epochs"
+    assert rows["Float baseline"].stage == "float training"
+    assert rows["Float baseline"].weight_mbit == pytest.approx(32 * 47376 / 1e6)
     with (tmp_path / "aqp_table.csv").open() as f:
-        assert [r["method"] for r in csv.DictReader(f)] == methods
+        csv_rows = list(csv.DictReader(f))
+    assert [r["method"] for r in csv_rows] == methods
+    assert list(csv_rows[0]) == list(AqpRow.model_fields)
     for png in ("aqp_tradeoff.png", "aqp_layers.png"):
         assert (tmp_path / png).stat().st_size > 10_000
-    assert set(table["check"]) >= {"passed", "beats_smaller_fixed", "avg_bits", "acc_diff_points"}
+    assert table.check.chosen == table.chosen == "AQP (combined)"
+    assert [r.layer for r in table.per_layer] == [r.layer for r in table.importance] \
+        == ctx.arch.layer_names
     assert CompressionPlan.load(tmp_path / "plan.yaml") == plan

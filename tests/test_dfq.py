@@ -3,6 +3,9 @@ relaxation and its costs against hand sums, λ's switch at θ, the bi-level
 step's direction, discretisation, and the recipe end to end."""
 from __future__ import annotations
 
+import csv
+import json
+
 import pytest
 import torch
 from helpers import method_context
@@ -21,8 +24,10 @@ from flow.methods.dfq.bilevel import (
     size_costs,
     supernet,
 )
+from flow.methods.dfq.report import DfqEpoch, DfqRow, DfqSearch, DfqTable, claim_checks, run_report
 from flow.methods.params import DfqParams
 from flow.models.quantizers import BitMixture, expected_cost, fake_quant_weight
+from flow.plan import CompressionPlan
 from flow.train import predict
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -149,6 +154,67 @@ def test_search_returns_a_plan_over_the_candidates(ctx):
     assert {lp.weight_bits for lp in r.plan.layers.values()} <= {2, 8}
     assert len(r.trace) == 2 and r.trace[0]["val_loss"] is None  # warm-up: w only
     assert 0 <= r.trace[1]["lambda_on"] <= 1
+
+
+# ----------------------------------------------------------------------------- Table 1
+
+
+def table_row(method: str, compression: float, acc: float, share: float | None) -> DfqRow:
+    return DfqRow(method=method, weight_bits=32, avg_bits=32 / compression,
+                  compression_ratio=compression, test_accuracy=acc,
+                  accuracy_diff_points=100 * (acc - 0.98), weight_mbit=1.0, finn=None,
+                  lut_bram18_board_share=share, search_s=None, qat_s=None)
+
+
+def test_claim_checks_on_the_rows_by_name():
+    rows = {r.method: r for r in (
+        table_row("float32", 1.0, 0.98, None), table_row("uniform 8-bit", 4.0, 0.98, 0.5),
+        table_row("uniform 2-bit", 16.0, 0.9, 0.1), table_row("DFQ (size)", 12.0, 0.976, 0.3),
+        table_row("DFQ (hardware)", 11.0, 0.972, 0.2))}
+    names = ("uniform 8-bit", "uniform 2-bit")
+    assert claim_checks(rows, *names, "DFQ (size)") == {
+        "compression between uniform rows": True, "compression >= 10x": True,
+        "accuracy >= float - 0.5 points": True,
+        "hardware cost: fewer LUT+BRAM18 than size cost": True,
+        "hardware vs size cost: accuracy within 0.5 points": True}
+    checks = claim_checks(rows, *names, "DFQ (hardware)")  # 97.2 % < 98 % - 0.5 points
+    assert checks["accuracy >= float - 0.5 points"] is False
+    del rows["DFQ (size)"]
+    assert len(claim_checks(rows, *names, "DFQ (hardware)")) == 3  # no size row: no cost claims
+
+
+def test_table_reads_back_with_its_plans_and_traces():
+    plan = CompressionPlan.from_dict({"input_bits": 8, "layers": {
+        "conv1": {"weight_bits": 2, "act_bits": 4, "keep": [0, 2]},
+        "fc1": {"weight_bits": 8, "act_bits": None}}})
+    epoch = DfqEpoch(epoch=1, val_loss=None, lambda_on=None, expected_cost=0.5,
+                     probabilities=[[0.25, 0.75], [1.0, 0.0]])
+    table = DfqTable(rows=[table_row("float32", 1.0, 0.98, None)], chosen="DFQ (size)",
+                     act_bits=4, finn_source="FINN",
+                     searches={"size": DfqSearch(theta=0.1, seconds=1.0, plan=plan,
+                                                 trace=[epoch])},
+                     checks={})
+    assert DfqTable.model_validate_json(json.dumps(table.model_dump(mode="json"))) == table
+
+
+@pytest.mark.slow
+def test_report_writes_table_1_and_reads_it_back(ctx, tmp_path):
+    p = DfqParams(name="dfq", epochs=2, warmup_epochs=1, report=False)
+    table = run_report(ctx, p, {"size": search(ctx, p, "size")}, tmp_path)
+    assert DfqTable.model_validate_json((tmp_path / "dfq_table.json").read_text()) == table
+    assert [r.method for r in table.rows] == ["float32", "uniform 8-bit", "uniform 2-bit",
+                                              "DFQ (size)"]
+    rows = {r.method: r for r in table.rows}
+    assert rows["float32"].finn is None and rows["float32"].weight_bits == 32
+    assert rows["uniform 2-bit"].weight_bits == dict.fromkeys(ctx.arch.layer_names, 2)
+    assert rows["uniform 2-bit"].compression_ratio == pytest.approx(16.0)
+    assert rows["DFQ (size)"].finn.lut_finn_estimate > 0 and rows["DFQ (size)"].search_s > 0
+    assert len(table.searches["size"].trace) == 2
+    assert set(table.checks) == {"compression between uniform rows", "compression >= 10x",
+                                 "accuracy >= float - 0.5 points"}
+    with (tmp_path / "dfq_table.csv").open() as f:
+        assert [r["method"] for r in csv.DictReader(f)] == list(rows)
+    assert (tmp_path / "dfq_layers.png").stat().st_size > 10_000
 
 
 # ----------------------------------------------------------------------------- end to end

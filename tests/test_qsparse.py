@@ -5,6 +5,7 @@ end."""
 from __future__ import annotations
 
 import copy
+import csv
 import os
 from pathlib import Path
 
@@ -19,9 +20,18 @@ from torch import nn
 from flow.errors import ConfigError
 from flow.finn.zero_points import ExtractZeroPoints
 from flow.methods.params import QsparseParams
+from flow.methods.qsparse.report import (
+    QsparseRow,
+    QsparseTable,
+    RankAgreement,
+    claim_checks,
+    rank_agreement,
+    run_report,
+)
 from flow.methods.qsparse.schedule import (
     SCHEDULES,
     ChannelMasks,
+    ScheduleResult,
     mask_events,
     run_schedule,
     train_with_masks,
@@ -318,6 +328,57 @@ def test_every_schedule_reaches_the_sparsity(ctx, schedule):
     assert r.plan.layers["fc1"].keep is None
     assert r.model.blocks["conv2"][0].weight.shape[:2] == (8, 4)
     assert len(r.events) == {"layerwise_a": 4, "layerwise_w": 4, "stepwise": 16}.get(schedule, 0)
+
+
+# ----------------------------------------------------------------------------- Table 4
+
+
+def table_row(schedule: str, sparsity: float, acc: float) -> QsparseRow:
+    return QsparseRow(method=f"{schedule} {sparsity}", schedule=schedule, sparsity=sparsity,
+                      weight_bits=4, act_bits=4, weight_sparsity=sparsity, act_sparsity=sparsity,
+                      float_test_accuracy=0.98, test_accuracy=acc,
+                      accuracy_diff_points=100 * (acc - 0.98), weight_mbit=0.1, act_mbit=0.01,
+                      performance_density_percent_per_mbit=100 * acc / 0.11, finn=None,
+                      prune_s=None, qat_s=None)
+
+
+def test_claim_checks_compare_layerwise_a_at_one_sparsity():
+    rows = [table_row("layerwise_a", 0.75, 0.95), table_row("one_shot", 0.75, 0.95),
+            table_row("stepwise", 0.75, 0.96), table_row("layerwise_w", 0.5, 0.99)]
+    assert claim_checks(rows, 0.75) == {"layerwise_a >= one_shot at 75%": True,
+                                        "layerwise_a >= stepwise at 75%": False}
+    assert claim_checks(rows, 0.5) == {}  # no layerwise (A) row at 50 %
+
+
+def test_rank_agreement_of_each_layerwise_a_mask_step():
+    events = [{"layer": "conv1", "step": 3, "act_l1": [3.0, 2.0, 1.0],
+               "weight_l1": [1.0, 2.0, 3.0]}]
+    results = [ScheduleResult("layerwise_a", 0.5, None, None, 1.0, events),
+               ScheduleResult("layerwise_w", 0.5, None, None, 1.0, events)]
+    assert rank_agreement(results) == [RankAgreement(sparsity=0.5, layer="conv1", step=3, n=3,
+                                                     tau=-1.0, lev=2, lev_norm=2 / 3)]
+
+
+@pytest.mark.slow
+def test_report_writes_table_4_and_reads_it_back(ctx, tmp_path):
+    p = QsparseParams(name="qsparse", epochs=1, report=False, report_sparsities=[0.5])
+    result = run_schedule(ctx, p, "layerwise_a", 0.5)
+    table = run_report(ctx, p, [result], tmp_path)
+    assert QsparseTable.model_validate_json((tmp_path / "qsparse_table.json").read_text()) == table
+    assert [r.method for r in table.rows] == ["Float baseline", "Dense W4A4", "Layerwise (A) 50%"]
+    float_row, dense, pruned = table.rows
+    assert float_row.finn is None and dense.finn.lut_finn_estimate > 0
+    assert pruned.finn.fps_finn_estimate > 0 and pruned.prune_s is not None
+    assert float_row.weight_mbit == pytest.approx(32 * 47376 / 1e6)
+    assert dense.weight_mbit == pytest.approx(4 * 47376 / 1e6)
+    assert pruned.weight_sparsity > 0.5 and dense.weight_sparsity == 0
+    assert table.chosen == "Layerwise (A) 50%" and table.checks == {}
+    assert len(table.rank_agreement) == len(result.events) == 4
+    with (tmp_path / "qsparse_table.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["method"] for r in rows] == [r.method for r in table.rows]
+    assert rows[0]["lut_finn_estimate"] == "" and float(rows[1]["lut_finn_estimate"]) > 0
+    assert (tmp_path / "qsparse_tradeoff.png").stat().st_size > 10_000
 
 
 # ----------------------------------------------------------------------------- end to end

@@ -13,10 +13,11 @@ network; avg bit-width b̄ = Σ b(l)·S(l)·N_P(l), S(l) counting the nonzero we
 channel and unstructured pruning; parameter size = b̄ · #parameters of the full architecture / 8
 bytes, the paper's "Parameters Size (MB)" (= nonzero weights at their bit-widths, the size with
 free sparse storage); the dense size (what FINN stores) and the CSR sparse size (nonzeros plus
-column indices) are listed beside it. Accuracy difference = test accuracy − float baseline test
-accuracy, in points.
+column indices) are listed beside it, in Mbit. Accuracies are fractions; accuracy difference =
+test accuracy − float baseline test accuracy, in points.
 
-Outputs: aqp_table.csv / aqp_table.json (rows + the done check), aqp_tradeoff.png (accuracy vs
+Outputs: aqp_table.json (AqpTable: rows, the done check, per-layer sizes, importance) and
+aqp_table.csv (the same rows), aqp_tradeoff.png (accuracy vs
 compression ratio 32/b̄, fixed vs adaptive, the chosen AQP plan starred), aqp_layers.png (the
 chosen plan's bits and kept channels / weight density per layer).
 """
@@ -25,13 +26,17 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
 
 from flow.importance.layer import LayerImportance
 from flow.importance.pruning import keep_strongest_fraction
-from flow.io import atomic_write_json, atomic_write_text, csv_text
+from flow.io import atomic_write_json, atomic_write_text
 from flow.methods.base import MethodContext
 from flow.methods.params import AqpParams
-from flow.metrics import plan_metrics
+from flow.methods.variant_estimate import rows_csv
+from flow.metrics import LayerMetrics, plan_metrics
 from flow.models import qat_model
 from flow.plan import CompressionPlan
 from flow.train import accuracy
@@ -39,9 +44,75 @@ from hw_models.rules import MAX_BITS, input_bits
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["method", "kind", "stage", "model", "params_m", "nonzero_params", "avg_bits",
-           "param_size_mbyte", "weight_mbyte_dense", "weight_mbyte_sparse", "compression_ratio",
-           "val_acc", "test_acc", "acc_diff_points", "finetune_s"]
+FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class AqpRow(BaseModel):
+    """One variant of AQP's table; accuracies are fractions of the test (val) split."""
+
+    model_config = FROZEN
+
+    method: str
+    kind: Literal["float", "adaptive", "fixed"]
+    stage: str
+    model: str
+    params_million: float  # weights of the deployed (channel-pruned) network, in 10^6
+    nonzero_params: int
+    avg_bits: float  # b̄
+    param_size_mbyte: float  # the paper's "Parameters Size (MB)"
+    weight_mbit: float  # dense, as FINN stores it
+    weight_sparse_mbit: float | None  # CSR: nonzeros plus column indices
+    compression_ratio: float  # 32 / b̄
+    val_accuracy: float
+    test_accuracy: float
+    accuracy_diff_points: float  # test accuracy - float baseline's, in points
+    qat_s: float | None  # QAT fine-tuning time
+
+
+class AqpClaimCheck(BaseModel):
+    """The paper's claim on the chosen AQP plan (claim_check)."""
+
+    model_config = FROZEN
+
+    chosen: str
+    accuracy_diff_points: float
+    avg_bits: float
+    loss_ok: bool
+    bits_ok: bool
+    beats_smaller_fixed: dict[str, bool]
+    passed: bool
+
+
+class AqpImportanceRow(BaseModel):
+    """One layer's importance: measures (normalised and raw), combined score, rank (1 = most)."""
+
+    model_config = FROZEN
+
+    layer: str
+    normalised: dict[str, float]
+    raw: dict[str, float]
+    combined: float
+    rank: int
+
+
+class AqpTable(BaseModel):
+    """aqp_table.json: the rows, the chosen plan's claim check, per-layer sizes, importance."""
+
+    model_config = FROZEN
+
+    rows: list[AqpRow]
+    chosen: str
+    check: AqpClaimCheck
+    per_layer: list[LayerMetrics] | None  # the chosen plan's
+    importance: list[AqpImportanceRow]
+
+
+def importance_rows(importance: LayerImportance) -> list[AqpImportanceRow]:
+    """LayerImportance.rows() with the measures grouped by kind."""
+    return [AqpImportanceRow(layer=r["layer"], normalised={m: r[m] for m in importance.normalised},
+                             raw={m: r[f"{m}_raw"] for m in importance.raw},
+                             combined=r["combined"], rank=r["rank"])
+            for r in importance.rows()]
 
 
 def baseline_plans(ctx: MethodContext, p: AqpParams, channel_scores: dict[str, list[float]]
@@ -63,21 +134,20 @@ def baseline_plans(ctx: MethodContext, p: AqpParams, channel_scores: dict[str, l
 
 def run_report(ctx: MethodContext, p: AqpParams, aqp_plans: dict[str, CompressionPlan],
                channel_scores: dict[str, list[float]], importance: LayerImportance,
-               out_dir: Path) -> dict:
-    """Fine-tune and evaluate every variant; write table, figures; return the table as data."""
+               out_dir: Path) -> AqpTable:
+    """Fine-tune and evaluate every variant; write table, figures; return the table."""
     out_dir = Path(out_dir)
     x_test, y_test = ctx.data.x_test, ctx.data.y_test
     float_acc = accuracy(ctx.float_model, x_test, y_test)
     full_params = sum(g.params for g in ctx.arch.geometry())
-    rows = [{
-        "method": "Float baseline", "kind": "float", "stage": "float training",
-        "model": ctx.arch.name,
-        "params_m": full_params / 1e6, "nonzero_params": full_params, "avg_bits": 32.0,
-        "param_size_mbyte": full_params * 4 / 1e6, "weight_mbyte_dense": full_params * 4 / 1e6,
-        "weight_mbyte_sparse": None, "compression_ratio": 1.0,
-        "val_acc": accuracy(ctx.float_model, ctx.data.x_val, ctx.data.y_val),
-        "test_acc": float_acc, "acc_diff_points": 0.0, "finetune_s": None,
-    }]
+    rows = [AqpRow(
+        method="Float baseline", kind="float", stage="float training", model=ctx.arch.name,
+        params_million=full_params / 1e6, nonzero_params=full_params, avg_bits=32.0,
+        param_size_mbyte=full_params * 4 / 1e6, weight_mbit=full_params * 32 / 1e6,
+        weight_sparse_mbit=None, compression_ratio=1.0,
+        val_accuracy=accuracy(ctx.float_model, ctx.data.x_val, ctx.data.y_val),
+        test_accuracy=float_acc, accuracy_diff_points=0.0, qat_s=None,
+    )]
     variants = [(f"AQP ({m})", "adaptive", plan) for m, plan in aqp_plans.items()]
     baselines = baseline_plans(ctx, p, channel_scores)
     variants += [(name, "fixed", plan) for name, plan in baselines.items()]
@@ -91,25 +161,21 @@ def run_report(ctx: MethodContext, p: AqpParams, aqp_plans: dict[str, Compressio
         metrics = plan_metrics(ctx.arch, plan, model)
         tot = metrics.totals
         acc = accuracy(model, x_test, y_test)
-        rows.append({
-            "method": name, "kind": kind, "stage": stage, "model": ctx.arch.name,
-            "params_m": tot.params / 1e6,
-            "nonzero_params": tot.nonzero, "avg_bits": tot.avg_bits,
-            "param_size_mbyte": tot.param_size_mbyte,
-            "weight_mbyte_dense": tot.weight_mbit / 8,
-            "weight_mbyte_sparse": tot.weight_mbit_sparse / 8,
-            "compression_ratio": tot.compression_ratio,
-            "val_acc": accuracy(model, ctx.data.x_val, ctx.data.y_val), "test_acc": acc,
-            "acc_diff_points": 100 * (acc - float_acc), "finetune_s": round(seconds, 2),
-        })
+        rows.append(AqpRow(
+            method=name, kind=kind, stage=stage, model=ctx.arch.name,
+            params_million=tot.params / 1e6, nonzero_params=tot.nonzero, avg_bits=tot.avg_bits,
+            param_size_mbyte=tot.param_size_mbyte, weight_mbit=tot.weight_mbit,
+            weight_sparse_mbit=tot.weight_mbit_sparse, compression_ratio=tot.compression_ratio,
+            val_accuracy=accuracy(model, ctx.data.x_val, ctx.data.y_val), test_accuracy=acc,
+            accuracy_diff_points=100 * (acc - float_acc), qat_s=round(seconds, 2),
+        ))
         if name == chosen_name:
-            per_layer = [r.model_dump() for r in metrics.layers]
+            per_layer = metrics.layers
         log.info("%s: b̄ %.3f, test %.2f%%", name, tot.avg_bits, 100 * acc)
-    check = claim_check(rows, chosen_name)
-    table = {"rows": rows, "chosen": chosen_name, "check": check, "per_layer": per_layer,
-             "importance": importance.rows()}
-    atomic_write_json(out_dir / "aqp_table.json", table)
-    atomic_write_text(out_dir / "aqp_table.csv", csv_text(rows, COLUMNS))
+    table = AqpTable(rows=rows, chosen=chosen_name, check=claim_check(rows, chosen_name),
+                     per_layer=per_layer, importance=importance_rows(importance))
+    atomic_write_json(out_dir / "aqp_table.json", table.model_dump(mode="json"))
+    atomic_write_text(out_dir / "aqp_table.csv", rows_csv(rows))
     plot_tradeoff(rows, chosen_name, out_dir / "aqp_tradeoff.png", ctx.arch.name)
     if per_layer is not None:
         plot_layers(per_layer, aqp_plans[p.mode], importance, out_dir / "aqp_layers.png",
@@ -117,23 +183,19 @@ def run_report(ctx: MethodContext, p: AqpParams, aqp_plans: dict[str, Compressio
     return table
 
 
-def claim_check(rows: list[dict], chosen: str, max_loss_points: float = 0.5,
-               max_avg_bits: float = 3.0) -> dict:
+def claim_check(rows: list[AqpRow], chosen: str, max_loss_points: float = 0.5,
+                max_avg_bits: float = 3.0) -> AqpClaimCheck:
     """Does the chosen AQP plan lose <= max_loss_points, with b̄ <= max_avg_bits, and beat every
     fixed baseline whose b̄ is not larger (equal or smaller size) on test accuracy?"""
-    row = next(r for r in rows if r["method"] == chosen)
-    smaller = [r for r in rows if r["kind"] == "fixed" and r["avg_bits"] <= row["avg_bits"] + 1e-9]
-    beaten = {r["method"]: row["test_acc"] > r["test_acc"] for r in smaller}
-    return {
-        "chosen": chosen,
-        "acc_diff_points": row["acc_diff_points"],
-        "avg_bits": row["avg_bits"],
-        "loss_ok": row["acc_diff_points"] >= -max_loss_points,
-        "bits_ok": row["avg_bits"] <= max_avg_bits,
-        "beats_smaller_fixed": beaten,
-        "passed": bool(row["acc_diff_points"] >= -max_loss_points
-                       and row["avg_bits"] <= max_avg_bits and all(beaten.values())),
-    }
+    row = next(r for r in rows if r.method == chosen)
+    smaller = [r for r in rows if r.kind == "fixed" and r.avg_bits <= row.avg_bits + 1e-9]
+    beaten = {r.method: row.test_accuracy > r.test_accuracy for r in smaller}
+    loss_ok = row.accuracy_diff_points >= -max_loss_points
+    bits_ok = row.avg_bits <= max_avg_bits
+    return AqpClaimCheck(chosen=chosen, accuracy_diff_points=row.accuracy_diff_points,
+                         avg_bits=row.avg_bits, loss_ok=loss_ok, bits_ok=bits_ok,
+                         beats_smaller_fixed=beaten,
+                         passed=loss_ok and bits_ok and all(beaten.values()))
 
 
 def _plt():
@@ -145,24 +207,24 @@ def _plt():
     return plt
 
 
-def plot_tradeoff(rows: list[dict], chosen: str, path: Path, model_name: str) -> None:
+def plot_tradeoff(rows: list[AqpRow], chosen: str, path: Path, model_name: str) -> None:
     """Test accuracy vs compression ratio: fixed bits, fixed pruning, AQP variants, AQP starred.
 
     Left: every row; right: the same, zoomed on the band around the float baseline (points are
     named in the zoom when they fall inside it, else in the overview)."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.2), dpi=110)
-    float_row = next(r for r in rows if r["kind"] == "float")
-    float_acc = 100 * float_row["test_acc"]
-    star = next(r for r in rows if r["method"] == chosen)
+    float_row = next(r for r in rows if r.kind == "float")
+    float_acc = 100 * float_row.test_accuracy
+    star = next(r for r in rows if r.method == chosen)
     groups = [
-        ("Fixed bits (WbAb)", lambda r: r["method"].startswith("Fixed W"), "o", "tab:blue", "-"),
-        ("Fixed channel pruning", lambda r: r["method"].startswith("Fixed prune"), "s",
+        ("Fixed bits (WbAb)", lambda r: r.method.startswith("Fixed W"), "o", "tab:blue", "-"),
+        ("Fixed channel pruning", lambda r: r.method.startswith("Fixed prune"), "s",
          "tab:orange", "-"),
-        ("AQP variants", lambda r: r["kind"] == "adaptive" and r["method"] != chosen, "^",
+        ("AQP variants", lambda r: r.kind == "adaptive" and r.method != chosen, "^",
          "tab:green", "none"),
     ]
-    accs = [100 * r["test_acc"] for r in rows if r["kind"] != "float"]
+    accs = [100 * r.test_accuracy for r in rows if r.kind != "float"]
     zoom_lo = max(min(accs), float_acc - 3.0) - 0.4
     zoom_hi = max(accs + [float_acc]) + 0.4
     for ax, zoom in zip(axes, (False, True)):
@@ -170,20 +232,20 @@ def plot_tradeoff(rows: list[dict], chosen: str, path: Path, model_name: str) ->
                    label=f"float baseline ({float_acc:.2f} %)")
         ax.axhspan(float_acc - 0.5, float_acc, color="grey", alpha=0.08, label="within 0.5 points")
         for label, pick, marker, color, ls in groups:
-            pts = sorted((r for r in rows if pick(r)), key=lambda r: r["compression_ratio"])
+            pts = sorted((r for r in rows if pick(r)), key=lambda r: r.compression_ratio)
             if not pts:
                 continue
-            xs, ys = [r["compression_ratio"] for r in pts], [100 * r["test_acc"] for r in pts]
+            xs, ys = [r.compression_ratio for r in pts], [100 * r.test_accuracy for r in pts]
             ax.plot(xs, ys, marker=marker, color=color, label=label, ls=ls, ms=8)
             for i, (r, x, y) in enumerate(zip(pts, xs, ys)):
                 if (zoom_lo <= y <= zoom_hi) != zoom:  # each point named once: zoom or overview
                     continue
-                name = r["method"].replace("Fixed ", "").replace(" (W8)", "")
+                name = r.method.replace("Fixed ", "").replace(" (W8)", "")
                 ax.annotate(name, (x, y), textcoords="offset points", fontsize=8, color=color,
                             xytext=(6, 7 if (i % 2 == 0) == (color != "tab:orange") else -13))
-        ax.plot(star["compression_ratio"], 100 * star["test_acc"], marker="*", ms=20,
+        ax.plot(star.compression_ratio, 100 * star.test_accuracy, marker="*", ms=20,
                 color="tab:red", ls="none",
-                label=f"{chosen}: b̄ {star['avg_bits']:.2f}, {100 * star['test_acc']:.2f} %")
+                label=f"{chosen}: b̄ {star.avg_bits:.2f}, {100 * star.test_accuracy:.2f} %")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("compression ratio 32 / b̄ (log scale)")
         ax.set_ylabel("test accuracy after QAT fine-tuning (%)")
@@ -201,33 +263,33 @@ def plot_tradeoff(rows: list[dict], chosen: str, path: Path, model_name: str) ->
     plt.close(fig)
 
 
-def plot_layers(per_layer: list[dict], plan: CompressionPlan, importance: LayerImportance,
+def plot_layers(per_layer: list[LayerMetrics], plan: CompressionPlan, importance: LayerImportance,
                 path: Path, fixed: list[str] | None = None) -> None:
     """Chosen plan per layer: weight/activation bits; kept channels and nonzero-weight density."""
     plt = _plt()
-    names = [r["layer"] for r in per_layer]
+    names = [r.layer for r in per_layer]
     x = range(len(names))
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(13, 4), dpi=110)
     w = 0.38
-    ax1.bar([i - w / 2 for i in x], [r["weight_bits"] for r in per_layer], w, label="weight bits")
-    ax1.bar([i + w / 2 for i in x], [r["act_bits"] or 0 for r in per_layer], w, label="act bits")
+    ax1.bar([i - w / 2 for i in x], [r.weight_bits for r in per_layer], w, label="weight bits")
+    ax1.bar([i + w / 2 for i in x], [r.act_bits or 0 for r in per_layer], w, label="act bits")
     ax1.set_xticks(list(x), names)
     ax1.set_ylim(0, MAX_BITS + 0.5)
     ax1.set_ylabel("bits")
     ax1.set_title("bit-widths" + (f" (left fixed: {', '.join(fixed)})" if fixed else ""))
     ax1.legend(fontsize=8)
-    ax2.bar(list(x), [r["out_ch"] for r in per_layer], color="tab:green", label="kept")
-    ax2.bar(list(x), [r["full_out_ch"] - r["out_ch"] for r in per_layer],
-            bottom=[r["out_ch"] for r in per_layer], color="lightgrey", label="removed")
+    ax2.bar(list(x), [r.out_ch for r in per_layer], color="tab:green", label="kept")
+    ax2.bar(list(x), [r.full_out_ch - r.out_ch for r in per_layer],
+            bottom=[r.out_ch for r in per_layer], color="lightgrey", label="removed")
     for i, r in enumerate(per_layer):
-        ax2.annotate(f"{r['out_ch']}/{r['full_out_ch']}", (i, r["full_out_ch"]), ha="center",
+        ax2.annotate(f"{r.out_ch}/{r.full_out_ch}", (i, r.full_out_ch), ha="center",
                      va="bottom", fontsize=8)
     ax2.set_xticks(list(x), names)
-    ax2.set_ylim(0, 1.25 * max(r["full_out_ch"] for r in per_layer))
+    ax2.set_ylim(0, 1.25 * max(r.full_out_ch for r in per_layer))
     ax2.set_ylabel("output channels")
     ax2.set_title("kept channels")
     ax2.legend(fontsize=8, loc="upper left")
-    density = [r["nonzero"] / r["params"] if r["params"] else 0 for r in per_layer]
+    density = [r.nonzero / r.params if r.params else 0 for r in per_layer]
     ax3.bar([i - w / 2 for i in x], density, w, color="tab:purple", label="nonzero weights (S)")
     ax3.bar([i + w / 2 for i in x], [importance.score(n) for n in names], w, color="tab:grey",
             label="importance")

@@ -6,7 +6,8 @@ and evaluated on the test split: "float32"; "uniform {b}-bit" at the largest and
 candidate (2-bit by default, binary where the target allows 1-bit candidates), from the float
 network; "DFQ (size)" and "DFQ (hardware)", each from its search's discrete network. Hidden
 activations are at `act_bits` in every quantized row. Compression = 32 / b̄ over the weights
-(flow.metrics: b̄ = Σ b(l)·N_P(l)), as the paper's Table 1 counts it. Our columns: LUT, BRAM18,
+(flow.metrics: b̄ = Σ b(l)·N_P(l)), as the paper's Table 1 counts it; accuracies are fractions,
+their differences in points. Our columns: LUT, BRAM18,
 DSP and frames/s from FINN's estimate of each exported variant (flow.finn.build_dataflow on the
 recipe's hardware; names end in _finn_estimate), and lut_bram18_board_share = LUT/LUT(board) +
 BRAM18/BRAM18(board).
@@ -15,8 +16,8 @@ Checks (the paper's claims): DFQ's compression lies between the uniform rows, >=
 <= 0.5 points below float; DFQ (hardware) uses a smaller lut_bram18_board_share than DFQ (size)
 at an accuracy within 0.5 points.
 
-Outputs: dfq_table.csv / .json (rows, searches with θ and their α traces, checks) and
-dfq_layers.png (Figure 2).
+Outputs: dfq_table.json (DfqTable: rows, searches with θ and their α traces, checks),
+dfq_table.csv (the same rows) and dfq_layers.png (Figure 2).
 """
 from __future__ import annotations
 
@@ -24,11 +25,13 @@ import logging
 import time
 from pathlib import Path
 
-from flow.io import atomic_write_json, atomic_write_text, csv_text
+from pydantic import BaseModel, ConfigDict
+
+from flow.io import atomic_write_json, atomic_write_text
 from flow.methods.base import MethodContext
 from flow.methods.dfq.bilevel import BilevelResult, discrete_weights
 from flow.methods.params import DfqParams
-from flow.methods.variant_estimate import FINN_COLUMNS, finn_estimate
+from flow.methods.variant_estimate import FinnEstimate, finn_estimate, rows_csv
 from flow.metrics import plan_metrics
 from flow.models import Net, qat_model
 from flow.plan import CompressionPlan
@@ -38,12 +41,66 @@ from hw_models.rules import input_bits
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["method", "weight_bits", "avg_bits", "compression", "accuracy", "acc_diff_points",
-           "weight_mbit", *FINN_COLUMNS, "lut_bram18_board_share", "search_s", "qat_s"]
+FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class DfqRow(BaseModel):
+    """One row of Table 1; the test accuracy is a fraction."""
+
+    model_config = FROZEN
+
+    method: str
+    weight_bits: int | dict[str, int]  # one width (float32) or per layer
+    avg_bits: float  # b̄ over the weights
+    compression_ratio: float  # 32 / b̄
+    test_accuracy: float
+    accuracy_diff_points: float  # test accuracy - float32's, in points
+    weight_mbit: float
+    finn: FinnEstimate | None  # None for float32
+    lut_bram18_board_share: float | None  # LUT/LUT(board) + BRAM18/BRAM18(board)
+    search_s: float | None
+    qat_s: float | None
+
+
+class DfqEpoch(BaseModel):
+    """One epoch of a bilevel search's trace (flow.methods.dfq.bilevel.search)."""
+
+    model_config = FROZEN
+
+    epoch: int
+    val_loss: float | None  # None in the warm-up (w only)
+    lambda_on: float | None  # share of α steps with the size penalty on
+    expected_cost: float
+    probabilities: list[list[float]]  # per layer, per candidate
+
+
+class DfqSearch(BaseModel):
+    """One search of the table: θ, its time, its discrete plan and its trace."""
+
+    model_config = FROZEN
+
+    theta: float
+    seconds: float
+    plan: CompressionPlan
+    trace: list[DfqEpoch]
+
+
+class DfqTable(BaseModel):
+    """dfq_table.json: the rows, the chosen search, every search, the paper's claims."""
+
+    model_config = FROZEN
+
+    rows: list[DfqRow]
+    chosen: str
+    act_bits: int
+    finn_source: str
+    searches: dict[str, DfqSearch]
+    checks: dict[str, bool]
 
 
 def variant_row(ctx: MethodContext, name: str, plan: CompressionPlan, start: Net,
-                start_plan: CompressionPlan | None, float_acc: float, work: Path) -> dict:
+                start_plan: CompressionPlan | None, float_acc: float, search_s: float | None,
+                work: Path) -> DfqRow:
     """QAT-fine-tune one variant, measure it, estimate it with FINN: its table row."""
     t0 = time.perf_counter()
     model = qat_model(ctx.arch, start, plan, ctx.data, ctx.qat, name, start_plan=start_plan)
@@ -51,68 +108,66 @@ def variant_row(ctx: MethodContext, name: str, plan: CompressionPlan, start: Net
     tot = plan_metrics(ctx.arch, plan, model).totals
     acc = accuracy(model, ctx.data.x_test, ctx.data.y_test)
     board = get_board(ctx.recipe.hardware.board)
-    row = {"method": name, "weight_bits": {n: lp.weight_bits for n, lp in plan.layers.items()},
-           "avg_bits": tot.avg_bits, "compression": tot.compression_ratio,
-           "accuracy": 100 * acc, "acc_diff_points": 100 * (acc - float_acc),
-           "weight_mbit": tot.weight_mbit, "search_s": None, "qat_s": round(qat_s, 2),
-           **finn_estimate(model, ctx, work)}
-    row["lut_bram18_board_share"] = (row["lut_finn_estimate"] / board.lut
-                                     + row["bram18_finn_estimate"] / board.bram18)
-    log.info("%s: b̄ %.2f, test %.2f %%", name, tot.avg_bits, row["accuracy"])
-    return row
+    finn = finn_estimate(model, ctx, work)
+    log.info("%s: b̄ %.2f, test %.2f %%", name, tot.avg_bits, 100 * acc)
+    return DfqRow(
+        method=name, weight_bits={n: lp.weight_bits for n, lp in plan.layers.items()},
+        avg_bits=tot.avg_bits, compression_ratio=tot.compression_ratio, test_accuracy=acc,
+        accuracy_diff_points=100 * (acc - float_acc), weight_mbit=tot.weight_mbit, finn=finn,
+        lut_bram18_board_share=(finn.lut_finn_estimate / board.lut
+                                + finn.bram18_finn_estimate / board.bram18),
+        search_s=search_s, qat_s=round(qat_s, 2))
 
 
-def claim_checks(rows: dict[str, dict], uniform_hi: str, uniform_lo: str, chosen: str) -> dict:
+def claim_checks(rows: dict[str, DfqRow], uniform_hi: str, uniform_lo: str,
+                 chosen: str) -> dict[str, bool]:
     """The paper's claims on the rows by name (missing rows: no claim)."""
     f, hi, lo, d = rows["float32"], rows[uniform_hi], rows[uniform_lo], rows[chosen]
     checks = {
-        "compression between uniform rows": hi["compression"] <= d["compression"]
-        <= lo["compression"],
-        "compression >= 10x": d["compression"] >= 10,
-        "accuracy >= float - 0.5 points": d["accuracy"] >= f["accuracy"] - 0.5,
+        "compression between uniform rows": hi.compression_ratio <= d.compression_ratio
+        <= lo.compression_ratio,
+        "compression >= 10x": d.compression_ratio >= 10,
+        "accuracy >= float - 0.5 points": 100 * d.test_accuracy >= 100 * f.test_accuracy - 0.5,
     }
     if "DFQ (size)" in rows and "DFQ (hardware)" in rows:
         s, h = rows["DFQ (size)"], rows["DFQ (hardware)"]
         checks["hardware cost: fewer LUT+BRAM18 than size cost"] = \
-            h["lut_bram18_board_share"] < s["lut_bram18_board_share"]
+            h.lut_bram18_board_share < s.lut_bram18_board_share
         checks["hardware vs size cost: accuracy within 0.5 points"] = \
-            abs(h["accuracy"] - s["accuracy"]) <= 0.5
+            abs(100 * h.test_accuracy - 100 * s.test_accuracy) <= 0.5
     return checks
 
 
 def run_report(ctx: MethodContext, p: DfqParams, searches: dict[str, BilevelResult],
-               out_dir: Path) -> dict:
+               out_dir: Path) -> DfqTable:
     """Fine-tune, measure and FINN-estimate every row; write Table 1 and Figure 2."""
     out_dir = Path(out_dir)
     float_acc = accuracy(ctx.float_model, ctx.data.x_test, ctx.data.y_test)
     full = sum(g.params for g in ctx.arch.geometry())
-    rows = {"float32": {"method": "float32", "weight_bits": 32, "avg_bits": 32.0,
-                        "compression": 1.0, "accuracy": 100 * float_acc, "acc_diff_points": 0.0,
-                        "weight_mbit": 32 * full / 1e6, **dict.fromkeys(FINN_COLUMNS),
-                        "lut_bram18_board_share": None, "search_s": None, "qat_s": None}}
+    rows = {"float32": DfqRow(method="float32", weight_bits=32, avg_bits=32.0,
+                              compression_ratio=1.0, test_accuracy=float_acc,
+                              accuracy_diff_points=0.0, weight_mbit=32 * full / 1e6, finn=None,
+                              lut_bram18_board_share=None, search_s=None, qat_s=None)}
     in_bits = input_bits(ctx.data.input_bits)
     for b in (p.candidates[-1], p.candidates[0]):
         name = f"uniform {b}-bit"
         rows[name] = variant_row(ctx, name, ctx.arch.uniform_plan(b, p.act_bits, in_bits),
-                                 ctx.float_model, None, float_acc, out_dir / "finn" / f"w{b}")
+                                 ctx.float_model, None, float_acc, None, out_dir / "finn" / f"w{b}")
     for cost, r in searches.items():
         name = f"DFQ ({cost})"
-        start = discrete_weights(ctx, r.net)
-        rows[name] = {**variant_row(ctx, name, r.plan, start, None, float_acc,
-                                    out_dir / "finn" / f"dfq_{cost}"),
-                      "search_s": round(r.seconds, 2)}
+        rows[name] = variant_row(ctx, name, r.plan, discrete_weights(ctx, r.net), None, float_acc,
+                                 round(r.seconds, 2), out_dir / "finn" / f"dfq_{cost}")
     chosen = f"DFQ ({p.cost})"
-    table = {
-        "rows": list(rows.values()), "chosen": chosen, "act_bits": p.act_bits,
-        "finn_source": "FINN estimate (flow.finn.build_dataflow), recipe hardware",
-        "searches": {c: {"theta": r.theta, "seconds": round(r.seconds, 2),
-                         "plan": r.plan.to_dict(), "trace": r.trace}
-                     for c, r in searches.items()},
-        "checks": claim_checks(rows, f"uniform {p.candidates[-1]}-bit",
-                              f"uniform {p.candidates[0]}-bit", chosen),
-    }
-    atomic_write_json(out_dir / "dfq_table.json", table)
-    atomic_write_text(out_dir / "dfq_table.csv", csv_text(table["rows"], COLUMNS))
+    table = DfqTable(
+        rows=list(rows.values()), chosen=chosen, act_bits=p.act_bits,
+        finn_source="FINN estimate (flow.finn.build_dataflow), recipe hardware",
+        searches={c: DfqSearch(theta=r.theta, seconds=round(r.seconds, 2), plan=r.plan,
+                               trace=[DfqEpoch(**e) for e in r.trace])
+                  for c, r in searches.items()},
+        checks=claim_checks(rows, f"uniform {p.candidates[-1]}-bit",
+                            f"uniform {p.candidates[0]}-bit", chosen))
+    atomic_write_json(out_dir / "dfq_table.json", table.model_dump(mode="json"))
+    atomic_write_text(out_dir / "dfq_table.csv", rows_csv(table.rows))
     plot_layers(ctx, {c: r.plan for c, r in searches.items()}, out_dir / "dfq_layers.png")
     return table
 
