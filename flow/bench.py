@@ -30,8 +30,9 @@ from pathlib import Path
 from flow.config import load_recipe
 from flow.io import atomic_write_json, remove_tree
 from flow.pipeline import run_recipe
-from flow.run import STEP_NAMES, Run
+from flow.run import Run
 from flow.rundir import RunFolder
+from flow.steptable import STEP_NAMES
 
 OUT = Path("build/bench")
 RECIPE = Path("build/digits.yaml")

@@ -163,7 +163,8 @@ def cmd_hil(args: argparse.Namespace) -> None:
     from rich.progress import Progress
 
     from flow.hil import HilOptions
-    from flow.hil_run import token_file, validate_hil
+    from flow.hil_run import check_bit_exact, token_file, validate_hil
+    from flow.report import add_hil
 
     run = _open_run(args.run, "deploy")
     options = HilOptions(batch_size=args.batch_size, timeout_s=args.timeout, fresh=args.fresh)
@@ -176,6 +177,8 @@ def cmd_hil(args: argparse.Namespace) -> None:
             bar.update(task, completed=event.frames_done, total=event.frames_total)
 
         result = validate_hil(run, args.target, token, options, progress)
+        add_hil(run.dir, result)
+    check_bit_exact(result)
     console.print(result.summary_line(), markup=False)
 
 
@@ -293,7 +296,7 @@ def fifo_depth(text: str) -> int:
 
 
 def _add_run(sub) -> None:
-    from flow.run import STEP_NAMES
+    from flow.steptable import STEP_NAMES
 
     r = sub.add_parser("run", help="run a recipe: train, compress, export, FINN build, simulate, "
                                    "deploy, report (resumable)")

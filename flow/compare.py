@@ -9,37 +9,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from flow.config import load_recipe
-from flow.errors import ConfigError, RunFolderError
 from flow.io import atomic_write_text
-from flow.pipeline import step_status
-from flow.report import Summary, read_summary
-from flow.rundir import RunFolder
+from flow.report import Summary, load_current_summary
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ("run", "dataset", "board", "method", "qat_test_accuracy", "total_mbit", "avg_bits",
            "performance_density", "lut", "bram18", "dsp", "resource_source", "fps", "fits")
-
-
-def load_current_summary(path: Path) -> Summary:
-    """A run folder's summary, refused unless it describes the run's current finished steps."""
-    folder = RunFolder.open(path)
-    summary = read_summary(path)
-    try:
-        recipe = load_recipe(path / "recipe.yaml")
-    except ConfigError as err:
-        raise RunFolderError(f"{path}: its saved recipe.yaml is unreadable ({err})") from None
-    status = step_status(folder, recipe)
-    stale = [s for s, sm in summary.steps.items() if status.get(s) is None
-             or status[s].id != sm.id]
-    if stale or status.get("report") is None:
-        redo = folder.mark().get("redo_from")
-        why = f"steps from '{redo}' on are being redone" if redo else \
-            f"steps {', '.join(stale) or 'report'} changed since it was written"
-        raise RunFolderError(f"{path}: summary.json is out of date ({why}); finish the run: "
-                             f"densiflow run {path / 'recipe.yaml'}")
-    return summary
 
 
 def rows_of(path: Path) -> list[dict]:

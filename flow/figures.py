@@ -17,7 +17,6 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from flow.compare import load_current_summary
 from flow.config import load_recipe
 from flow.errors import ArtefactError, DensiflowError
 from flow.io import atomic_write_json, atomic_write_text
@@ -26,7 +25,7 @@ from flow.methods.dfq.report import DfqTable
 from flow.methods.qsparse.report import QsparseTable
 from flow.methods.variant_estimate import FinnEstimate
 from flow.pipeline import run_recipe
-from flow.report import Summary
+from flow.report import Summary, load_current_summary
 from hw_models.errors import HardwareError
 
 OUT = Path("build/out")

@@ -27,7 +27,8 @@ from flow.hil import (
     run_hil,
 )
 from flow.io import atomic_write_json
-from flow.run import Run, step_folder
+from flow.run import Run
+from flow.steptable import step_folder
 from hw_models import agent
 
 DEPLOYMENT = "deployment"  # inside the deploy step's folder
@@ -52,12 +53,6 @@ def token_file(run: Run) -> Path:
     if not path.is_file():
         new_token(path)
     return path
-
-
-def agent_command(run: Run, port: int) -> str:
-    folder = deployment_folder(run)
-    return (f"python {folder / 'agent.py'} --folder {folder} --backend rtlsim "
-            f"--token-file {token_file(run)} --port {port}")
 
 
 def golden(run: Run) -> Golden:
@@ -99,18 +94,22 @@ def estimates(run: Run) -> list[Estimate]:
 
 def validate_hil(run: Run, target: str, token: Path, options: HilOptions,
                  progress=None) -> HilResult:
-    """Stream the test split to the agent at `target`; result saved in RUN/hil/ and the summary.
+    """Stream the test split to the agent at `target`; the result is saved in RUN/hil/ (the
+    summary takes it from there: flow.report.add_hil).
 
     The expected outputs and artefact hashes are this machine's (checked against the deploy
     step's records), never the agent's word. HilError (nothing saved) when the agent cannot
-    authenticate or serves another artefact; VerificationError when any word differs (the
-    result is saved first)."""
+    authenticate or serves another artefact."""
     out = run.dir / "hil"
     result = run_hil(target, read_token(token), golden(run), expected_artefacts(run),
                      out / "journal.jsonl", options, estimates(run), progress)
     atomic_write_json(out / "result.json", {"deploy_id": run.record("deploy").id,
                                             **result.model_dump(mode="json")})
-    _add_to_summary(run, result)
+    return result
+
+
+def check_bit_exact(result: HilResult) -> None:
+    """VerificationError naming the first differing word unless the validation was bit-exact."""
     if not result.bit_exact:
         first = result.first_mismatches[0] if result.first_mismatches else None
         raise VerificationError(
@@ -118,7 +117,6 @@ def validate_hil(run: Run, target: str, token: Path, options: HilOptions,
             f"words differ from FINN's python execution"
             + (f" (first: frame {first.frame}, word {first.index}: expected {first.expected:g}, "
                f"got {first.got:g})" if first else ""))
-    return result
 
 
 def saved_result(run: Run) -> HilResult | None:
@@ -133,11 +131,3 @@ def saved_result(run: Run) -> HilResult | None:
     if record is None or data.pop("deploy_id", None) != record.id:
         return None
     return HilResult.model_validate(data)
-
-
-def _add_to_summary(run: Run, result: HilResult) -> None:
-    from flow.compare import load_current_summary
-    from flow.report import hil_summary, write_summary
-
-    summary = load_current_summary(run.dir)
-    write_summary(run.dir, summary.model_copy(update={"hil": hil_summary(result)}))

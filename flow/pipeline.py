@@ -12,20 +12,19 @@ import logging
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel
 
-from flow import steps as _steps
 from flow.config import Recipe
 from flow.errors import ConfigError
-from flow.io import atomic_write_text, file_sha256
-from flow.run import STEP_NAMES, Run, step_folder
-from flow.rundir import RunFolder, StepRecord, check_output_root, digest
+from flow.io import atomic_write_text
+from flow.run import Run
+from flow.rundir import RunFolder, StepRecord, check_output_root
+from flow.steps import STEP_FUNCTIONS
+from flow.steptable import STEP_NAMES, STEPS, StepSpec, step_folder, step_inputs, step_status
 
 log = logging.getLogger(__name__)
 
@@ -46,71 +45,6 @@ def preflight(run: Run) -> None:
     if recipe.simulate.enabled and frames is not None and frames > len(data.x_test):
         raise ConfigError(f"simulate.frames: {frames} is more than the test split holds; "
                           f"allowed: 1..{len(data.x_test)}")
-
-
-@dataclass(frozen=True)
-class Step:
-    """A named step: its function and the recipe sections it reads (dotted paths)."""
-
-    name: str
-    fn: Callable[[Run, Path], BaseModel]
-    sections: tuple[str, ...]
-
-
-STEPS: tuple[Step, ...] = (
-    Step("baseline", _steps.baseline, ("data", "model", "model_source", "train")),
-    Step("plan", _steps.plan, ("method", "method_inputs", "qat", "hardware.target")),
-    Step("qat", _steps.qat, ("qat",)),
-    Step("export", _steps.export, ()),
-    Step("finn", _steps.finn, ("hardware.board", "hardware.target", "hardware.target_fps",
-                               "hardware.clock_mhz", "hardware.fifo_depth", "hardware.folding",
-                               "hardware.fifo_sizing",
-                               "budget.board_fraction")),
-    Step("simulate", _steps.simulate, ("simulate",)),
-    Step("synth", _steps.synth, ("hardware.synth",)),
-    Step("deploy", _steps.deploy, ("deploy",)),
-    Step("report", _steps.report, ()),
-)
-assert tuple(s.name for s in STEPS) == STEP_NAMES
-
-
-def step_inputs(recipe: Recipe, step: Step) -> str:
-    """Digest of what a step reads: recipe sections (dotted paths); for "method_inputs", the
-    sections and files the recipe's method declares it reads."""
-    data = recipe.model_dump(mode="json")
-    picked = {}
-    for path in step.sections:
-        if path == "model_source":
-            source = recipe.model.source_file()
-            picked[path] = None if source is None else file_sha256(source)
-        elif path == "method_inputs":
-            picked.update({f: file_sha256(Path(f)) for f in recipe.method.input_files()})
-            picked.update({p: _section(data, p) for p in recipe.method.reads})
-        else:
-            picked[path] = _section(data, path)
-    return digest(picked)
-
-
-def _section(data: dict, path: str):
-    for key in path.split("."):
-        data = data[key]
-    return data
-
-
-def step_status(folder: RunFolder, recipe: Recipe) -> dict[str, StepRecord | None]:
-    """Each step's record if it is current for `recipe` (None: missing, stale or pending)."""
-    redo = folder.mark().get("redo_from")
-    redo_at = STEP_NAMES.index(redo) if redo in STEP_NAMES else len(STEPS)
-    status: dict[str, StepRecord | None] = {}
-    upstream: str | None = None
-    for i, step in enumerate(STEPS):
-        record = folder.record(step_folder(step.name))
-        current = (record is not None and i < redo_at and record.upstream == upstream
-                   and record.inputs == step_inputs(recipe, step)
-                   and (i == 0 or status[STEPS[i - 1].name] is not None))
-        status[step.name] = record if current else None
-        upstream = record.id if current else None
-    return status
 
 
 def run_recipe(recipe: Recipe, out_root: Path = Path("build/out"), fresh: bool = False,
@@ -153,13 +87,13 @@ def _run_steps(run: Run) -> dict[str, StepRecord]:
     return records
 
 
-def _execute(run: Run, step: Step, upstream: str | None) -> StepRecord:
+def _execute(run: Run, step: StepSpec, upstream: str | None) -> StepRecord:
     folder_name = step_folder(step.name)
     work = run.folder.new_step_dir(folder_name)
     log.info("step %s ...", step.name)
     start = time.perf_counter()
     with step_log(work / "step.log"):
-        result = step.fn(run, work)
+        result = STEP_FUNCTIONS[step.name](run, work)
     record = StepRecord(step=step.name, id=uuid.uuid4().hex, inputs=step_inputs(run.recipe, step),
                         upstream=upstream, seconds=round(time.perf_counter() - start, 2),
                         artefacts={}, result=result.model_dump(mode="json"))

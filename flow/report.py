@@ -8,9 +8,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from flow.errors import ArtefactError, RunFolderError
+from flow.config import load_recipe
+from flow.errors import ArtefactError, ConfigError, RunFolderError
 from flow.finn import FinnBuild, LayerEstimate
 from flow.finn.vivado import VivadoFigures, estimate_error
+from flow.hil import HilResult
 from flow.io import atomic_write_json, atomic_write_text, file_sha256
 from flow.results import (
     BaselineResult,
@@ -20,7 +22,9 @@ from flow.results import (
     SimulateResult,
     SynthStepResult,
 )
-from flow.run import STEP_NAMES, Run
+from flow.run import Run
+from flow.rundir import RunFolder
+from flow.steptable import STEP_NAMES, step_status
 from flow.synth import SynthResult
 from hw_models.fit import fit as resource_fit
 from hw_models.resources import BUDGETED, Resources, ResourceSource
@@ -126,7 +130,7 @@ class HilSummary(BaseModel):
     simulated_fps: float | None
 
 
-def hil_summary(result) -> HilSummary:
+def hil_summary(result: HilResult) -> HilSummary:
     """The summary's view of a flow.hil.HilResult."""
     fields = {k: getattr(result, k) for k in HilSummary.model_fields if k != "mismatches"}
     return HilSummary(**fields, mismatches=result.mismatches + result.probe_mismatches)
@@ -437,3 +441,29 @@ def summary_lines(summary: Summary) -> list[str]:
         lines.append(f"HIL ({h.backend}, {h.target}): {h.frames} frames, {h.mismatches} of "
                      f"{h.output_words} words differ, {h.wall_fps:.1f} frames/s wall")
     return lines
+
+
+def load_current_summary(path: Path) -> Summary:
+    """A run folder's summary, refused unless it describes the run's current finished steps."""
+    folder = RunFolder.open(path)
+    summary = read_summary(path)
+    try:
+        recipe = load_recipe(path / "recipe.yaml")
+    except ConfigError as err:
+        raise RunFolderError(f"{path}: its saved recipe.yaml is unreadable ({err})") from None
+    status = step_status(folder, recipe)
+    stale = [s for s, sm in summary.steps.items() if status.get(s) is None
+             or status[s].id != sm.id]
+    if stale or status.get("report") is None:
+        redo = folder.mark().get("redo_from")
+        why = f"steps from '{redo}' on are being redone" if redo else \
+            f"steps {', '.join(stale) or 'report'} changed since it was written"
+        raise RunFolderError(f"{path}: summary.json is out of date ({why}); finish the run: "
+                             f"densiflow run {path / 'recipe.yaml'}")
+    return summary
+
+
+def add_hil(run_dir: Path, result: HilResult) -> None:
+    """A HIL validation's result into the run's (current) summary."""
+    summary = load_current_summary(run_dir)
+    write_summary(run_dir, summary.model_copy(update={"hil": hil_summary(result)}))

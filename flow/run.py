@@ -16,14 +16,7 @@ from flow.finn import FinnBuild
 from flow.models import Architecture, Net, build_float, build_quant, get_architecture
 from flow.plan import CompressionPlan
 from flow.rundir import RunFolder, StepRecord
-
-STEP_NAMES = ("baseline", "plan", "qat", "export", "finn", "simulate", "synth", "deploy",
-              "report")
-
-
-def step_folder(step: str) -> str:
-    """A step's folder name in the run folder, e.g. '05_finn'."""
-    return f"{STEP_NAMES.index(step) + 1:02d}_{step}"
+from flow.steptable import step_folder
 
 
 @dataclass

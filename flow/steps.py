@@ -1,10 +1,13 @@
 """The bodies of the run's steps: each reads checked artefacts of earlier steps through `Run`,
-writes its own into `out` and returns its typed result (flow.results)."""
+writes its own into `out` and returns its typed result (flow.results). Each is registered under
+its name in flow.steptable's STEPS; a name not in the table, or registered twice, is an error."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from pydantic import BaseModel
 
 from flow.methods.base import MethodContext, get_method
 from flow.metrics import performance_density, plan_metrics
@@ -21,13 +24,30 @@ from flow.results import (
     SynthStepResult,
 )
 from flow.run import Run
+from flow.steptable import STEP_NAMES
 from flow.train import TrainConfig, accuracy, train
+
+StepFunction = Callable[[Run, Path], BaseModel]
+STEP_FUNCTIONS: dict[str, StepFunction] = {}
+
+
+def step(name: str) -> Callable[[StepFunction], StepFunction]:
+    """Register the body of the step `name` of the step table."""
+    def register(fn: StepFunction) -> StepFunction:
+        if name not in STEP_NAMES:
+            raise TypeError(f"step {name!r} is not in the step table ({', '.join(STEP_NAMES)})")
+        if name in STEP_FUNCTIONS:
+            raise TypeError(f"step {name!r} is registered twice")
+        STEP_FUNCTIONS[name] = fn
+        return fn
+    return register
 
 
 def _train_cfg(section, seed: int) -> TrainConfig:
     return TrainConfig(section.epochs, section.lr, section.batch_size, section.weight_decay, seed)
 
 
+@step("baseline")
 def baseline(run: Run, out: Path) -> BaselineResult:
     """Train the float network; keep the best-validation weights."""
     d, seed = run.data, run.recipe.data.seed
@@ -40,6 +60,7 @@ def baseline(run: Run, out: Path) -> BaselineResult:
                           float_test_accuracy=accuracy(model, d.x_test, d.y_test))
 
 
+@step("plan")
 def plan(run: Run, out: Path) -> PlanResult:
     """Run the recipe's compression method; its plan lands in plan.yaml."""
     recipe = run.recipe
@@ -57,6 +78,7 @@ def plan(run: Run, out: Path) -> PlanResult:
                       plan_digest=output.plan.digest(), trained_model=output.model is not None)
 
 
+@step("qat")
 def qat(run: Run, out: Path) -> QatResult:
     """The plan's Brevitas network, calibrated and fine-tuned from the float (or the method's)
     weights."""
@@ -75,6 +97,7 @@ def qat(run: Run, out: Path) -> QatResult:
                      performance_density=performance_density(acc, metrics.totals.total_mbit))
 
 
+@step("export")
 def export(run: Run, out: Path) -> ExportResult:
     """Export the fine-tuned network to QONNX and check it against PyTorch."""
     from flow.export import export_model, verify_export
@@ -84,6 +107,7 @@ def export(run: Run, out: Path) -> ExportResult:
     return ExportResult(**verify_export(qmodel, model, d.x_test[:64]))
 
 
+@step("finn")
 def finn(run: Run, out: Path) -> FinnResult:
     """FINN dataflow build and estimates; the HW layers are checked against QONNX on test frames."""
     from qonnx.core.modelwrapper import ModelWrapper
@@ -97,6 +121,7 @@ def finn(run: Run, out: Path) -> FinnResult:
     return FinnResult(build=build)
 
 
+@step("simulate")
 def simulate(run: Run, out: Path) -> SimulateResult:
     """Verilator simulation of the generated RTL on the test split, bit-exact or an error."""
     from flow.validate import validate_run
@@ -108,6 +133,7 @@ def simulate(run: Run, out: Path) -> SimulateResult:
                                                   sim.min_agreement))
 
 
+@step("synth")
 def synth(run: Run, out: Path) -> SynthStepResult:
     """Yosys synthesis of every node of the FINN build (hardware.synth: yosys)."""
     from flow.progress import progress_bar
@@ -121,6 +147,7 @@ def synth(run: Run, out: Path) -> SynthStepResult:
     return SynthStepResult(result=result)
 
 
+@step("deploy")
 def deploy(run: Run, out: Path) -> DeployStepResult:
     """The deployment folder: bitfile (where Vivado exists) or its placeholder and the command
     to build it, driver, test vectors, stitched RTL, and the HIL agent for both backends."""
@@ -141,6 +168,7 @@ def deploy(run: Run, out: Path) -> DeployStepResult:
     return DeployStepResult(manifest=manifest, bitstream=manifest.bitfile_sha256 is not None)
 
 
+@step("report")
 def report(run: Run, out: Path) -> ReportResult:
     """summary.json in the run folder (the terminal table is printed by the CLI)."""
     from flow.html_report import write_run_report
@@ -149,3 +177,7 @@ def report(run: Run, out: Path) -> ReportResult:
     path = write_summary(run.dir, build_summary(run))
     html = write_run_report(run.dir)
     return ReportResult(summary=str(path), html=str(html))
+
+
+if set(STEP_FUNCTIONS) != set(STEP_NAMES):
+    raise TypeError(f"steps without a body: {sorted(set(STEP_NAMES) - set(STEP_FUNCTIONS))}")

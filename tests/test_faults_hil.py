@@ -141,8 +141,8 @@ def test_impostor_without_the_token_is_refused(dep, tmp_path):
 def make_run(root: Path, dep: Deployment, bitfile: bytes | None = None) -> Path:
     """RUN with recipe.yaml, empty finn/simulate records, the deploy step's deployment folder
     (with a bitfile if given) and RUN/hil/token = the deployment's token."""
-    from flow.run import step_folder
     from flow.rundir import RunFolder, StepRecord
+    from flow.steptable import step_folder
 
     folder = RunFolder.create_or_open(root / RUN_NAME, RUN_NAME)
     recipe = (ROOT / "build" / "digits.yaml").read_text().replace("name: digits",

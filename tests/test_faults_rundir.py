@@ -26,8 +26,8 @@ from flow.cli import main
 from flow.errors import FileSystemError, RunFolderError
 from flow.finn.deploy import MARKER, _prepare_folder
 from flow.io import atomic_write_text, remove_tree
-from flow.run import STEP_NAMES, step_folder
 from flow.rundir import MARK, STEPS_DIR, RunFolder, StepRecord
+from flow.steptable import STEP_NAMES, step_folder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,8 +52,8 @@ def light_step(name: str):
 
 @pytest.fixture()
 def light_steps(monkeypatch):
-    monkeypatch.setattr(pipeline, "STEPS", tuple(pipeline.Step(n, light_step(n), ())
-                                                 for n in STEP_NAMES))
+    for n in STEP_NAMES:
+        monkeypatch.setitem(pipeline.STEP_FUNCTIONS, n, light_step(n))
 
 
 @pytest.fixture()
@@ -241,8 +241,7 @@ def test_full_disk_deep_inside_a_step_is_one_line(run_dir, recipe, out, monkeypa
     def finn(run, out_dir):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out_dir / "model.onnx"))
 
-    monkeypatch.setattr(pipeline, "STEPS", tuple(
-        pipeline.Step(s.name, finn if s.name == "finn" else s.fn, ()) for s in pipeline.STEPS))
+    monkeypatch.setitem(pipeline.STEP_FUNCTIONS, "finn", finn)
     assert main(["run", str(recipe), "--out", str(out), "--from", "finn"]) == 1
     assert "model.onnx: No space left on device; free space" in error_text(capsys)
     assert (run_dir / "05_finn" / "made.txt").read_text() == "finn\n"

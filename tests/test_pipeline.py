@@ -2,7 +2,6 @@
 changes, and the foundation issue's defects, each reproduced against a real finished run."""
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -17,12 +16,12 @@ import yaml
 
 import flow.pipeline as pipeline
 from flow.cli import main
-from flow.compare import load_current_summary
 from flow.config import load_recipe, parse_recipe
 from flow.errors import ArtefactError, ConfigError, RunFolderError, VerificationError
-from flow.report import Summary
+from flow.report import Summary, load_current_summary
 from flow.run import Run
 from flow.rundir import RunFolder
+from flow.steptable import STEP_NAMES, step_folder
 
 pytestmark = [pytest.mark.slow, pytest.mark.rtlsim]
 
@@ -77,13 +76,13 @@ def run_dir(first_run) -> Path:
 
 def records(run_dir: Path) -> dict[str, str]:
     folder = RunFolder.open(run_dir)
-    return {s: folder.record(pipeline.step_folder(s)).id for s in pipeline.STEP_NAMES}
+    return {s: folder.record(step_folder(s)).id for s in STEP_NAMES}
 
 
 def test_every_step_leaves_its_artefacts(first_run):
     run_dir, output = first_run
     assert [p.name for p in sorted(run_dir.glob("0*"))] == [
-        pipeline.step_folder(s) for s in pipeline.STEP_NAMES]
+        step_folder(s) for s in STEP_NAMES]
     assert (run_dir / "01_baseline" / "model.pt").is_file()
     assert (run_dir / "04_export" / "model.qonnx.onnx").is_file()
     summary = Summary.model_validate_json((run_dir / "summary.json").read_text())
@@ -125,9 +124,7 @@ def test_interrupted_step_keeps_the_previous_result(run_dir, out, monkeypatch):
         (work / "half.txt").write_text("half")
         raise KeyboardInterrupt
 
-    steps = tuple(dataclasses.replace(s, fn=interrupted) if s.name == "finn" else s
-                  for s in pipeline.STEPS)
-    monkeypatch.setattr(pipeline, "STEPS", steps)
+    monkeypatch.setitem(pipeline.STEP_FUNCTIONS, "finn", interrupted)
     with pytest.raises(KeyboardInterrupt):
         pipeline.run_recipe(parse_recipe(TINY), out, from_step="finn")
     # the finished finn step is still there, untouched, until a successor completes
@@ -139,7 +136,7 @@ def test_interrupted_step_keeps_the_previous_result(run_dir, out, monkeypatch):
     monkeypatch.undo()
     pipeline.run_recipe(parse_recipe(TINY), out)
     after = records(run_dir)
-    assert [after[s] == before[s] for s in pipeline.STEP_NAMES] == [True] * 4 + [False] * 5
+    assert [after[s] == before[s] for s in STEP_NAMES] == [True] * 4 + [False] * 5
     assert not list((run_dir / ".steps").glob("05_finn.*/half.txt"))
     assert load_current_summary(run_dir).steps["finn"].id == after["finn"]
 
@@ -149,7 +146,7 @@ def test_changed_recipe_redoes_the_steps_it_affects(run_dir, out):
     fewer = {**TINY, "simulate": {"frames": 10}}
     pipeline.run_recipe(parse_recipe(fewer), out)
     after = records(run_dir)
-    assert [after[s] == before[s] for s in pipeline.STEP_NAMES] == [True] * 5 + [False] * 4
+    assert [after[s] == before[s] for s in STEP_NAMES] == [True] * 5 + [False] * 4
     summary = Summary.model_validate_json((run_dir / "summary.json").read_text())
     assert summary.simulation.frames == 10
     pipeline.run_recipe(parse_recipe(TINY), out)  # back to 20 frames for the other tests
