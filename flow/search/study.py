@@ -20,13 +20,12 @@ Trial count: a study asked for N trials ends with exactly N finished ones (compl
 failed, `finished`). A trial left running by a dead worker neither blocks nor counts: it is
 failed and its plan queued again, and its retry counts in its place. A worker takes a new trial
 only while finished + live running trials < N, under a lock in the state folder, so the workers
-of one machine never overshoot (workers on several machines sharing a database can overshoot
-by at most one trial per extra machine).
+of one machine never overshoot (workers on other machines sharing a database can overshoot by
+at most one trial each).
 """
 from __future__ import annotations
 
 import fcntl
-import gc
 import logging
 import os
 import socket
@@ -249,31 +248,32 @@ class StudyJob(BaseModel):
 
 def optimize(ctx: SearchContext, job: StudyJob, worker: int) -> None:
     """Run trials in this process until the study counts `job.trials` (see `counted`); a trial
-    that fails with a user-facing error is recorded as failed (and counts)."""
+    that fails with a user-facing error is recorded as failed (and counts). Each trial is
+    counted and started under the state folder's trial lock, so two workers of this machine
+    never both take the last one."""
     study = load_study(open_storage(job.storage_url, job.state_dir), job.study_name,
                        job.population, job.seed + 1000 * worker)
     objective = make_objective(ctx)
-    while (trial := next_trial(study, job)) is not None:
-        try:
-            values = objective(trial)
-        except DensiflowError as err:
-            log.warning("trial %d failed: %s", trial.number, err)
-            study.tell(trial, state=TrialState.FAIL)
-        else:
-            study.tell(trial, values)
-        gc.collect()
+    while True:
+        with open(job.state_dir / TRIAL_LOCK, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            if counted(study) >= job.trials:
+                return
+            study.optimize(_started(objective, lock), n_trials=1, catch=(DensiflowError,),
+                           gc_after_trial=True)
 
 
-def next_trial(study: optuna.Study, job: StudyJob) -> optuna.Trial | None:
-    """A new trial for this worker, or None once the study counts `job.trials`; under the state
-    folder's trial lock, so two workers of this machine never both take the last one."""
-    with open(job.state_dir / TRIAL_LOCK, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        if counted(study) >= job.trials:
-            return None
-        trial = study.ask()
+def _started(objective: Callable[[optuna.Trial], tuple[float, float, float]],
+             lock) -> Callable[[optuna.Trial], tuple[float, float, float]]:
+    """The objective, first naming this worker on the trial Optuna started and closing `lock`
+    (the trial is running now, so other workers count it)."""
+
+    def run(trial: optuna.Trial) -> tuple[float, float, float]:
         trial.set_user_attr("worker", worker_id())
-        return trial
+        lock.close()
+        return objective(trial)
+
+    return run
 
 
 def finished(study: optuna.Study) -> int:
