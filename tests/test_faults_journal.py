@@ -133,23 +133,29 @@ def test_failed_trials_count_so_the_study_ends_with_exactly_n(tmp_path, monkeypa
 
 
 def test_resume_after_a_crash_ends_with_exactly_n(tmp_path, monkeypatch):
-    """3 trials, a crash leaving one running (a dead worker's), resume asking for 5: 5 trials
-    count -- the dead one is failed, queued again, and its retry counts instead of it."""
+    """3 trials, a crash leaving two running (a dead worker's: one sampled, one a queued point
+    not suggested yet), resume asking for 5: 5 trials count -- the dead ones are failed, marked
+    lost, their points queued again, and their retries count instead of them."""
     monkeypatch.setattr(study_mod, "make_objective", lambda ctx: _toy)
     optimize(None, _job(tmp_path, 3), 0)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait(timeout=30)
     storage = open_storage(None, tmp_path)
     study = _study(tmp_path)
-    crashed = study.ask({"x": optuna.distributions.FloatDistribution(0.0, 1.0)})
-    crashed.set_user_attr("worker", f"{worker_id().split(':')[0]}:{dead.pid}")
-    assert recover_stale(study, storage, local=True) == 1
+    sampled = study.ask({"x": optuna.distributions.FloatDistribution(0.0, 1.0)})
+    study.enqueue_trial({"x": 0.25})
+    queued = study.ask()
+    for t in (sampled, queued):
+        t.set_user_attr("worker", f"{worker_id().split(':')[0]}:{dead.pid}")
+    assert recover_stale(study, storage, local=True) == 2
     optimize(None, _job(tmp_path, 5), 0)
     trials = _study(tmp_path).get_trials()
-    assert [t.state for t in trials].count(TrialState.COMPLETE) == 5
-    assert trials[crashed.number].state == TrialState.FAIL
-    assert trials[crashed.number + 1].user_attrs["retry_of"] == crashed.number
-    assert trials[crashed.number + 1].params == trials[crashed.number].params
+    assert [t.state for t in trials].count(TrialState.COMPLETE) == 5 and len(trials) == 7
+    for lost, retry in ((sampled, trials[5]), (queued, trials[6])):
+        assert trials[lost.number].state == TrialState.FAIL and trials[lost.number].user_attrs[
+            "lost"]
+        assert retry.user_attrs["retry_of"] == lost.number
+    assert trials[5].params == trials[sampled.number].params and trials[6].params == {"x": 0.25}
 
 
 def test_two_workers_never_overshoot(tmp_path, monkeypatch):

@@ -18,10 +18,10 @@ a new start resumes the study; before it, the journal's torn last line is cut of
 
 Trial count: a study asked for N trials ends with exactly N finished ones (complete, pruned or
 failed, `finished`). A trial left running by a dead worker neither blocks nor counts: it is
-failed and its plan queued again, and its retry counts in its place. A worker takes a new trial
-only while finished + live running trials < N, under a lock in the state folder, so the workers
-of one machine never overshoot (workers on other machines sharing a database can overshoot by
-at most one trial each).
+failed (user attribute `lost`) and its plan queued again; its retry counts in its place. A
+worker takes a new trial only while finished + live running trials < N, under a lock in the state
+folder, so the workers of one machine never overshoot (workers on other machines sharing a
+database can overshoot by at most one trial each).
 """
 from __future__ import annotations
 
@@ -53,6 +53,7 @@ DIRECTIONS = ("maximize", "minimize", "minimize")  # accuracy, total Mbit, LUT +
 JOURNAL = "study.journal"
 TRIAL_LOCK = "trials.lock"  # taken by a worker to count the trials and start one
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+LOST = "lost"  # user attribute of a trial failed because its worker died
 HEARTBEAT_S = 10
 
 
@@ -153,11 +154,13 @@ def recover_stale(study: optuna.Study, storage, local: bool) -> int:
     stale = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
              if local or _dead_here(t)]
     for t in stale:
+        storage.set_trial_user_attr(t._trial_id, LOST, True)  # `finished` does not count it
         storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-        if t.params:
-            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
-        log.warning("trial %d of worker %s did not finish; queued again", t.number,
-                    t.user_attrs.get("worker", "?"))
+        point = t.params or t.system_attrs.get("fixed_params")  # or a queued point not asked yet
+        if point:
+            study.enqueue_trial(point, user_attrs={"retry_of": t.number})
+        log.warning("trial %d of worker %s did not finish; %s", t.number,
+                    t.user_attrs.get("worker", "?"), "queued again" if point else "not counted")
     return len(stale)
 
 
@@ -277,13 +280,12 @@ def _started(objective: Callable[[optuna.Trial], tuple[float, float, float]],
 
 
 def finished(study: optuna.Study) -> int:
-    """The trials that count as done: complete, pruned or failed, less the failed ones whose
-    plan was queued again (a dead worker's trial: its retry counts instead)."""
+    """The trials that count as done: complete, pruned or failed, less the failed ones of dead
+    workers (marked lost by `recover_stale`, or retried after the database's heartbeat)."""
     trials = study.get_trials(deepcopy=False)
-    retried = ({t.user_attrs.get("retry_of") for t in trials}
-               | {t.system_attrs.get("failed_trial") for t in trials})
-    return sum(t.state in FINISHED and not (t.state == TrialState.FAIL and t.number in retried)
-               for t in trials)
+    retried = {t.system_attrs.get("failed_trial") for t in trials}
+    return sum(t.state in FINISHED and not (t.state == TrialState.FAIL and (
+        t.user_attrs.get(LOST) or t.number in retried)) for t in trials)
 
 
 def counted(study: optuna.Study) -> int:
