@@ -117,6 +117,25 @@ def test_damaged_middle_line_recovery_command_works(tmp_path):
     study_mod.check_start(None, path.parent)  # sound now
 
 
+def test_the_run_method_checks_its_journal_before_anything(tmp_path, monkeypatch):
+    """`search` (the method inside `densiflow run`) refuses a damaged journal before it prices,
+    seeds or writes anything."""
+    from flow.search import runner
+
+    path = _journal(tmp_path)
+    path.write_bytes(b"{torn\n" + path.read_bytes())
+
+    def prepare(*args):
+        raise AssertionError("the search started before checking its journal")
+
+    monkeypatch.setattr(runner, "prepare_context", prepare)
+    inputs = runner.SearchInputs(recipe=None, params=None, arch=None, data=None,
+                                 float_model=None, min_bits=2)
+    with pytest.raises(JournalError, match="line 1 "):
+        runner.search(inputs, path.parent, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 # ----------------------------------------------------------------------------- trial counts
 
 
