@@ -395,7 +395,9 @@ def parser() -> argparse.ArgumentParser:
                                                      "OUT/search/NAME (default build/out)")
     q.add_argument("--workers", type=positive_int, default=1, help="trial processes (default 1)")
     q.add_argument("--storage", default=None,
-                   help="shared Optuna storage for many machines, e.g. postgresql://user@host/db")
+                   help="shared Optuna storage for many machines: postgresql://user@host/db, "
+                        "postgresql+psycopg://... or sqlite:///FILE, connected before anything "
+                        "trains (default: a journal file in the search folder)")
     q.set_defaults(fn=cmd_search)
     _add_estimate(sub)
     _add_run_commands(sub)

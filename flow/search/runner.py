@@ -47,8 +47,10 @@ from flow.search.study import (
     SearchProgress,
     StudyJob,
     candidates,
+    check_start,
     complete,
     enqueue_seeds,
+    finished,
     load_study,
     open_storage,
     recover_stale,
@@ -107,13 +109,13 @@ def run_trials(ctx: SearchContext, inputs: SearchInputs, state_dir: Path, out_di
     job = StudyJob(study_name=name, storage_url=storage_url, state_dir=state_dir,
                    trials=inputs.params.trials, population=inputs.params.population,
                    seed=ctx.seed)
-    if len(complete(study)) < job.trials:
+    if finished(study) < job.trials:
         codes = run_workers(job, workers, progress)
         recover_stale(study, storage, local)
-        if len(complete(study)) < job.trials:
+        if finished(study) < job.trials or not complete(study):
             raise DensiflowError(
-                f"search stopped after {len(complete(study))} of {job.trials} trials: its "
-                f"workers ended with codes {codes}; see {state_dir / 'workers'}")
+                f"search stopped after {len(complete(study))} completed of {job.trials} trials: "
+                f"its workers ended with codes {codes}; see {state_dir / 'workers'}")
     return name, first
 
 
@@ -253,6 +255,7 @@ def search(inputs: SearchInputs, state_dir: Path, out_dir: Path, workers: int = 
     """The whole search (see the module doc); raises BudgetError after writing its outcome
     and report when no plan meets the budget."""
     t0 = time.perf_counter()
+    check_start(storage_url, state_dir, "method.storage")
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx = prepare_context(inputs.recipe, inputs.params, inputs.arch, inputs.data,
                           inputs.float_model, state_dir, inputs.synth_cache)
@@ -340,10 +343,12 @@ def run_search(recipe: Recipe, out_root: Path, workers: int = 1, storage: str | 
 
     folder = Path(out_root) / "search" / recipe.name
     folder.mkdir(parents=True, exist_ok=True)
+    url, field = (storage, "--storage") if storage is not None else (params.storage,
+                                                                       "method.storage")
     with RunFolder(folder).lock():
+        check_start(url, folder / "state", field)  # before the baseline trains
         model, arch, data = _float_model(recipe, folder / "baseline")
         inputs = SearchInputs(recipe=recipe, params=params, arch=arch, data=data,
                               float_model=model, min_bits=recipe.hardware.min_weight_bits,
                               synth_cache=synth_cache(Path(out_root)))
-        return search(inputs, folder / "state", folder, workers,
-                      storage if storage is not None else params.storage, progress)
+        return search(inputs, folder / "state", folder, workers, url, progress)

@@ -13,10 +13,19 @@ trials of a worker that died, and they are retried once). Every trial records th
 (`host:pid`) that runs it. A search holds its state folder's lock, so at start every trial left
 running in a local storage belongs to a dead worker: it is marked failed and its plan queued
 again. Finished trials are never touched, so a killed worker or search loses nothing finished and
-a new start resumes the study.
+a new start resumes the study; before it, the journal's torn last line is cut off
+(flow.search.journal) and a database URL is connected once (`check_start`).
+
+Trial count: a study asked for N trials ends with exactly N finished ones (complete, pruned or
+failed, `finished`). A trial left running by a dead worker neither blocks nor counts: it is
+failed (user attribute `lost`) and its plan queued again; its retry counts in its place. A
+worker takes a new trial only while finished + live running trials < N, under a lock in the state
+folder, so the workers of one machine never overshoot (workers on other machines sharing a
+database can overshoot by at most one trial each).
 """
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import socket
@@ -32,14 +41,19 @@ from optuna.trial import FrozenTrial, TrialState
 from pydantic import BaseModel, ConfigDict
 
 from flow.errors import ConfigError, DensiflowError
+from flow.methods.params import STORAGE_SCHEMES
 from flow.search.budget import feasible
 from flow.search.evaluate import Candidate, SearchContext, evaluate, finn_estimate
+from flow.search.journal import check_journal
 from flow.search.space import Choices
 
 log = logging.getLogger(__name__)
 
 DIRECTIONS = ("maximize", "minimize", "minimize")  # accuracy, total Mbit, LUT + BRAM18
 JOURNAL = "study.journal"
+TRIAL_LOCK = "trials.lock"  # taken by a worker to count the trials and start one
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+LOST = "lost"  # user attribute of a trial failed because its worker died
 HEARTBEAT_S = 10
 
 
@@ -60,7 +74,21 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def open_storage(url: str | None, state_dir: Path):
+def check_start(url: str | None, state_dir: Path, field: str = "--storage") -> None:
+    """What a search checks before it trains anything: the database at `url` reachable, or
+    (no url) the journal file in state_dir sound, a torn last line cut off (flow.search.journal).
+    `field` names the option or recipe field `url` came from."""
+    if url is None:
+        check_journal(state_dir / JOURNAL)
+    elif not url.startswith(STORAGE_SCHEMES):
+        raise ConfigError(f"{field} {_hide_password(url)}: not a storage URL; allowed: "
+                          f"{', '.join(s + '...' for s in STORAGE_SCHEMES)} (or leave it out "
+                          f"for a journal file in the search folder)")
+    else:
+        open_storage(url, state_dir, field)
+
+
+def open_storage(url: str | None, state_dir: Path, field: str = "--storage"):
     """The study's storage: a journal file in state_dir, or the database at `url`."""
     optuna.logging.disable_default_handler()  # Optuna's records go through Python logging
     optuna.logging.enable_propagation()
@@ -73,12 +101,14 @@ def open_storage(url: str | None, state_dir: Path):
             url, heartbeat_interval=HEARTBEAT_S, grace_period=3 * HEARTBEAT_S,
             failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))
     except Exception as err:  # SQLAlchemy/driver errors: unreachable server, bad URL, no driver
-        raise ConfigError(f"--storage {_hide_password(url)}: cannot open the study database "
-                          f"({type(err).__name__}: {str(err).splitlines()[0]})") from None
+        raise ConfigError(f"{field} {_hide_password(url)}: cannot open the study database "
+                          f"({type(err).__name__}: {str(err).splitlines()[0]}); allowed: a "
+                          f"database server reachable from here, or leave it out for a journal "
+                          f"file in the search folder") from None
 
 
 def _hide_password(url: str) -> str:
-    head, sep, tail = url.partition("@")
+    head, sep, tail = url.rpartition("@")
     if not sep or ":" not in head.split("//", 1)[-1]:
         return url
     scheme, _, cred = head.partition("//")
@@ -121,20 +151,23 @@ def recover_stale(study: optuna.Study, storage, local: bool) -> int:
     Local storage (the search holds its folder's lock): every running trial is stale. Shared
     database: only trials of dead processes on this host (Optuna's heartbeat fails the others).
     """
-    host = socket.gethostname()
-    stale = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        who = t.user_attrs.get("worker", "")
-        whost, _, pid = who.partition(":")
-        if local or (whost == host and pid.isdigit() and not _alive(int(pid))):
-            stale.append(t)
+    stale = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+             if local or _dead_here(t)]
     for t in stale:
+        storage.set_trial_user_attr(t._trial_id, LOST, True)  # `finished` does not count it
         storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-        if t.params:
-            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
-        log.warning("trial %d of worker %s did not finish; queued again", t.number,
-                    t.user_attrs.get("worker", "?"))
+        point = t.params or t.system_attrs.get("fixed_params")  # or a queued point not asked yet
+        if point:
+            study.enqueue_trial(point, user_attrs={"retry_of": t.number})
+        log.warning("trial %d of worker %s did not finish; %s", t.number,
+                    t.user_attrs.get("worker", "?"), "queued again" if point else "not counted")
     return len(stale)
+
+
+def _dead_here(trial: FrozenTrial) -> bool:
+    """Was the trial started by a process of this host that is gone?"""
+    host, _, pid = trial.user_attrs.get("worker", "").partition(":")
+    return host == socket.gethostname() and pid.isdigit() and not _alive(int(pid))
 
 
 def _alive(pid: int) -> bool:
@@ -179,7 +212,6 @@ def make_objective(ctx: SearchContext) -> Callable[[optuna.Trial], tuple[float, 
     """The trial function: point -> plan -> candidate (FINN when promising) -> objectives."""
 
     def objective(trial: optuna.Trial) -> tuple[float, float, float]:
-        trial.set_user_attr("worker", worker_id())
         choices = ctx.space.suggest(trial)
         plan = ctx.space.plan(choices)
         trial.set_user_attr("digest", plan.digest())
@@ -217,22 +249,50 @@ class StudyJob(BaseModel):
     seed: int
 
 
-def optimize(ctx: SearchContext, job: StudyJob, worker: int,
-             callback: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> None:
-    """Run trials in this process until the study holds `job.trials` completed trials; a trial
-    that fails with a user-facing error is recorded as failed (at most `job.trials` of them)."""
-    from optuna.study import MaxTrialsCallback
+def optimize(ctx: SearchContext, job: StudyJob, worker: int) -> None:
+    """Run trials in this process until the study counts `job.trials` (see `counted`); a trial
+    that fails with a user-facing error is recorded as failed (and counts). Each trial is
+    counted and started under the state folder's trial lock, so two workers of this machine
+    never both take the last one."""
+    study = load_study(open_storage(job.storage_url, job.state_dir), job.study_name,
+                       job.population, job.seed + 1000 * worker)
+    objective = make_objective(ctx)
+    while True:
+        with open(job.state_dir / TRIAL_LOCK, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            if counted(study) >= job.trials:
+                return
+            study.optimize(_started(objective, lock), n_trials=1, catch=(DensiflowError,),
+                           gc_after_trial=True)
 
-    storage = open_storage(job.storage_url, job.state_dir)
-    study = load_study(storage, job.study_name, job.population, job.seed + 1000 * worker)
-    if len(complete(study)) >= job.trials:
-        return
-    callbacks = [MaxTrialsCallback(job.trials, states=(TrialState.COMPLETE,)),
-                 MaxTrialsCallback(job.trials, states=(TrialState.FAIL,))]
-    if callback is not None:
-        callbacks.append(callback)
-    study.optimize(make_objective(ctx), callbacks=callbacks, catch=(DensiflowError,),
-                   gc_after_trial=True)
+
+def _started(objective: Callable[[optuna.Trial], tuple[float, float, float]],
+             lock) -> Callable[[optuna.Trial], tuple[float, float, float]]:
+    """The objective, first naming this worker on the trial Optuna started and closing `lock`
+    (the trial is running now, so other workers count it)."""
+
+    def run(trial: optuna.Trial) -> tuple[float, float, float]:
+        trial.set_user_attr("worker", worker_id())
+        lock.close()
+        return objective(trial)
+
+    return run
+
+
+def finished(study: optuna.Study) -> int:
+    """The trials that count as done: complete, pruned or failed, less the failed ones of dead
+    workers (marked lost by `recover_stale`, or retried after the database's heartbeat)."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.system_attrs.get("failed_trial") for t in trials}
+    return sum(t.state in FINISHED and not (t.state == TrialState.FAIL and (
+        t.user_attrs.get(LOST) or t.number in retried)) for t in trials)
+
+
+def counted(study: optuna.Study) -> int:
+    """Finished trials plus those running in live workers (a running trial of a dead process
+    on this host does not count: it is failed and queued again at the next start)."""
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return finished(study) + sum(not _dead_here(t) for t in running)
 
 
 def _die_with_parent() -> None:
@@ -274,7 +334,7 @@ def run_workers(job: StudyJob, workers: int, progress: Progress | None,
                     reported.add(i)
                     log.warning("search worker %d (pid %d) ended with code %s; see %s", i, p.pid,
                                 p.returncode, logs / f"worker-{i}.log")
-            done = min(len(complete(study)), job.trials)
+            done = min(finished(study), job.trials)
             if progress is not None and done != shown:
                 shown = done
                 progress(SearchProgress("trials", done, job.trials))
