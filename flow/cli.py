@@ -33,7 +33,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     from flow.report import print_summary, read_summary
 
     recipe = load_recipe(args.recipe)
-    run_recipe(recipe, Path(args.out), fresh=args.fresh, from_step=args.from_step)
+    run_recipe(recipe, _out_root(args), fresh=args.fresh, from_step=args.from_step)
     run_dir = Path(args.out) / recipe.name
     print_summary(read_summary(run_dir), console)
     console.print(f"artefacts: {run_dir}", markup=False)
@@ -44,7 +44,7 @@ def cmd_estimate(args: argparse.Namespace) -> None:
     from flow.synth import synth_cache
     from hw_models.cache import usable_cache_dir
 
-    work = Path(args.out) / "estimate" / Path(args.model).stem
+    work = _out_root(args) / "estimate" / Path(args.model).stem
     if args.synth:  # before the FINN build, not after it
         usable_cache_dir(synth_cache(Path(args.out)), "DENSIFLOW_SYNTH_CACHE")
     try:
@@ -117,6 +117,7 @@ def cmd_search(args: argparse.Namespace) -> None:
     from flow.config import load_recipe
     from flow.search import run_search
 
+    out = _out_root(args)
     recipe = load_recipe(args.recipe)
     with Progress(console=console, transient=True) as bar:
         tasks: dict[str, int] = {}
@@ -127,7 +128,7 @@ def cmd_search(args: argparse.Namespace) -> None:
             bar.update(tasks[event.stage], completed=event.done, total=event.total or None,
                        description=f"{event.stage} {event.note}".strip())
 
-        outcome = run_search(recipe, Path(args.out), args.workers, args.storage, progress)
+        outcome = run_search(recipe, out, args.workers, args.storage, progress)
     point = outcome.chosen_point
     console.print(f"chosen plan: {point.plan_file}\nrun it: densiflow run {point.recipe_file}\n"
                   f"report: {outcome.report}", markup=False)
@@ -185,11 +186,12 @@ def cmd_hil(args: argparse.Namespace) -> None:
 def cmd_compare(args: argparse.Namespace) -> None:
     from flow.compare import mixed, print_comparison, rows_of, unique_runs, write_comparison
 
+    out = _out_root(args)
     rows = [row for path in unique_runs(args.runs) for row in rows_of(path)]
     for note in mixed(rows):
         console.print(Text("warning: ", style="yellow") + Text(note))
     print_comparison(rows, console)
-    paths = write_comparison(rows, Path(args.out))
+    paths = write_comparison(rows, out)
     console.print(f"table: {paths['csv']}  plot: {paths['png']}", markup=False)
 
 
@@ -426,6 +428,14 @@ def _setup_logging(verbose: bool) -> None:
                         handlers=[handler], force=True)
     for noisy in ("matplotlib", "PIL", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _out_root(args: argparse.Namespace) -> Path:
+    """--out, refused (one line) where it lies inside a run folder."""
+    from flow.rundir import check_output_root
+
+    check_output_root(Path(args.out))
+    return Path(args.out)
 
 
 def _error(message: str, status: int) -> int:

@@ -21,10 +21,20 @@ import yaml
 from flow.config import Recipe
 from flow.errors import ConfigError
 from flow.io import atomic_write_text
+from flow.methods.params import SearchParams
 from flow.run import Run
 from flow.rundir import RunFolder, StepRecord, check_output_root
+from flow.search.study import check_start
 from flow.steps import STEP_FUNCTIONS
-from flow.steptable import STEP_NAMES, STEPS, StepSpec, step_folder, step_inputs, step_status
+from flow.steptable import (
+    METHOD_STATE,
+    STEP_NAMES,
+    STEPS,
+    StepSpec,
+    step_folder,
+    step_inputs,
+    step_status,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +76,16 @@ def run_recipe(recipe: Recipe, out_root: Path = Path("build/out"), fresh: bool =
             run.folder.set_redo_from(STEP_NAMES[0] if fresh else from_step)
         atomic_write_text(path / "recipe.yaml",
                           yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+        _check_method_state(run)
         return _run_steps(run)
+
+
+def _check_method_state(run: Run) -> None:
+    """A search's journal or database, checked before the baseline trains when the plan step
+    will run (flow.search.study.check_start)."""
+    method = run.recipe.method
+    if isinstance(method, SearchParams) and step_status(run.folder, run.recipe)["plan"] is None:
+        check_start(method.storage, run.dir / METHOD_STATE, "method.storage")
 
 
 def _run_steps(run: Run) -> dict[str, StepRecord]:

@@ -24,7 +24,7 @@ from flow.results import (
     SynthStepResult,
 )
 from flow.run import Run
-from flow.steptable import STEP_NAMES
+from flow.steptable import METHOD_STATE, STEP_NAMES
 from flow.train import TrainConfig, accuracy, train
 
 StepFunction = Callable[[Run, Path], BaseModel]
@@ -67,7 +67,7 @@ def plan(run: Run, out: Path) -> PlanResult:
     ctx = MethodContext(
         arch=run.arch, data=run.data, float_model=run.float_model(),
         qat=_train_cfg(recipe.qat, recipe.data.seed), min_bits=recipe.hardware.min_weight_bits,
-        seed=recipe.data.seed, recipe=recipe, state_dir=run.folder.own_dir("method_state"),
+        seed=recipe.data.seed, recipe=recipe, state_dir=run.folder.own_dir(METHOD_STATE),
     )
     output = get_method(recipe.method.name)(ctx, recipe.method, out)
     run.arch.check_plan(output.plan)

@@ -34,6 +34,7 @@ STEPS: tuple[StepSpec, ...] = (
     StepSpec("report", ()),
 )
 STEP_NAMES: tuple[str, ...] = tuple(s.name for s in STEPS)
+METHOD_STATE = "method_state"  # the plan step's state that outlives an interrupted step
 
 
 def step_folder(step: str) -> str:

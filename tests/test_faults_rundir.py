@@ -415,3 +415,14 @@ def test_sigterm_cleans_up_as_ctrl_c_does(tmp_path):
     assert proc.returncode == 130, out
     assert marker.read_text() == "yes"
     assert "interrupted" in out and "Traceback" not in out
+
+
+@pytest.mark.parametrize("command", [["estimate", "model.onnx"], ["search", "recipe.yaml"],
+                                     ["compare", "RUN"]])
+def test_every_out_inside_a_run_folder_is_refused(tmp_path, capsys, command):
+    """--out of estimate, search and compare inside a run folder is refused before any work."""
+    run = RunFolder.create_or_open(tmp_path / "tiny", "tiny")
+    inside = run.path / STEPS_DIR
+    assert main([*command, "--out", str(inside)]) == 2
+    assert "lies inside the run folder" in error_text(capsys)
+    assert sorted(p.name for p in run.path.iterdir()) == [MARK]

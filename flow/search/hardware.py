@@ -35,7 +35,7 @@ from hw_models.cost import (
 )
 from hw_models.folding import link_resources
 from hw_models.resources import Resources, ResourceSource
-from hw_models.rules import MIN_RTL_BITS
+from hw_models.rules import MIN_RTL_BITS, divisors
 
 MVAU_WWIDTH_MAX = 36  # SetFolding's default cap on SIMD x weight bits
 
@@ -55,10 +55,6 @@ class HwFigures(BaseModel):
     def lut_bram18(self) -> float:
         """LUTs + BRAM18s, the search's resource objective."""
         return self.resources.lut + self.resources.bram18
-
-
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
 
 
 def plan_layers(arch: Architecture, plan: CompressionPlan, pixel_bits: int,
@@ -102,7 +98,7 @@ def plan_layers(arch: Architecture, plan: CompressionPlan, pixel_bits: int,
 
 def _smallest(layer: Layer, field: str, n: int, target: int) -> Layer:
     """The layer with `field` at the smallest divisor of n meeting the target (else n)."""
-    for d in _divisors(n):
+    for d in divisors(n):
         folded = layer.model_copy(update={field: d})
         if layer_cycles(folded) <= target:
             return folded
@@ -113,7 +109,7 @@ def _setfolding_mvau_cycles(x: MvauLayer, target: int) -> int:
     """Cycles of FINN's SetFolding choice for an MVAU: SIMD up while the weights per PE stay
     within MVAU_WWIDTH_MAX bits, then PE up, until the target is met."""
     simd = 1
-    for s in _divisors(x.mw):
+    for s in divisors(x.mw):
         fast = layer_cycles(x.model_copy(update={"simd": s})) <= target
         if not fast and s * x.weight_bits > MVAU_WWIDTH_MAX:
             break
