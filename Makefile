@@ -35,7 +35,7 @@ bench: venv
 
 # the README's measured figures, regenerated from the runs' summaries (runs the recipes if needed)
 figures: venv
-	$(PY) -m flow.figures
+	$(PY) -m flow.report.figures
 
 clean:
 	rm -rf build/out build/bench

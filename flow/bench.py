@@ -27,12 +27,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from flow.config import load_recipe
-from flow.io import atomic_write_json, remove_tree
+from flow.core.io import atomic_write_json, remove_tree
 from flow.pipeline import run_recipe
-from flow.run import Run
-from flow.rundir import RunFolder
-from flow.steptable import STEP_NAMES
+from flow.recipe.config import load_recipe
+from flow.run.folder import RunFolder
+from flow.run.run import Run
+from flow.run.table import STEP_NAMES
 
 OUT = Path("build/bench")
 RECIPE = Path("build/digits.yaml")
@@ -108,8 +108,8 @@ def bench_synth() -> dict:
 
 def bench_hil() -> dict:
     """HIL frames per wall second on the whole test split, beside the direct simulation."""
-    from flow.hil import HilOptions, artefact_hashes, read_token, run_hil, start_agent
-    from flow.hil_run import deployment_folder, golden, token_file
+    from flow.hil.client import HilOptions, artefact_hashes, read_token, run_hil, start_agent
+    from flow.hil.wiring import deployment_folder, golden, token_file
     from hw_models.rtlsim import load_simulator, run_frames
 
     run = _default_run(Path("build/out"))

@@ -19,8 +19,8 @@ from rich.console import Console  # noqa: E402
 from rich.logging import RichHandler  # noqa: E402
 from rich.text import Text  # noqa: E402
 
-from flow.errors import DensiflowError, FileSystemError  # noqa: E402
-from flow.io import os_error_line  # noqa: E402
+from flow.core.errors import DensiflowError, FileSystemError  # noqa: E402
+from flow.core.io import os_error_line  # noqa: E402
 from hw_models.errors import HardwareError  # noqa: E402
 from hw_models.rules import DEFAULT_FIFO_DEPTH, MAX_FIFO_DEPTH, MIN_FIFO_DEPTH  # noqa: E402
 
@@ -28,9 +28,9 @@ console = Console(width=None if sys.stdout.isatty() else 140)  # logs and CI get
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from flow.config import load_recipe
     from flow.pipeline import run_recipe
-    from flow.report import print_summary, read_summary
+    from flow.recipe.config import load_recipe
+    from flow.report.summary import print_summary, read_summary
 
     recipe = load_recipe(args.recipe)
     run_recipe(recipe, _out_root(args), fresh=args.fresh, from_step=args.from_step)
@@ -41,7 +41,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 def cmd_estimate(args: argparse.Namespace) -> None:
     from flow.finn import InputDtypeError, estimate_qonnx
-    from flow.synth import synth_cache
+    from flow.sim.synth import synth_cache
     from hw_models.cache import usable_cache_dir
 
     work = _out_root(args) / "estimate" / Path(args.model).stem
@@ -60,8 +60,8 @@ def cmd_estimate(args: argparse.Namespace) -> None:
 
 
 def _synthesise(build, out: Path, cache: Path) -> None:
-    from flow.progress import progress_bar
-    from flow.synth import summary_line, synthesise_build
+    from flow.core.progress import progress_bar
+    from flow.sim.synth import summary_line, synthesise_build
 
     with progress_bar("Yosys") as update:
         result = synthesise_build(build, out, cache,
@@ -79,10 +79,10 @@ def cmd_synth(args: argparse.Namespace) -> None:
 
 def _open_run(path: str, step: str):
     """A Run over an existing run folder whose `step` has finished (else a clear error)."""
-    from flow.config import load_recipe
-    from flow.errors import ConfigError, RunFolderError
-    from flow.run import Run
-    from flow.rundir import RunFolder
+    from flow.core.errors import ConfigError, RunFolderError
+    from flow.recipe.config import load_recipe
+    from flow.run.folder import RunFolder
+    from flow.run.run import Run
 
     folder = RunFolder.open(Path(path))
     try:
@@ -99,8 +99,8 @@ def _open_run(path: str, step: str):
 
 
 def cmd_simulate(args: argparse.Namespace) -> None:
-    from flow.simulate_check import check_simulation
-    from flow.simulations import simulate_again
+    from flow.sim.simulate_check import check_simulation
+    from flow.sim.simulations import simulate_again
 
     run = _open_run(args.run, "finn")
     with run.folder.lock():
@@ -114,7 +114,7 @@ def cmd_simulate(args: argparse.Namespace) -> None:
 def cmd_search(args: argparse.Namespace) -> None:
     from rich.progress import Progress
 
-    from flow.config import load_recipe
+    from flow.recipe.config import load_recipe
     from flow.search import run_search
 
     out = _out_root(args)
@@ -136,7 +136,7 @@ def cmd_search(args: argparse.Namespace) -> None:
 
 def cmd_deploy(args: argparse.Namespace) -> None:
     from flow.pipeline import run_recipe
-    from flow.report import read_summary, summary_lines
+    from flow.report.summary import read_summary, summary_lines
 
     run = _open_run(args.run, "finn")
     run_recipe(run.recipe, run.dir.parent, from_step="deploy")
@@ -146,8 +146,8 @@ def cmd_deploy(args: argparse.Namespace) -> None:
 
 
 def cmd_agent(args: argparse.Namespace) -> None:
-    from flow.hil import serve_run
-    from flow.hil_run import deployment_folder, token_file
+    from flow.hil.client import serve_run
+    from flow.hil.wiring import deployment_folder, token_file
 
     run = _open_run(args.run, "deploy")
 
@@ -163,9 +163,9 @@ def cmd_agent(args: argparse.Namespace) -> None:
 def cmd_hil(args: argparse.Namespace) -> None:
     from rich.progress import Progress
 
-    from flow.hil import HilOptions
-    from flow.hil_run import check_bit_exact, token_file, validate_hil
-    from flow.report import add_hil
+    from flow.hil.client import HilOptions
+    from flow.hil.wiring import check_bit_exact, token_file, verify_hil
+    from flow.report.summary import add_hil
 
     run = _open_run(args.run, "deploy")
     options = HilOptions(batch_size=args.batch_size, timeout_s=args.timeout, fresh=args.fresh)
@@ -177,14 +177,14 @@ def cmd_hil(args: argparse.Namespace) -> None:
         def progress(event) -> None:
             bar.update(task, completed=event.frames_done, total=event.frames_total)
 
-        result = validate_hil(run, args.target, token, options, progress)
+        result = verify_hil(run, args.target, token, options, progress)
         add_hil(run.dir, result)
     check_bit_exact(result)
     console.print(result.summary_line(), markup=False)
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from flow.compare import mixed, print_comparison, rows_of, unique_runs, write_comparison
+    from flow.report.compare import mixed, print_comparison, rows_of, unique_runs, write_comparison
 
     out = _out_root(args)
     rows = [row for path in unique_runs(args.runs) for row in rows_of(path)]
@@ -298,7 +298,7 @@ def fifo_depth(text: str) -> int:
 
 
 def _add_run(sub) -> None:
-    from flow.steptable import STEP_NAMES
+    from flow.run.table import STEP_NAMES
 
     r = sub.add_parser("run", help="run a recipe: train, compress, export, FINN build, simulate, "
                                    "deploy, report (resumable)")
@@ -432,7 +432,7 @@ def _setup_logging(verbose: bool) -> None:
 
 def _out_root(args: argparse.Namespace) -> Path:
     """--out, refused (one line) where it lies inside a run folder."""
-    from flow.rundir import check_output_root
+    from flow.run.folder import check_output_root
 
     check_output_root(Path(args.out))
     return Path(args.out)

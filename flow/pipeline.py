@@ -1,7 +1,7 @@
 """`densiflow run`: the recipe as an ordered list of named steps over one run folder.
 
 Each step reads what earlier steps saved (checked against the checksums they recorded) and
-writes its artefacts and typed result into its own folder (flow.rundir). A step is reused when
+writes its artefacts and typed result into its own folder (flow.run.folder). A step is reused when
 it finished with the same recipe sections and the same upstream step; otherwise it is redone,
 and the steps after it with it. The previous result of a step stays until its successor is
 complete. Everything a recipe can get wrong is checked before anything on disk changes.
@@ -18,15 +18,13 @@ from pathlib import Path
 
 import yaml
 
-from flow.config import Recipe
-from flow.errors import ConfigError
-from flow.io import atomic_write_text
+from flow.core.errors import ConfigError
+from flow.core.io import atomic_write_text
 from flow.methods.params import SearchParams
-from flow.run import Run
-from flow.rundir import RunFolder, StepRecord, check_output_root
-from flow.search.study import check_start
-from flow.steps import STEP_FUNCTIONS
-from flow.steptable import (
+from flow.recipe.config import Recipe
+from flow.run.folder import RunFolder, StepRecord, check_output_root
+from flow.run.run import Run
+from flow.run.table import (
     METHOD_STATE,
     STEP_NAMES,
     STEPS,
@@ -35,6 +33,8 @@ from flow.steptable import (
     step_inputs,
     step_status,
 )
+from flow.search.study import check_start
+from flow.steps import STEP_FUNCTIONS
 
 log = logging.getLogger(__name__)
 

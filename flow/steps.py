@@ -1,6 +1,6 @@
 """The bodies of the run's steps: each reads checked artefacts of earlier steps through `Run`,
-writes its own into `out` and returns its typed result (flow.results). Each is registered under
-its name in flow.steptable's STEPS; a name not in the table, or registered twice, is an error."""
+writes its own into `out` and returns its typed result (flow.run.results). Each is registered under
+its name in flow.run.table's STEPS; a name not in the table, or registered twice, is an error."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -10,9 +10,10 @@ import torch
 from pydantic import BaseModel
 
 from flow.methods.base import MethodContext, get_method
-from flow.metrics import performance_density, plan_metrics
+from flow.ml.metrics import performance_density, plan_metrics
+from flow.ml.train import TrainConfig, accuracy, train
 from flow.models import build_float, build_quant, qat_model
-from flow.results import (
+from flow.run.results import (
     BaselineResult,
     DeployStepResult,
     ExportResult,
@@ -23,9 +24,8 @@ from flow.results import (
     SimulateResult,
     SynthStepResult,
 )
-from flow.run import Run
-from flow.steptable import METHOD_STATE, STEP_NAMES
-from flow.train import TrainConfig, accuracy, train
+from flow.run.run import Run
+from flow.run.table import METHOD_STATE, STEP_NAMES
 
 StepFunction = Callable[[Run, Path], BaseModel]
 STEP_FUNCTIONS: dict[str, StepFunction] = {}
@@ -100,7 +100,7 @@ def qat(run: Run, out: Path) -> QatResult:
 @step("export")
 def export(run: Run, out: Path) -> ExportResult:
     """Export the fine-tuned network to QONNX and check it against PyTorch."""
-    from flow.export import export_model, verify_export
+    from flow.ml.export import export_model, verify_export
 
     d, model = run.data, run.quant_model()
     qmodel = export_model(model, d.in_shape, d.input_bits, out / "model.qonnx.onnx")
@@ -112,7 +112,7 @@ def finn(run: Run, out: Path) -> FinnResult:
     """FINN dataflow build and estimates; the HW layers are checked against QONNX on test frames."""
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from flow.finn_recipe import build_for_recipe
+    from flow.finn.recipe_build import build_for_recipe
 
     qonnx_path = run.artefact("export", "model.qonnx.onnx")
     build = build_for_recipe(ModelWrapper(str(qonnx_path)), run.recipe, out, str(qonnx_path),
@@ -124,20 +124,20 @@ def finn(run: Run, out: Path) -> FinnResult:
 @step("simulate")
 def simulate(run: Run, out: Path) -> SimulateResult:
     """Verilator simulation of the generated RTL on the test split, bit-exact or an error."""
-    from flow.validate import validate_run
+    from flow.sim.verify import verify_run
 
     sim = run.recipe.simulate
     if not sim.enabled:
         return SimulateResult(skipped="simulate.enabled is false")
-    return SimulateResult(validation=validate_run(run, out, sim.frames, sim.backpressure,
+    return SimulateResult(validation=verify_run(run, out, sim.frames, sim.backpressure,
                                                   sim.min_agreement))
 
 
 @step("synth")
 def synth(run: Run, out: Path) -> SynthStepResult:
     """Yosys synthesis of every node of the FINN build (hardware.synth: yosys)."""
-    from flow.progress import progress_bar
-    from flow.synth import synthesise_build
+    from flow.core.progress import progress_bar
+    from flow.sim.synth import synthesise_build
 
     if run.recipe.hardware.synth == "none":
         return SynthStepResult(skipped="hardware.synth is none")
@@ -153,8 +153,8 @@ def deploy(run: Run, out: Path) -> DeployStepResult:
     to build it, driver, test vectors, stitched RTL, and the HIL agent for both backends."""
     from flow.finn.deploy import deploy as deploy_folder
     from flow.finn.deploy import refresh_manifest
-    from flow.hil_run import DEPLOYMENT, make_servable
-    from flow.train import predict
+    from flow.hil.wiring import DEPLOYMENT, make_servable
+    from flow.ml.train import predict
 
     cfg = run.recipe.deploy
     if not cfg.enabled:
@@ -171,8 +171,8 @@ def deploy(run: Run, out: Path) -> DeployStepResult:
 @step("report")
 def report(run: Run, out: Path) -> ReportResult:
     """summary.json in the run folder (the terminal table is printed by the CLI)."""
-    from flow.html_report import write_run_report
-    from flow.report import build_summary, write_summary
+    from flow.report.html import write_run_report
+    from flow.report.summary import build_summary, write_summary
 
     path = write_summary(run.dir, build_summary(run))
     html = write_run_report(run.dir)

@@ -47,10 +47,10 @@ def bit_exact_run(tmp_path, monkeypatch, rtlsim_cache):
     """Runs a recipe (a dict with `simulate.frames`) through the whole flow, checks the RTL
     simulation bit-exact against FINN's execution and equal to PyTorch's classes, and returns
     the run's compression plan."""
-    from flow.config import parse_recipe
     from flow.pipeline import run_recipe
-    from flow.plan import CompressionPlan
-    from flow.results import SimulateResult
+    from flow.recipe.config import parse_recipe
+    from flow.recipe.plan import CompressionPlan
+    from flow.run.results import SimulateResult
 
     def run(data: dict):
         monkeypatch.setenv("DENSIFLOW_RTLSIM_CACHE", str(rtlsim_cache))

@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flow.config import parse_recipe
-from flow.data import load_dataset
 from flow.methods.base import MethodContext
+from flow.ml.data import load_dataset
+from flow.ml.train import TrainConfig, train
 from flow.models import build_float, get_architecture
-from flow.train import TrainConfig, train
+from flow.recipe.config import parse_recipe
 
 
 def method_context(limit: int, float_epochs: int, recipe: dict | None = None) -> MethodContext:

@@ -8,14 +8,14 @@ import pytest
 from helpers import method_context
 from pydantic import ValidationError
 
-from flow.config import parse_recipe
-from flow.errors import ConfigError
+from flow.core.errors import ConfigError
 from flow.importance.pruning import structured_keep
 from flow.methods.aqp import make_plan as aqp_make_plan
 from flow.methods.aqp.report import AqpClaimCheck, AqpRow, AqpTable, claim_check
 from flow.methods.base import get_method
 from flow.methods.params import AqpParams
-from flow.plan import CompressionPlan
+from flow.recipe.config import parse_recipe
+from flow.recipe.plan import CompressionPlan
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

@@ -2,7 +2,7 @@
 import pytest
 
 from flow.cli import main
-from flow.rundir import RunFolder
+from flow.run.folder import RunFolder
 
 
 def test_missing_recipe(capsys):

@@ -1,10 +1,10 @@
 """The recipe is checked whole when it is loaded: every field, method parameters included."""
 import pytest
 
-from flow.config import load_recipe, parse_recipe
-from flow.errors import ConfigError
+from flow.core.errors import ConfigError
 from flow.methods.params import AqpParams, UniformParams
-from flow.plan import CompressionPlan
+from flow.recipe.config import load_recipe, parse_recipe
+from flow.recipe.plan import CompressionPlan
 
 
 def test_default_recipe_loads():
@@ -106,8 +106,8 @@ def test_yaml_errors_keep_the_file_line_and_caret(tmp_path):
 
 def test_synthetic_images_take_the_recipes_shape(tmp_path):
     """cnv takes 3 x 32 x 32 images: a synthetic set of that shape feeds it (default 1 x 8 x 8)."""
-    from flow.run import Run
-    from flow.rundir import RunFolder
+    from flow.run.folder import RunFolder
+    from flow.run.run import Run
 
     recipe = parse_recipe({"name": "c", "data": {"dataset": "synthetic", "shape": [3, 32, 32],
                                                  "limit": 20}, "model": {"arch": "cnv"}})

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from flow.config import parse_recipe
-from flow.errors import ConfigError
+from flow.core.errors import ConfigError
 from flow.models import build_float
 from flow.models.custom import architecture_from_module, register
+from flow.recipe.config import parse_recipe
 
 
 class UserNet(nn.Module):
@@ -111,7 +111,7 @@ def test_users_network_compressed_by_aqp_simulates_bit_exactly(bit_exact_run):
 @pytest.mark.slow
 def test_users_network_in_the_search(tmp_path):
     """The search's space follows the user's layers, and its chosen plan is runnable as a recipe."""
-    from flow.config import load_recipe
+    from flow.recipe.config import load_recipe
     from flow.search.runner import run_search
 
     recipe = parse_recipe(user_recipe(

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from flow.data import (
+from flow.core.errors import ConfigError, DataError, DensiflowError
+from flow.ml.data import (
     CIFAR_FILES,
     MNIST_FILES,
     Dataset,
@@ -23,7 +24,6 @@ from flow.data import (
     read_idx,
     stratified_split,
 )
-from flow.errors import ConfigError, DataError, DensiflowError
 
 MNIST_NAMES = [f for pair in MNIST_FILES.values() for f in pair]
 

@@ -450,7 +450,7 @@ def test_vivado_is_the_reference_of_the_summary(build):
     from types import SimpleNamespace
 
     from flow.finn.vivado import VivadoFigures
-    from flow.report import _hardware, vivado_line, vivado_summary
+    from flow.report.summary import _hardware, vivado_line, vivado_summary
     from hw_models.fit import fit
     from hw_models.resources import ResourceSource
 

@@ -11,8 +11,7 @@ import torch
 from helpers import method_context
 from torch import nn
 
-from flow.config import parse_recipe
-from flow.errors import ConfigError
+from flow.core.errors import ConfigError
 from flow.methods.dfq.bilevel import (
     _alpha_step,
     discrete_weights,
@@ -26,9 +25,10 @@ from flow.methods.dfq.bilevel import (
 )
 from flow.methods.dfq.report import DfqEpoch, DfqRow, DfqSearch, DfqTable, claim_checks, run_report
 from flow.methods.params import DfqParams
+from flow.ml.train import predict
 from flow.models.quantizers import BitMixture, expected_cost, fake_quant_weight
-from flow.plan import CompressionPlan
-from flow.train import predict
+from flow.recipe.config import parse_recipe
+from flow.recipe.plan import CompressionPlan
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

@@ -30,8 +30,8 @@ from types import SimpleNamespace
 import pytest
 from hil_deployment import BATCH, CLOCK_MHZ, N_BATCHES, N_FRAMES, Deployment, build_deployment
 
-from flow.errors import JournalError
-from flow.hil import (
+from flow.core.errors import JournalError
+from flow.hil.client import (
     AgentConnection,
     BatchRecord,
     HilError,
@@ -141,8 +141,8 @@ def test_impostor_without_the_token_is_refused(dep, tmp_path):
 def make_run(root: Path, dep: Deployment, bitfile: bytes | None = None) -> Path:
     """RUN with recipe.yaml, empty finn/simulate records, the deploy step's deployment folder
     (with a bitfile if given) and RUN/hil/token = the deployment's token."""
-    from flow.rundir import RunFolder, StepRecord
-    from flow.steptable import step_folder
+    from flow.run.folder import RunFolder, StepRecord
+    from flow.run.table import step_folder
 
     folder = RunFolder.create_or_open(root / RUN_NAME, RUN_NAME)
     recipe = (ROOT / "build" / "digits.yaml").read_text().replace("name: digits",
@@ -171,7 +171,7 @@ def stand_in_run(dep, tmp_path, monkeypatch):
     """The stand-in run; `densiflow hil` in this process takes its golden set from dep and the
     estimates from a stand-in FINN build."""
     from flow import hil_run
-    from flow.run import Run
+    from flow.run.run import Run
 
     monkeypatch.setattr(hil_run, "golden", lambda run: dep.golden)
     monkeypatch.setattr(Run, "finn_build", lambda self: SimpleNamespace(
@@ -210,7 +210,7 @@ def test_a_forged_bitfile_is_refused(dep, tmp_path, monkeypatch, cli, capsys):
     replacement and reports its true hash, which the folder's copy matches: still refused,
     because the client checks its copy against the deploy step's recorded checksum."""
     from flow import hil_run
-    from flow.run import Run
+    from flow.run.run import Run
 
     monkeypatch.setattr(hil_run, "golden", lambda run: dep.golden)
     monkeypatch.setattr(Run, "finn_build", lambda self: SimpleNamespace(

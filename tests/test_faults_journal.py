@@ -16,8 +16,8 @@ from optuna.trial import TrialState
 from rich.console import Console
 
 from flow import cli
-from flow.config import parse_recipe
-from flow.errors import ConfigError, DensiflowError, JournalError
+from flow.core.errors import ConfigError, DensiflowError, JournalError
+from flow.recipe.config import parse_recipe
 from flow.search import run_search
 from flow.search import study as study_mod
 from flow.search.study import StudyJob, load_study, open_storage, optimize, recover_stale, worker_id

@@ -6,10 +6,10 @@ import pytest
 import yaml
 
 from flow.cli import main
-from flow.config import load_recipe
-from flow.errors import ArtefactError, ConfigError
+from flow.core.errors import ArtefactError, ConfigError
 from flow.models import get_architecture
-from flow.report import (
+from flow.recipe.config import load_recipe
+from flow.report.summary import (
     AccuracyByStage,
     HardwareSummary,
     Memory,
@@ -17,7 +17,7 @@ from flow.report import (
     read_summary,
     write_summary,
 )
-from flow.rundir import RunFolder
+from flow.run.folder import RunFolder
 from hw_models.resources import Resources, ResourceSource
 
 ARCH = get_architecture("digits_cnn")
@@ -141,7 +141,7 @@ def test_a_written_summary_reads_back(run_dir):
 ])
 def test_compare_refuses_another_version_and_a_hand_edit(run_dir, capsys, changes, message):
     """Both were compared without a word."""
-    from flow.compare import rows_of
+    from flow.report.compare import rows_of
 
     _edit_summary(run_dir, **changes)
     with pytest.raises(ArtefactError) as err:
@@ -160,7 +160,7 @@ def test_a_summary_without_its_checksum_is_refused(run_dir):
 
 
 def test_the_html_report_reads_checked_summaries_only(run_dir):
-    from flow.html_report import write_run_report
+    from flow.report.html import write_run_report
 
     _edit_summary(run_dir, performance_density=9999.0)
     with pytest.raises(ArtefactError, match="was changed after densiflow wrote it"):

@@ -271,11 +271,11 @@ def test_simulate_refuses_an_unbounded_backpressure_before_any_work(tmp_path, mo
                                                                     capsys, bp, refused):
     """Defect 8: --backpressure 0.999999999 --frames 1 ran for over 5 minutes."""
     import flow.cli
-    import flow.simulations
+    import flow.sim.simulations
 
     calls = []
     monkeypatch.setattr(flow.cli, "_open_run", lambda path, step: _fake_run(tmp_path))
-    monkeypatch.setattr(flow.simulations, "simulate_again",
+    monkeypatch.setattr(flow.sim.simulations, "simulate_again",
                         lambda run, n, p: calls.append((n, p)) or (tmp_path, []))
     code = flow.cli.main(["simulate", "RUN", "--frames", "1", "--backpressure", repr(bp)])
     out = capsys.readouterr().out
@@ -288,20 +288,20 @@ def test_simulate_refuses_an_unbounded_backpressure_before_any_work(tmp_path, mo
 
 def test_simulate_refuses_an_unusable_cache_before_any_work(tmp_path, monkeypatch, capsys):
     import flow.cli
-    import flow.simulations
+    import flow.sim.simulations
 
     run = _fake_run(tmp_path)
     run.rtlsim_cache.write_text("")
     monkeypatch.setenv("DENSIFLOW_RTLSIM_CACHE", str(run.rtlsim_cache))
     monkeypatch.setattr(flow.cli, "_open_run", lambda path, step: run)
-    monkeypatch.setattr(flow.simulations, "simulate_again", lambda *a: pytest.fail("ran"))
+    monkeypatch.setattr(flow.sim.simulations, "simulate_again", lambda *a: pytest.fail("ran"))
     assert flow.cli.main(["simulate", "RUN", "--frames", "1"]) == 2
     assert "$DENSIFLOW_RTLSIM_CACHE" in capsys.readouterr().out
 
 
 def test_simulation_names_are_exact():
     """Defect 8: backpressure 0.999999999 was written bp1 (the name of backpressure 1)."""
-    from flow.simulate_check import simulation_name
+    from flow.sim.simulate_check import simulation_name
 
     assert simulation_name(1, 0.999999999) == "frames1_bp0.999999999"
     assert simulation_name(5, 0.0) == "frames5_bp0" and simulation_name(5, 0.5) == "frames5_bp0.5"
@@ -311,11 +311,11 @@ def test_simulation_names_are_exact():
 
 
 def test_simulate_again_names_the_folder_exactly(tmp_path, monkeypatch):
-    import flow.simulations
+    import flow.sim.simulations
 
     result = SimpleNamespace(model_dump=lambda mode: {}, lines=lambda: [])
-    monkeypatch.setattr(flow.simulations, "validate_run", lambda *a: result)
+    monkeypatch.setattr(flow.sim.simulations, "verify_run", lambda *a: result)
     run = _fake_run(tmp_path)
     run.dir.mkdir()
-    out, _ = flow.simulations.simulate_again(run, 1, 0.999999999)
+    out, _ = flow.sim.simulations.simulate_again(run, 1, 0.999999999)
     assert out.name == "frames1_bp0.999999999"

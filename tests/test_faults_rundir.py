@@ -23,11 +23,11 @@ from pydantic import BaseModel
 
 import flow.pipeline as pipeline
 from flow.cli import main
-from flow.errors import FileSystemError, RunFolderError
+from flow.core.errors import FileSystemError, RunFolderError
+from flow.core.io import atomic_write_text, remove_tree
 from flow.finn.deploy import MARKER, _prepare_folder
-from flow.io import atomic_write_text, remove_tree
-from flow.rundir import MARK, STEPS_DIR, RunFolder, StepRecord
-from flow.steptable import STEP_NAMES, step_folder
+from flow.run.folder import MARK, STEPS_DIR, RunFolder, StepRecord
+from flow.run.table import STEP_NAMES, step_folder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,7 +71,7 @@ def out(tmp_path) -> Path:
 @pytest.fixture()
 def run_dir(light_steps, recipe, out) -> Path:
     """A finished run of the tiny recipe (light steps) at out/tiny."""
-    from flow.config import load_recipe
+    from flow.recipe.config import load_recipe
 
     pipeline.run_recipe(load_recipe(recipe), out)
     return out / "tiny"
@@ -125,7 +125,7 @@ def test_commit_never_deletes_through_a_link_out_of_the_run(run_dir, tmp_path):
 def test_link_to_another_runs_step_is_refused_and_that_step_kept(run_dir, light_steps,
                                                                   tmp_path, capsys):
     """Defect 1: a link to another run's step folder deleted that step."""
-    from flow.config import parse_recipe
+    from flow.recipe.config import parse_recipe
 
     pipeline.run_recipe(parse_recipe(dict(TINY, name="other")), run_dir.parent)
     other_step = (run_dir.parent / "other" / "09_report").resolve()
@@ -188,7 +188,7 @@ def test_out_inside_a_runs_steps_is_refused(run_dir, light_steps, tmp_path, caps
 
 def test_a_run_folder_inside_steps_survives_the_runs_cleaning(run_dir, recipe, light_steps):
     """Defect 4: a run folder an older densiflow made in OUT/tiny/.steps was deleted."""
-    from flow.config import load_recipe
+    from flow.recipe.config import load_recipe
 
     inner = run_dir / STEPS_DIR / "a"
     inner.mkdir()
@@ -312,7 +312,7 @@ def test_shared_lock_of_an_agent_refuses_an_exclusive_one(run_dir):
 def test_shared_lock_held_by_another_process(run_dir):
     holder = textwrap.dedent(f"""
         import sys
-        from flow.rundir import RunFolder
+        from flow.run.folder import RunFolder
         with RunFolder({str(run_dir)!r}).lock(shared=True):
             print("held", flush=True)
             sys.stdin.read()
@@ -354,9 +354,9 @@ def test_deployment_parts_that_are_links_are_unlinked_not_followed(tmp_path):
 
 
 def test_simulations_folder_that_is_a_link_is_refused(run_dir, tmp_path):
-    from flow.config import load_recipe
-    from flow.run import Run
-    from flow.simulations import simulate_again
+    from flow.recipe.config import load_recipe
+    from flow.run.run import Run
+    from flow.sim.simulations import simulate_again
 
     keep = precious(tmp_path)
     (run_dir / "simulations").symlink_to(keep)

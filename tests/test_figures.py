@@ -6,8 +6,12 @@ import json
 
 import pytest
 
-from flow.errors import ArtefactError
-from flow.figures import (
+from flow.core.errors import ArtefactError
+from flow.methods.aqp.report import AqpClaimCheck, AqpRow, AqpTable
+from flow.methods.dfq.report import DfqRow, DfqTable
+from flow.methods.qsparse.report import QsparseRow, QsparseTable
+from flow.methods.variant_estimate import FinnEstimate, rows_csv
+from flow.report.figures import (
     aqp_markdown,
     aqp_table,
     dfq_markdown,
@@ -15,10 +19,6 @@ from flow.figures import (
     qsparse_markdown,
     qsparse_table,
 )
-from flow.methods.aqp.report import AqpClaimCheck, AqpRow, AqpTable
-from flow.methods.dfq.report import DfqRow, DfqTable
-from flow.methods.qsparse.report import QsparseRow, QsparseTable
-from flow.methods.variant_estimate import FinnEstimate, rows_csv
 
 FINN = FinnEstimate(lut_finn_estimate=12345.4, bram18_finn_estimate=7.0, dsp_finn_estimate=0.0,
                     fps_finn_estimate=98765.6)

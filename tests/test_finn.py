@@ -19,7 +19,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
 from torch import nn
 
-from flow.errors import ConfigError, ModelError, VerificationError
+from flow.core.errors import ConfigError, ModelError, VerificationError
 from flow.finn import (
     LOG_FILE,
     RESULT_FILE,

@@ -35,8 +35,8 @@ from hil_deployment import (
     build_deployment,
 )
 
-from flow.errors import JournalError
-from flow.hil import (
+from flow.core.errors import JournalError
+from flow.hil.client import (
     AgentConnection,
     Estimate,
     Golden,
@@ -163,7 +163,7 @@ def test_agent_killed_mid_batch_then_resume(dep, tmp_path):
 CLIENT = textwrap.dedent("""
     import os, signal, sys
     import numpy as np
-    from flow.hil import Golden, HilOptions, read_token, run_hil
+    from flow.hil.client import Golden, HilOptions, read_token, run_hil
     target, token, data, journal, sha, at = sys.argv[1:]
     d = np.load(data)
     def progress(event):
@@ -444,7 +444,7 @@ def record(batch: int, frames: int = 4) -> dict:
 
 
 def test_journal_resumes_drops_torn_line_and_refuses_others(tmp_path):
-    from flow.hil import BatchRecord
+    from flow.hil.client import BatchRecord
 
     path = tmp_path / "j.jsonl"
     with Journal(path, header()) as j:

@@ -12,10 +12,10 @@ import pytest
 from helpers import skip_tier
 from test_search import tiny_recipe
 
-from flow.config import parse_recipe
-from flow.html_report import run_report_html, search_report_html
 from flow.pipeline import run_recipe
-from flow.report import Summary
+from flow.recipe.config import parse_recipe
+from flow.report.html import run_report_html, search_report_html
+from flow.report.summary import Summary
 from flow.search import run_search
 
 pytestmark = pytest.mark.slow

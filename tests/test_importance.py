@@ -11,8 +11,7 @@ import torch
 from scipy.stats import kendalltau
 from torch import nn
 
-from flow.data import Dataset
-from flow.errors import ConfigError
+from flow.core.errors import ConfigError
 from flow.importance import (
     activation_l1,
     check_weights,
@@ -30,6 +29,8 @@ from flow.importance.pruning import (
     magnitude_prune_fraction,
     structured_keep,
 )
+from flow.ml.data import Dataset
+from flow.ml.train import TrainConfig, train
 from flow.models import build_float, get_architecture, ptq_model
 from flow.models.prune import (
     apply_unstructured_pruning,
@@ -37,7 +38,6 @@ from flow.models.prune import (
     unstructured_mask,
     weight_threshold,
 )
-from flow.train import TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 from qonnx.util.inference_cost import inference_cost
 
-from flow.export import export_model
-from flow.metrics import performance_density, plan_metrics
+from flow.ml.export import export_model
+from flow.ml.metrics import performance_density, plan_metrics
 from flow.models import build_float, build_quant, calibrate, get_architecture, transfer_weights
 
 ARCH = get_architecture("digits_cnn")
@@ -63,7 +63,7 @@ def test_uniform_full_plan_closed_form():
 def test_integer_tie_agrees_whichever_class_float_rounding_favours():
     """The digits search plan's frame 116: integer logits tie at 11 (classes 1 and 6), the
     hardware takes class 1, PyTorch's float32 logits favour class 6 by one rounding step."""
-    from flow.agreement import agrees
+    from flow.ml.agreement import agrees
 
     logits = np.array([[-0.62505704, 3.4378135, -3.1252854, -2.1876996, -0.9375856, -2.1876996,
                         3.4378138, -3.4378138, 0.31252852, -3.7503424],

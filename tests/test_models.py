@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from flow.errors import ConfigError, ModelError
+from flow.core.errors import ConfigError, ModelError
 from flow.models import (
     ARCHITECTURES,
     build_float,

@@ -16,12 +16,12 @@ import yaml
 
 import flow.pipeline as pipeline
 from flow.cli import main
-from flow.config import load_recipe, parse_recipe
-from flow.errors import ArtefactError, ConfigError, RunFolderError, VerificationError
-from flow.report import Summary, load_current_summary
-from flow.run import Run
-from flow.rundir import RunFolder
-from flow.steptable import STEP_NAMES, step_folder
+from flow.core.errors import ArtefactError, ConfigError, RunFolderError, VerificationError
+from flow.recipe.config import load_recipe, parse_recipe
+from flow.report.summary import Summary, load_current_summary
+from flow.run.folder import RunFolder
+from flow.run.run import Run
+from flow.run.table import STEP_NAMES, step_folder
 
 pytestmark = [pytest.mark.slow, pytest.mark.rtlsim]
 
@@ -209,7 +209,7 @@ def test_damaged_artefacts_are_named_and_nothing_is_removed(run_dir, out, capsys
 def test_rtl_must_agree_with_pytorch(run_dir):
     """Defect 6: RTL checked against FINN's python execution only; noise in the trained network
     still gave "0 mismatching words" and exit 0."""
-    from flow.validate import validate_rtl
+    from flow.sim.verify import verify_rtl
 
     run = Run(load_recipe(run_dir / "recipe.yaml"), RunFolder.open(run_dir))
     build = run.finn_build()
@@ -217,12 +217,12 @@ def test_rtl_must_agree_with_pytorch(run_dir):
     x, y = run.data.x_test[:8].numpy(), run.data.y_test[:8].numpy()
     wrong = np.eye(10)[(y + 1) % 10]  # a network that never predicts what the RTL predicts
     with pytest.raises(VerificationError, match="predicts what PyTorch predicts on 0.0 %"):
-        validate_rtl(paths, x, y, wrong, run_dir / "scratch", build.part, build.clock_mhz,
+        verify_rtl(paths, x, y, wrong, run_dir / "scratch", build.part, build.clock_mhz,
                      build.performance.steady_state_cycles, cache_dir=run.rtlsim_cache)
 
 
 def test_rtl_mismatch_raises(run_dir, monkeypatch):
-    import flow.validate as validate
+    import flow.sim.verify as validate
 
     run = Run(load_recipe(run_dir / "recipe.yaml"), RunFolder.open(run_dir))
     real = validate.partition_streams
@@ -235,13 +235,13 @@ def test_rtl_mismatch_raises(run_dir, monkeypatch):
 
     monkeypatch.setattr(validate, "partition_streams", one_word_off)
     with pytest.raises(VerificationError, match="differs from FINN's python execution in 1 of"):
-        validate.validate_run(run, run_dir / "scratch2", 4, 0.0, 1.0)
+        validate.verify_run(run, run_dir / "scratch2", 4, 0.0, 1.0)
 
 
 def test_export_verification_failure(run_dir):
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from flow.export import verify_export
+    from flow.ml.export import verify_export
 
     run = Run(load_recipe(run_dir / "recipe.yaml"), RunFolder.open(run_dir))
     model = run.quant_model()

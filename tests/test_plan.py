@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from flow.errors import ConfigError
+from flow.core.errors import ConfigError
 from flow.models import get_architecture
-from flow.plan import MAX_PRUNE_K, CompressionPlan, LayerPlan
+from flow.recipe.plan import MAX_PRUNE_K, CompressionPlan, LayerPlan
 
 ARCH = get_architecture("digits_cnn")
 

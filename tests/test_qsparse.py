@@ -17,7 +17,7 @@ from brevitas.quant import Uint8ActPerTensorFloat
 from helpers import method_context
 from torch import nn
 
-from flow.errors import ConfigError
+from flow.core.errors import ConfigError
 from flow.finn.zero_points import ExtractZeroPoints
 from flow.methods.params import QsparseParams
 from flow.methods.qsparse.report import (
@@ -37,6 +37,7 @@ from flow.methods.qsparse.schedule import (
     train_with_masks,
     zhu_gupta,
 )
+from flow.ml.train import TrainConfig, predict
 from flow.models import (
     build_float,
     build_quant,
@@ -51,8 +52,7 @@ from flow.models.quantizers import (
     MovingAverageUintAct,
     asym_scale_zero_point,
 )
-from flow.plan import CompressionPlan
-from flow.train import TrainConfig, predict
+from flow.recipe.plan import CompressionPlan
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -172,7 +172,7 @@ class _ZeroPointNet(nn.Module):
 @pytest.fixture(scope="module")
 def zero_point_qonnx(tmp_path_factory):
     """The trained _ZeroPointNet, its inputs, and its QONNX export."""
-    from flow.export import export_model
+    from flow.ml.export import export_model
 
     torch.manual_seed(0)
     net = _ZeroPointNet()
@@ -189,7 +189,7 @@ def zero_point_qonnx(tmp_path_factory):
 
 
 def test_zero_point_is_exported_and_extracted_exactly(zero_point_qonnx):
-    from flow.export import qonnx_outputs, verify_export
+    from flow.ml.export import qonnx_outputs, verify_export
 
     net, x, qmodel = zero_point_qonnx
     assert float(net.act.act_quant.zero_point()) > 0
@@ -236,7 +236,7 @@ def test_finn_absorbs_the_zero_point_into_thresholds(zero_point_qonnx, zero_poin
 @pytest.mark.slow
 @pytest.mark.rtlsim
 def test_zero_point_network_simulates_bit_exactly(zero_point_qonnx, zero_point_build, tmp_path):
-    from flow.validate import validate_rtl
+    from flow.sim.verify import verify_rtl
 
     net, x, _ = zero_point_qonnx
     b = zero_point_build
@@ -244,7 +244,7 @@ def test_zero_point_network_simulates_bit_exactly(zero_point_qonnx, zero_point_b
     frames = x[:16]
     logits = predict(net, frames).numpy()
     cache = os.environ.get("DENSIFLOW_RTLSIM_CACHE")
-    result = validate_rtl(paths, frames.numpy(), logits.argmax(1), logits, tmp_path, b.part,
+    result = verify_rtl(paths, frames.numpy(), logits.argmax(1), logits, tmp_path, b.part,
                           b.clock_mhz, b.performance.steady_state_cycles,
                           cache_dir=Path(cache) if cache else tmp_path / "cache")
     assert result.mismatches == 0 and result.agreement_with_pytorch == 1.0

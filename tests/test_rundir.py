@@ -3,8 +3,8 @@ import os
 
 import pytest
 
-from flow.errors import ArtefactError, RunFolderError
-from flow.rundir import MARK, RunFolder, StepRecord
+from flow.core.errors import ArtefactError, RunFolderError
+from flow.run.folder import MARK, RunFolder, StepRecord
 
 
 def record(step: str, upstream: str | None = None) -> StepRecord:

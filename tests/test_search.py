@@ -18,12 +18,12 @@ import pytest
 import torch
 import yaml
 
-from flow.compare import COLUMNS
-from flow.config import BudgetSection, load_recipe, parse_recipe
-from flow.errors import ConfigError
+from flow.core.errors import ConfigError
 from flow.importance.channel import activation_l1
 from flow.models import build_float, build_quant, calibrate, get_architecture, transfer_weights
-from flow.plan import CompressionPlan
+from flow.recipe.config import BudgetSection, load_recipe, parse_recipe
+from flow.recipe.plan import CompressionPlan
+from flow.report.compare import COLUMNS
 from flow.search import BudgetError, comparison_rows, run_search
 from flow.search.budget import PlanFigures, check, feasible, infeasible_message
 from flow.search.hardware import HwFigures, screen
@@ -104,8 +104,8 @@ def test_pruned_plan_builds_a_physically_smaller_network():
 @pytest.fixture(scope="module")
 def finn_build_of(tmp_path_factory):
     """FINN's SetFolding build of a plan's (random-weight, calibrated) network."""
-    from flow.export import export_model
     from flow.finn import build_dataflow
+    from flow.ml.export import export_model
 
     def build(plan: CompressionPlan, target_fps: float):
         torch.manual_seed(0)
@@ -418,7 +418,7 @@ def _journal_study(folder: Path) -> optuna.Study:
 def _launch(out: Path, trials: int, workers: int) -> subprocess.Popen:
     code = textwrap.dedent(f"""
         from pathlib import Path
-        from flow.config import parse_recipe
+        from flow.recipe.config import parse_recipe
         from flow.search import run_search
         recipe = parse_recipe({tiny_recipe("killed", trials=trials, finn="none", qat_top=1,
                                            report=False)!r})
@@ -498,8 +498,8 @@ def test_search_recipe_file_round_trips(tmp_path):
 
 def test_search_is_a_method_that_needs_the_recipe(tmp_path):
     from flow.methods.base import MethodContext, get_method
+    from flow.ml.train import TrainConfig
     from flow.search.method import make_plan
-    from flow.train import TrainConfig
 
     assert get_method("search") is make_plan
     recipe = parse_recipe(tiny_recipe("m"))

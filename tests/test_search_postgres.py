@@ -16,7 +16,7 @@ import pytest
 from helpers import skip_tier
 from test_search import tiny_recipe
 
-from flow.config import parse_recipe
+from flow.recipe.config import parse_recipe
 from flow.search import run_search
 
 pytestmark = pytest.mark.slow
@@ -88,7 +88,7 @@ def test_two_workers_share_a_study_on_postgres(postgres, tmp_path):
 
 
 def test_unreachable_database_is_a_one_line_error(tmp_path):
-    from flow.errors import ConfigError
+    from flow.core.errors import ConfigError
     from flow.search.study import open_storage
 
     port = _free_port()  # nothing listens there

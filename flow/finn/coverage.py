@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from flow.errors import ModelError
+from flow.core.errors import ModelError
 
 SUPPORTED_OPS = (
     "quantized MatMul/Gemm/Conv (-> MVAU/VVAU), quantized activations MultiThreshold "

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from flow.core.io import atomic_write_text, file_sha256, refused_as_error, remove_tree
 from flow.finn.errors import DeployError, ParameterError
 from flow.finn.estimate import FinnBuild
 from flow.finn.noise import LOG_FILE, finn_output_to
@@ -60,7 +61,6 @@ from flow.finn.vivado import (
     render_ooc_tcl,
     vivado_available,
 )
-from flow.io import atomic_write_text, file_sha256, refused_as_error, remove_tree
 from hw_models.boards import Board, get_board
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Errors of the FINN build that name the argument at fault, so a caller can say its own name."""
 from __future__ import annotations
 
-from flow.errors import ConfigError, DensiflowError, ModelError
+from flow.core.errors import ConfigError, DensiflowError, ModelError
 
 
 class InputDtypeError(ModelError):

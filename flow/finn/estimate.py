@@ -25,7 +25,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, computed_field
 
-from flow.errors import ModelError
+from flow.core.errors import ModelError
+from flow.core.io import atomic_write_text
 from flow.finn.coverage import SoftwareNode, check_hw_coverage
 from flow.finn.errors import ParameterError
 from flow.finn.folding import FOLDINGS, fold
@@ -44,7 +45,6 @@ from flow.finn.stages import (
     tidy_up,
 )
 from flow.finn.verify import HwVerification, random_input_batch, verify_hw_model
-from flow.io import atomic_write_text
 from hw_models.boards import Board, get_board
 from hw_models.cycles import Performance, pipeline_performance
 from hw_models.fit import FitReport, fit

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from flow.io import atomic_write_text
+from flow.core.io import atomic_write_text
 
 FILELIST = "filelist.f"  # one source per line, relative to the RTL folder, packages first
 TOP_FILE = "top.sv"

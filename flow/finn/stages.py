@@ -10,7 +10,7 @@ import importlib
 import logging
 from pathlib import Path
 
-from flow.errors import ModelError
+from flow.core.errors import ModelError
 from flow.finn.errors import InputDtypeError
 from hw_models.folding import prefer_rtl_for_unspecialised
 from hw_models.rules import DEFAULT_FIFO_DEPTH, MAX_BITS, MAX_INPUT_BITS

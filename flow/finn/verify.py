@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from flow.errors import ModelError, VerificationError
+from flow.core.errors import ModelError, VerificationError
 
 
 class HwVerification(BaseModel):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from qonnx.transformation.base import Transformation
 
-from flow.errors import ModelError
+from flow.core.errors import ModelError
 
 
 def _extract_zero_points(model) -> bool:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from flow.errors import ConfigError
+from flow.core.errors import ConfigError
+from flow.core.io import atomic_write_json
 from flow.importance.channel import activation_l1, weight_l1
 from flow.importance.layer import LayerImportance, layer_importance
 from flow.importance.weights import MEASURES
-from flow.io import atomic_write_json
 
 CHANNEL_MEASURES = ("act_l1", "act_l1_val", "weight_l1")
 CALIB_SAMPLES = 256

@@ -32,11 +32,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from flow.core.io import atomic_write_json
 from flow.importance.pruning import magnitude_prune_fraction
 from flow.importance.weights import MEASURE_DOC, check_weights
-from flow.io import atomic_write_json
+from flow.ml.train import mean_loss
 from flow.models import Architecture, Net, ptq_model
-from flow.train import mean_loss
 from hw_models.rules import input_bits
 
 
@@ -183,7 +183,7 @@ def layer_importance(arch: Architecture, float_model: Net, data, *,
                      hessian_samples: int = 256, seed: int = 0) -> LayerImportance:
     """Every measure with a nonzero weight, normalised, and the combined score, per layer.
 
-    `data` is a flow.data.Dataset: loss-based measures use the val split, the Hessian and the
+    `data` is a flow.ml.data.Dataset: loss-based measures use the val split, the Hessian and the
     activation calibration use the first samples of a seeded permutation of the train split.
     """
     w = check_weights(weights)

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from flow.errors import ConfigError
+from flow.core.errors import ConfigError
 
 
 def kendall_tau(mu: Sequence[float], nu: Sequence[float]) -> float:

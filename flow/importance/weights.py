@@ -5,7 +5,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from flow.errors import ConfigError
+from flow.core.errors import ConfigError
 
 MEASURES = ("quant", "hessian", "prune", "data_free")
 MEASURE_DOC = {

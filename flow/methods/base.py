@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flow.data import Dataset
 from flow.methods.params import METHODS, method_name
+from flow.ml.data import Dataset
+from flow.ml.train import TrainConfig
 from flow.models import Architecture, Net
-from flow.plan import CompressionPlan
-from flow.train import TrainConfig
+from flow.recipe.plan import CompressionPlan
 
 if TYPE_CHECKING:
-    from flow.config import Recipe
+    from flow.recipe.config import Recipe
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Annotated, ClassVar, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from flow.plan import MAX_PRUNE_K
+from flow.recipe.plan import MAX_PRUNE_K
 from hw_models.rules import MAX_BITS, MIN_ACT_BITS
 
 Bits = Annotated[int, Field(ge=1, le=MAX_BITS)]
@@ -125,7 +125,7 @@ class PlanFileParams(_Params):
     @field_validator("path")
     @classmethod
     def _readable_plan(cls, value: str, info: ValidationInfo) -> str:
-        from flow.plan import CompressionPlan
+        from flow.recipe.plan import CompressionPlan
 
         base = (info.context or {}).get("base")
         path = Path(base, value) if base is not None else Path(value)
@@ -140,7 +140,7 @@ class PlanFileParams(_Params):
 
     def check_bits(self, min_weight_bits: int, why: str) -> None:
         """Name the plan file and its first layer below the target's narrowest weights."""
-        from flow.plan import CompressionPlan
+        from flow.recipe.plan import CompressionPlan
 
         for name, lp in CompressionPlan.load(self.path).layers.items():
             if lp.weight_bits < min_weight_bits:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from flow.methods.base import MethodContext, MethodOutput
 from flow.methods.params import PlanFileParams
-from flow.plan import CompressionPlan
+from flow.recipe.plan import CompressionPlan
 
 
 def make_plan(ctx: MethodContext, params: PlanFileParams, out_dir: Path) -> MethodOutput:

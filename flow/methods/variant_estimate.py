@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from flow.io import csv_text
+from flow.core.io import csv_text
 from flow.methods.base import MethodContext
 from flow.models import Net
 
@@ -25,8 +25,8 @@ class FinnEstimate(BaseModel):
 
 def finn_estimate(model: Net, ctx: MethodContext, work: Path) -> FinnEstimate:
     """FINN's estimate of a trained network on the recipe's hardware."""
-    from flow.export import export_model
-    from flow.finn_recipe import build_for_recipe
+    from flow.finn.recipe_build import build_for_recipe
+    from flow.ml.export import export_model
 
     qmodel = export_model(model, ctx.data.in_shape, ctx.data.input_bits, work / "model.qonnx.onnx")
     build = build_for_recipe(qmodel, ctx.recipe, work / "finn", f"{work.name} variant")

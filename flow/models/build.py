@@ -13,10 +13,10 @@ from brevitas.quant import (
 )
 from torch import nn
 
-from flow.errors import ModelError
+from flow.core.errors import ModelError
 from flow.models.quantizers import MovingAverageIntWeightPerChannel, MovingAverageUintAct
 from flow.models.zoo import Architecture
-from flow.plan import CompressionPlan, LayerPlan
+from flow.recipe.plan import CompressionPlan, LayerPlan
 
 # LayerPlan.quantizer -> Brevitas quantizer of the layer's weights and of its output activation
 WEIGHT_QUANT = {"default": Int8WeightPerTensorFloat,

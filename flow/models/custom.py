@@ -18,7 +18,7 @@ from pathlib import Path
 
 from torch import nn
 
-from flow.errors import ConfigError
+from flow.core.errors import ConfigError
 from flow.models.zoo import ARCHITECTURES, Architecture, LayerSpec
 
 Factory = Callable[[], nn.Module]

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from flow.plan import CompressionPlan
+from flow.recipe.plan import CompressionPlan
 
 
 def weight_threshold(w: torch.Tensor, k: float) -> float:

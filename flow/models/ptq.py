@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import torch
 
-from flow.data import Dataset
+from flow.ml.data import Dataset
+from flow.ml.train import TrainConfig, train
 from flow.models.build import Net, build_quant, calibrate, transfer_weights
 from flow.models.prune import apply_unstructured_pruning, make_pruning_permanent
 from flow.models.zoo import Architecture
-from flow.plan import CompressionPlan
-from flow.train import TrainConfig, train
+from flow.recipe.plan import CompressionPlan
 
 CALIB_SAMPLES = 256  # train images that set the activation scales before fine-tuning
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from flow.errors import ConfigError
-from flow.plan import DEFAULT_QUANTIZER, CompressionPlan
+from flow.core.errors import ConfigError
+from flow.recipe.plan import DEFAULT_QUANTIZER, CompressionPlan
 
 
 @dataclass(frozen=True)

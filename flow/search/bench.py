@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from flow.config import Recipe, load_recipe
-from flow.io import atomic_write_json
+from flow.core.io import atomic_write_json
+from flow.recipe.config import Recipe, load_recipe
 from flow.search.runner import run_search, search_params
 
 RECIPE = Path("build/digits_search.yaml")

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from flow.config import BudgetSection
-from flow.errors import DensiflowError
-from flow.metrics import performance_density
+from flow.core.errors import DensiflowError
+from flow.ml.metrics import performance_density
+from flow.recipe.config import BudgetSection
 from flow.search.hardware import HwFigures
 from hw_models.boards import Board
 from hw_models.resources import BUDGETED

@@ -11,15 +11,15 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from flow.config import Recipe, parse_recipe
-from flow.data import Dataset
-from flow.io import atomic_write_text
+from flow.core.io import atomic_write_text
 from flow.methods.params import SearchParams
+from flow.ml.data import Dataset
+from flow.ml.train import accuracy
 from flow.models import Architecture, Net, build_float
 from flow.models.ptq import CALIB_SAMPLES
+from flow.recipe.config import Recipe, parse_recipe
 from flow.search.evaluate import SearchContext
 from flow.search.space import SearchSpace, channel_ranking
-from flow.train import accuracy
 from hw_models.rules import input_bits
 
 CONTEXT_FILE = "context.json"
@@ -58,8 +58,8 @@ def prepare_context(recipe: Recipe, params: SearchParams, arch: Architecture, da
 
 def load_context(state_dir: Path) -> SearchContext:
     """The SearchContext saved in state_dir (in a worker process)."""
-    from flow.run import Run
-    from flow.rundir import RunFolder
+    from flow.run.folder import RunFolder
+    from flow.run.run import Run
 
     state = SearchState.model_validate_json((state_dir / CONTEXT_FILE).read_text())
     recipe = parse_recipe(state.recipe, source=str(state_dir / CONTEXT_FILE))

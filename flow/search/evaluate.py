@@ -3,7 +3,7 @@ estimate, cached by plan digest.
 
 Accuracy: the plan's Brevitas network from the float weights (post-training quantization on the
 seeded calibration subset, flow.models.ptq_model), fine-tuned for `trial_epochs` epochs on the
-train split (flow.train.train, seeded, best validation epoch), measured on the validation split.
+train split (flow.ml.train.train, seeded, best validation epoch), measured on the validation split.
 
 FINN: the fine-tuned network is exported to QONNX and built by flow.finn.build_dataflow with the
 recipe's hardware section (its folding, within budget.board_fraction), as the run's finn step
@@ -13,8 +13,8 @@ hardware section and (for the optimiser's folding) its calibration; FINN's files
 reading.
 
 Synthesis (recipe `hardware.synth: yosys`): the same build's RTL synthesised by Yosys for the
-board's family (flow.synth, nodes cached in the shared synthesis cache), its counts beside FINN's
-estimate, cached in `<cache>/synth-<key>.json`. With synthesis asked for, the screen prices
+board's family (flow.sim.synth, nodes cached in the shared synthesis cache), its counts beside
+FINN's estimate, cached in `<cache>/synth-<key>.json`. With synthesis asked for, the screen prices
 designs with the Yosys calibration of the board's family (hw_models.cost.board_calibration).
 """
 from __future__ import annotations
@@ -29,19 +29,19 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from flow.config import Recipe
-from flow.data import Dataset
-from flow.io import atomic_write_text, remove_tree
+from flow.core.io import atomic_write_text, remove_tree
 from flow.methods.params import SearchParams
-from flow.metrics import performance_density, plan_metrics
+from flow.ml.data import Dataset
+from flow.ml.metrics import performance_density, plan_metrics
+from flow.ml.train import TrainConfig, accuracy, mean_loss, train
 from flow.models import Architecture, Net, ptq_model
 from flow.models.ptq import CALIB_SAMPLES
-from flow.plan import CompressionPlan
-from flow.rundir import digest
+from flow.recipe.config import Recipe
+from flow.recipe.plan import CompressionPlan
+from flow.run.folder import digest
 from flow.search.budget import Constraint, PlanFigures, check
 from flow.search.hardware import HwFigures, screen
 from flow.search.space import Choices, SearchSpace
-from flow.train import TrainConfig, accuracy, mean_loss, train
 from hw_models.boards import Board, get_board
 from hw_models.cost import QUANTITIES, Calibration, LayerCost, board_calibration, load_calibration
 from hw_models.resources import Resources, ResourceSource
@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 
 
 class PlanSize(BaseModel):
-    """Memory of a plan (flow.metrics conventions)."""
+    """Memory of a plan (flow.ml.metrics conventions)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -161,7 +161,7 @@ class SearchContext:
     float_val_accuracy: float
     space: SearchSpace
     finn_cache: Path
-    synth_cache: Path | None = None  # Yosys' per-node cache (None: flow.synth's default)
+    synth_cache: Path | None = None  # Yosys' per-node cache (None: flow.sim.synth's default)
 
     @property
     def board(self) -> Board:
@@ -277,8 +277,8 @@ def finn_estimate(ctx: SearchContext, plan: CompressionPlan,
 
 def _build(ctx: SearchContext, plan: CompressionPlan, model: Net, work: Path):
     """The plan's network exported to QONNX and built by FINN under the recipe, in work."""
-    from flow.export import export_model
-    from flow.finn_recipe import build_for_recipe
+    from flow.finn.recipe_build import build_for_recipe
+    from flow.ml.export import export_model
 
     qonnx = export_model(model, ctx.data.in_shape, ctx.data.input_bits, work / "model.qonnx.onnx")
     return build_for_recipe(qonnx, ctx.recipe, work / "finn", f"plan {plan.digest()}")
@@ -334,7 +334,7 @@ def synth_estimate(ctx: SearchContext, plan: CompressionPlan,
 
 def _synthesise(ctx: SearchContext, plan: CompressionPlan, model: Net, key: str,
                 work: Path) -> SynthFigures:
-    from flow.synth import synth_cache, synthesise_build
+    from flow.sim.synth import synth_cache, synthesise_build
 
     t0 = time.perf_counter()
     build = _build(ctx, plan, model, work)

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from flow.finn.folding import mvau_folding
 from flow.models import Architecture
-from flow.plan import CompressionPlan
+from flow.recipe.plan import CompressionPlan
 from hw_models.boards import Board
 from hw_models.cost import (
     Calibration,

@@ -13,7 +13,7 @@ import os
 import shlex
 from pathlib import Path
 
-from flow.errors import JournalError
+from flow.core.errors import JournalError
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flow.errors import ConfigError
+from flow.core.errors import ConfigError
 from flow.methods.base import MethodContext, MethodOutput
 from flow.methods.params import SearchParams
 from flow.search.runner import SearchInputs, search

@@ -7,7 +7,7 @@ from statistics import median
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from flow.errors import ArtefactError
+from flow.core.errors import ArtefactError
 from flow.search.budget import Constraint
 from flow.search.evaluate import Candidate, SynthFigures
 
@@ -121,7 +121,7 @@ class SearchOutcome(BaseModel):
         return self.point(self.chosen) if self.chosen else None
 
     def save(self, out_dir: Path) -> Path:
-        from flow.io import atomic_write_text
+        from flow.core.io import atomic_write_text
 
         path = out_dir / OUTCOME_FILE
         atomic_write_text(path, self.model_dump_json(indent=1))

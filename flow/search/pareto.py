@@ -17,8 +17,8 @@ from pathlib import Path
 
 import yaml
 
-from flow.config import Recipe
-from flow.io import atomic_write_text
+from flow.core.io import atomic_write_text
+from flow.recipe.config import Recipe
 from flow.search.evaluate import Candidate
 from flow.search.outcome import SearchOutcome
 
@@ -71,7 +71,7 @@ def write_point(folder: Path, recipe: Recipe, cand: Candidate) -> tuple[Path, Pa
 
 
 def comparison_rows(outcome: SearchOutcome) -> list[dict]:
-    """`densiflow compare` rows (flow.compare.COLUMNS) of the plans given the full QAT."""
+    """`densiflow compare` rows (flow.report.compare.COLUMNS) of the plans given the full QAT."""
     rows = []
     for p in outcome.points:
         if p.qat is None:

@@ -16,12 +16,13 @@ from pathlib import Path
 
 import torch
 
-from flow.config import Recipe
-from flow.data import Dataset
-from flow.errors import DensiflowError
+from flow.core.errors import DensiflowError
 from flow.methods.params import SearchParams
+from flow.ml.data import Dataset
+from flow.ml.train import TrainConfig, accuracy
 from flow.models import Architecture, Net, qat_model
-from flow.rundir import RunFolder, digest
+from flow.recipe.config import Recipe
+from flow.run.folder import RunFolder, digest
 from flow.search.budget import BudgetError, distance, feasible, infeasible_message
 from flow.search.context import prepare_context
 from flow.search.evaluate import (
@@ -56,7 +57,6 @@ from flow.search.study import (
     recover_stale,
     run_workers,
 )
-from flow.train import TrainConfig, accuracy
 
 log = logging.getLogger(__name__)
 
@@ -295,7 +295,7 @@ def search(inputs: SearchInputs, state_dir: Path, out_dir: Path, workers: int = 
         candidates=cands, fronts={n: [c.digest for c in f] for n, f in front_sets.items()},
         points=points, chosen=chosen, infeasible=infeasible)
     if inputs.params.report:
-        from flow.html_report import write_search_report
+        from flow.report.html import write_search_report
 
         _say(progress, "report", 0, 1)
         outcome = outcome.model_copy(update={"report": str(out_dir / REPORT_FILE)})
@@ -317,8 +317,8 @@ def search_params(recipe: Recipe) -> SearchParams:
 def _float_model(recipe: Recipe, folder: Path) -> tuple[Net, Architecture, Dataset]:
     """The float network of the recipe, trained once in folder (reused while its inputs stay)."""
     from flow import steps
-    from flow.io import atomic_write_json
-    from flow.run import Run
+    from flow.core.io import atomic_write_json
+    from flow.run.run import Run
 
     run = Run(recipe, RunFolder(folder.parent))
     data = recipe.model_dump(mode="json")
@@ -339,7 +339,7 @@ def run_search(recipe: Recipe, out_root: Path, workers: int = 1, storage: str | 
                progress: Progress | None = None) -> SearchOutcome:
     """`densiflow search`: the search of `recipe` in `<out_root>/search/<name>/` (resumable)."""
     params = search_params(recipe)
-    from flow.synth import synth_cache
+    from flow.sim.synth import synth_cache
 
     folder = Path(out_root) / "search" / recipe.name
     folder.mkdir(parents=True, exist_ok=True)

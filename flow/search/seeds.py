@@ -17,10 +17,10 @@ from flow.importance.channel import activation_l1
 from flow.importance.pruning import structured_keep
 from flow.methods.base import MethodContext, get_method
 from flow.methods.params import SearchParams
+from flow.ml.train import TrainConfig
 from flow.models.ptq import CALIB_SAMPLES
 from flow.search.evaluate import SearchContext
 from flow.search.space import Choices
-from flow.train import TrainConfig
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from flow.importance.channel import activation_l1
 from flow.models import Architecture, Net
-from flow.plan import CompressionPlan
+from flow.recipe.plan import CompressionPlan
 
 Choices = dict[str, int | float]
 

@@ -40,7 +40,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from pydantic import BaseModel, ConfigDict
 
-from flow.errors import ConfigError, DensiflowError
+from flow.core.errors import ConfigError, DensiflowError
 from flow.methods.params import STORAGE_SCHEMES
 from flow.search.budget import feasible
 from flow.search.evaluate import Candidate, SearchContext, evaluate, finn_estimate

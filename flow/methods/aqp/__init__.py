@@ -7,9 +7,9 @@ import logging
 import time
 from pathlib import Path
 
+from flow.core.io import atomic_write_json
 from flow.importance.channel import activation_l1, weight_l1
 from flow.importance.layer import layer_importance
-from flow.io import atomic_write_json
 from flow.methods.aqp.layer_search import MODES, result_dict, search
 from flow.methods.aqp.report import run_report
 from flow.methods.base import MethodContext, MethodOutput

@@ -51,9 +51,9 @@ from flow.importance.layer import LayerImportance
 from flow.importance.pruning import structured_keep
 from flow.methods.base import MethodContext
 from flow.methods.params import AqpParams
+from flow.ml.train import TrainConfig, mean_loss, train
 from flow.models import ptq_model
-from flow.plan import CompressionPlan
-from flow.train import TrainConfig, mean_loss, train
+from flow.recipe.plan import CompressionPlan
 from hw_models import rules
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ the float network's weights, then evaluated on the test split:
   every hidden layer removed, at `baseline_prune_bits` (default 8) for weights and activations,
   the precision of the paper's fixed-pruning rows (pruning alone).
 
-Size columns (flow.metrics conventions): #parameters = weights of the deployed (channel-pruned)
+Size columns (flow.ml.metrics conventions): #parameters = weights of the deployed (channel-pruned)
 network; avg bit-width b̄ = Σ b(l)·S(l)·N_P(l), S(l) counting the nonzero weights left after
 channel and unstructured pruning; parameter size = b̄ · #parameters of the full architecture / 8
 bytes, the paper's "Parameters Size (MB)" (= nonzero weights at their bit-widths, the size with
@@ -30,16 +30,16 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from flow.core.io import atomic_write_json, atomic_write_text
 from flow.importance.layer import LayerImportance
 from flow.importance.pruning import keep_strongest_fraction
-from flow.io import atomic_write_json, atomic_write_text
 from flow.methods.base import MethodContext
 from flow.methods.params import AqpParams
 from flow.methods.variant_estimate import rows_csv
-from flow.metrics import LayerMetrics, plan_metrics
+from flow.ml.metrics import LayerMetrics, plan_metrics
+from flow.ml.train import accuracy
 from flow.models import qat_model
-from flow.plan import CompressionPlan
-from flow.train import accuracy
+from flow.recipe.plan import CompressionPlan
 from hw_models.rules import MAX_BITS, input_bits
 
 log = logging.getLogger(__name__)

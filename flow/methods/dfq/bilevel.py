@@ -46,14 +46,14 @@ from brevitas.nn import QuantIdentity, QuantReLU
 from brevitas.quant import Uint8ActPerTensorFloat
 from torch import nn
 
-from flow.errors import DensiflowError
+from flow.core.errors import DensiflowError
 from flow.methods.base import MethodContext
 from flow.methods.params import DfqParams
+from flow.ml.train import mean_loss
 from flow.models import Net, build_float, calibrate
 from flow.models.ptq import CALIB_SAMPLES
 from flow.models.quantizers import BitMixture, expected_cost
-from flow.plan import CompressionPlan
-from flow.train import mean_loss
+from flow.recipe.plan import CompressionPlan
 from hw_models.rules import MIN_RTL_BITS, input_bits
 
 log = logging.getLogger(__name__)

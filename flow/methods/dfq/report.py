@@ -6,7 +6,7 @@ and evaluated on the test split: "float32"; "uniform {b}-bit" at the largest and
 candidate (2-bit by default, binary where the target allows 1-bit candidates), from the float
 network; "DFQ (size)" and "DFQ (hardware)", each from its search's discrete network. Hidden
 activations are at `act_bits` in every quantized row. Compression = 32 / b̄ over the weights
-(flow.metrics: b̄ = Σ b(l)·N_P(l)), as the paper's Table 1 counts it; accuracies are fractions,
+(flow.ml.metrics: b̄ = Σ b(l)·N_P(l)), as the paper's Table 1 counts it; accuracies are fractions,
 their differences in points. Our columns: LUT, BRAM18,
 DSP and frames/s from FINN's estimate of each exported variant (flow.finn.build_dataflow on the
 recipe's hardware; names end in _finn_estimate), and lut_bram18_board_share = LUT/LUT(board) +
@@ -27,15 +27,15 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from flow.io import atomic_write_json, atomic_write_text
+from flow.core.io import atomic_write_json, atomic_write_text
 from flow.methods.base import MethodContext
 from flow.methods.dfq.bilevel import BilevelResult, discrete_weights
 from flow.methods.params import DfqParams
 from flow.methods.variant_estimate import FinnEstimate, finn_estimate, rows_csv
-from flow.metrics import plan_metrics
+from flow.ml.metrics import plan_metrics
+from flow.ml.train import accuracy
 from flow.models import Net, qat_model
-from flow.plan import CompressionPlan
-from flow.train import accuracy
+from flow.recipe.plan import CompressionPlan
 from hw_models.boards import get_board
 from hw_models.rules import input_bits
 

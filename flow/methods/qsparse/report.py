@@ -6,9 +6,9 @@ procedure (flow.models.qat_model with the run's QAT settings) with the moving-av
 at N_W / N_A, and is evaluated on the test split. Columns (QsparseRow):
 - weight_bits, act_bits (N_W, N_A); weight_sparsity (s_W): share of the architecture's weights
   removed; act_sparsity (s_A): share of the activation elements per frame removed (input +
-  hidden outputs, flow.metrics);
+  hidden outputs, flow.ml.metrics);
 - test_accuracy (a fraction), accuracy_diff_points to the float baseline, weight_mbit /
-  act_mbit at their bit-widths (flow.metrics), PD = accuracy % per Mbit of weights + activations;
+  act_mbit at their bit-widths (flow.ml.metrics), PD = accuracy % per Mbit of weights + activations;
 - ours: lut/bram18/dsp and frames/s from FINN's estimate of the variant's exported network
   (flow.finn.build_dataflow on the recipe's hardware, folding and budget, as the finn step
   builds; field names end in _finn_estimate).
@@ -30,16 +30,16 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from flow.core.io import atomic_write_json, atomic_write_text
 from flow.importance.rank import compare
-from flow.io import atomic_write_json, atomic_write_text
 from flow.methods.base import MethodContext
 from flow.methods.params import QsparseParams
 from flow.methods.qsparse.schedule import ScheduleResult
 from flow.methods.variant_estimate import FinnEstimate, finn_estimate, rows_csv
-from flow.metrics import performance_density, plan_metrics
+from flow.ml.metrics import performance_density, plan_metrics
+from flow.ml.train import accuracy
 from flow.models import Net, qat_model
-from flow.plan import CompressionPlan
-from flow.train import accuracy
+from flow.recipe.plan import CompressionPlan
 from hw_models.rules import input_bits
 
 log = logging.getLogger(__name__)

@@ -39,16 +39,16 @@ from dataclasses import dataclass, field
 
 import torch
 
-from flow.errors import DensiflowError
+from flow.core.errors import DensiflowError
 from flow.importance.channel import activation_l1, hidden_layers, weight_l1
 from flow.importance.pruning import keep_strongest_fraction
 from flow.methods.base import MethodContext
 from flow.methods.params import QsparseParams
+from flow.ml.train import TrainConfig, train, train_steps
 from flow.models import Net, build_float, ptq_model, transfer_weights
 from flow.models.ptq import CALIB_SAMPLES
 from flow.models.quantizers import running_mean
-from flow.plan import CompressionPlan
-from flow.train import TrainConfig, train, train_steps
+from flow.recipe.plan import CompressionPlan
 from hw_models.rules import input_bits
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ def _step_events(masks: ChannelMasks, events: list[Event], step: int, log_rows: 
 
 def train_with_masks(model: Net, masks: ChannelMasks, events: list[Event], data, cfg: TrainConfig,
                      label: str) -> list[dict]:
-    """Algorithm 1's loop: flow.train's training with the masks set at their events; keeps the
+    """Algorithm 1's loop: flow.ml.train's training with the masks set at their events; keeps the
     best validation epoch after the last event. Returns the event log."""
     last = max((at for at, _ in events), default=0)
     if last >= train_steps(len(data.x_train), cfg):

@@ -33,8 +33,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
-from flow.agreement import agrees
-from flow.errors import DensiflowError, JournalError
+from flow.core.errors import DensiflowError, JournalError
+from flow.ml.agreement import agrees
 from hw_models import agent
 from hw_models.agent import Manifest, ProtocolError
 
@@ -157,7 +157,7 @@ class HilResult(BaseModel):
     first_mismatches: list[Mismatch]
     bit_exact: bool
     accuracy: float | None
-    agreement_with_reference: float | None  # hardware class == PyTorch's (flow.agreement)
+    agreement_with_reference: float | None  # hardware class == PyTorch's (flow.ml.agreement)
     wall_fps: float  # frames / sum of batch round trips (packing, network, backend)
     device_fps: float  # frames / sum of the agent's backend time
     latency_ms: float | None  # median backend time of a one-frame request
@@ -723,7 +723,7 @@ def serve_run(run_dir: Path, folder: Path, token_file: Path, bind: str, port: in
     """Serve a run's deployment folder (rtlsim backend) in this process, until SIGTERM or SIGINT
     closes the port, holding the run folder's shared lock: `densiflow deploy` or `run`, which
     lock it exclusively, cannot replace what is served. announce(host, port) once listening."""
-    from flow.rundir import RunFolder
+    from flow.run.folder import RunFolder
 
     args = agent.parse_args(["--folder", str(folder), "--backend", "rtlsim", "--token-file",
                              str(token_file), "--bind", bind, "--port", str(port)])

@@ -12,7 +12,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.core.onnx_exec import execute_onnx
 from qonnx.util.cleanup import cleanup_model
 
-from flow.errors import VerificationError
+from flow.core.errors import VerificationError
 from flow.models import Net
 
 log = logging.getLogger(__name__)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from flow.config import Recipe
 from flow.finn import FinnBuild
+from flow.recipe.config import Recipe
 
 
 def build_for_recipe(model, recipe: Recipe, work: Path, source: str,

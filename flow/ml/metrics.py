@@ -21,7 +21,7 @@ import torch
 from pydantic import BaseModel
 
 from flow.models import Architecture, LayerGeometry, Net
-from flow.plan import CompressionPlan
+from flow.recipe.plan import CompressionPlan
 
 
 class LayerMetrics(BaseModel):

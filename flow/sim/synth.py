@@ -14,8 +14,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from flow.core.io import atomic_write_text
 from flow.finn import FinnBuild
-from flow.io import atomic_write_text
 from hw_models.boards import get_board
 from hw_models.fit import FitReport, fit
 from hw_models.synth import Comparison, SynthReport

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from flow.errors import ConfigError, DataError
+from flow.core.errors import ConfigError, DataError
 
 DATASETS = ("digits", "mnist", "cifar10", "synthetic")
 

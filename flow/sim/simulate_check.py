@@ -8,7 +8,7 @@ harness stops at MAX_CYCLES whatever happens).
 """
 from __future__ import annotations
 
-from flow.run import Run
+from flow.run.run import Run
 from hw_models.cache import usable_cache_dir
 from hw_models.rtlsim.build import CACHE_ENV
 from hw_models.rtlsim.runner import check_cycle_bound, expected_cycles

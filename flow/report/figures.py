@@ -17,15 +17,15 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from flow.config import load_recipe
-from flow.errors import ArtefactError, DensiflowError
-from flow.io import atomic_write_json, atomic_write_text
+from flow.core.errors import ArtefactError, DensiflowError
+from flow.core.io import atomic_write_json, atomic_write_text
 from flow.methods.aqp.report import AqpTable
 from flow.methods.dfq.report import DfqTable
 from flow.methods.qsparse.report import QsparseTable
 from flow.methods.variant_estimate import FinnEstimate
 from flow.pipeline import run_recipe
-from flow.report import Summary, load_current_summary
+from flow.recipe.config import load_recipe
+from flow.report.summary import Summary, load_current_summary
 from hw_models.errors import HardwareError
 
 OUT = Path("build/out")

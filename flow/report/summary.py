@@ -8,24 +8,24 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from flow.config import load_recipe
-from flow.errors import ArtefactError, ConfigError, RunFolderError
+from flow.core.errors import ArtefactError, ConfigError, RunFolderError
+from flow.core.io import atomic_write_json, atomic_write_text, file_sha256
 from flow.finn import FinnBuild, LayerEstimate
 from flow.finn.vivado import VivadoFigures, estimate_error
-from flow.hil import HilResult
-from flow.io import atomic_write_json, atomic_write_text, file_sha256
-from flow.results import (
+from flow.hil.client import HilResult
+from flow.recipe.config import load_recipe
+from flow.run.folder import RunFolder
+from flow.run.results import (
     BaselineResult,
     DeployStepResult,
     QatResult,
-    RtlValidation,
+    RtlVerification,
     SimulateResult,
     SynthStepResult,
 )
-from flow.run import Run
-from flow.rundir import RunFolder
-from flow.steptable import STEP_NAMES, step_status
-from flow.synth import SynthResult
+from flow.run.run import Run
+from flow.run.table import STEP_NAMES, step_status
+from flow.sim.synth import SynthResult
 from hw_models.fit import fit as resource_fit
 from hw_models.resources import BUDGETED, Resources, ResourceSource
 
@@ -131,7 +131,7 @@ class HilSummary(BaseModel):
 
 
 def hil_summary(result: HilResult) -> HilSummary:
-    """The summary's view of a flow.hil.HilResult."""
+    """The summary's view of a flow.hil.client.HilResult."""
     fields = {k: getattr(result, k) for k in HilSummary.model_fields if k != "mismatches"}
     return HilSummary(**fields, mismatches=result.mismatches + result.probe_mismatches)
 
@@ -158,7 +158,7 @@ class Summary(BaseModel):
     memory: Memory
     performance_density: float  # qat_test accuracy in % per Mbit of weights + activations
     hardware: HardwareSummary
-    simulation: RtlValidation | None  # None: skipped
+    simulation: RtlVerification | None  # None: skipped
     simulation_skipped: str | None
     deployment: dict | None  # the deploy step's folder and bitstream status (None: skipped)
     hil: HilSummary | None = None  # set by `densiflow hil`
@@ -203,14 +203,14 @@ def build_summary(run: Run) -> Summary:
 
 
 def _hil(run: Run) -> HilSummary | None:
-    from flow.hil_run import saved_result
+    from flow.hil.wiring import saved_result
 
     result = saved_result(run)
     return None if result is None else hil_summary(result)
 
 
 def _synthesis(result: SynthResult) -> SynthSummary:
-    from flow.synth import summary_line
+    from flow.sim.synth import summary_line
 
     c = result.report.totals
     return SynthSummary(family=result.report.family, resources=result.report.resources,

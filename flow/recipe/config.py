@@ -16,10 +16,10 @@ from pydantic import (
     model_validator,
 )
 
-from flow.errors import ConfigError
-from flow.io import read_yaml
+from flow.core.errors import ConfigError
+from flow.core.io import read_yaml
 from flow.methods.params import METHOD_NAMES, MethodParams, UniformParams
-from flow.plan import CompressionPlan
+from flow.recipe.plan import CompressionPlan
 from hw_models.rules import (
     DEFAULT_FIFO_DEPTH,
     MAX_FIFO_DEPTH,

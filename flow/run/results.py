@@ -1,4 +1,4 @@
-"""Typed results of the run's steps, saved in each step's result.json (flow.rundir.StepRecord).
+"""Typed results of the run's steps, saved in each step's result.json (flow.run.folder.StepRecord).
 
 Every accuracy names its stage in its field: `float_` (the trained float network), `qat_` (the
 plan's network after the qat step's fine-tuning), `rtl_` (the simulated RTL's predictions).
@@ -9,8 +9,8 @@ from pydantic import BaseModel, ConfigDict
 
 from flow.finn import FinnBuild
 from flow.finn.deploy import DeployManifest
-from flow.metrics import PlanMetrics
-from flow.synth import SynthResult
+from flow.ml.metrics import PlanMetrics
+from flow.sim.synth import SynthResult
 
 
 class _Result(BaseModel):
@@ -48,7 +48,7 @@ class FinnResult(_Result):
     build: FinnBuild  # FINN's estimate, folding, and the check of its HW layers against QONNX
 
 
-class RtlValidation(_Result):
+class RtlVerification(_Result):
     """The RTL simulation against FINN's python execution, PyTorch and the labels."""
 
     frames: int
@@ -87,7 +87,7 @@ class RtlValidation(_Result):
 
 class SimulateResult(_Result):
     skipped: str | None = None  # why no simulation ran
-    validation: RtlValidation | None = None
+    validation: RtlVerification | None = None
 
 
 class SynthStepResult(_Result):

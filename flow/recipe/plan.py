@@ -16,8 +16,8 @@ from pydantic import (
     model_validator,
 )
 
-from flow.errors import ConfigError
-from flow.io import atomic_write_text, read_yaml
+from flow.core.errors import ConfigError
+from flow.core.io import atomic_write_text, read_yaml
 from hw_models.rules import MAX_BITS, MIN_ACT_BITS
 
 MIN_BITS = 1

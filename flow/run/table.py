@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from flow.config import Recipe
-from flow.io import file_sha256
-from flow.rundir import RunFolder, StepRecord, digest
+from flow.core.io import file_sha256
+from flow.recipe.config import Recipe
+from flow.run.folder import RunFolder, StepRecord, digest
 
 
 @dataclass(frozen=True)

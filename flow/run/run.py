@@ -9,14 +9,14 @@ from pathlib import Path
 
 import torch
 
-from flow.config import Recipe
-from flow.data import Dataset, load_dataset
-from flow.errors import ArtefactError, ConfigError
+from flow.core.errors import ArtefactError, ConfigError
 from flow.finn import FinnBuild
+from flow.ml.data import Dataset, load_dataset
 from flow.models import Architecture, Net, build_float, build_quant, get_architecture
-from flow.plan import CompressionPlan
-from flow.rundir import RunFolder, StepRecord
-from flow.steptable import step_folder
+from flow.recipe.config import Recipe
+from flow.recipe.plan import CompressionPlan
+from flow.run.folder import RunFolder, StepRecord
+from flow.run.table import step_folder
 
 
 @dataclass
@@ -39,7 +39,7 @@ class Run:
     @property
     def synth_cache(self) -> Path:
         """Yosys results, shared by the runs of one output root."""
-        from flow.synth import synth_cache
+        from flow.sim.synth import synth_cache
 
         return synth_cache(self.dir.parent)
 
@@ -84,7 +84,7 @@ class Run:
 
     def finn_build(self) -> FinnBuild:
         """The FINN build of the run, its files checked."""
-        from flow.results import FinnResult
+        from flow.run.results import FinnResult
 
         build = FinnResult.model_validate(self.result("finn")).build.at(self.step_dir("finn"))
         for rel in build.paths.values():

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from flow.errors import VerificationError
-from flow.hil import (
+from flow.core.errors import VerificationError
+from flow.core.io import atomic_write_json
+from flow.hil.client import (
     Estimate,
     Golden,
     HilOptions,
@@ -26,9 +27,8 @@ from flow.hil import (
     read_token,
     run_hil,
 )
-from flow.io import atomic_write_json
-from flow.run import Run
-from flow.steptable import step_folder
+from flow.run.run import Run
+from flow.run.table import step_folder
 from hw_models import agent
 
 DEPLOYMENT = "deployment"  # inside the deploy step's folder
@@ -57,7 +57,7 @@ def token_file(run: Run) -> Path:
 
 def golden(run: Run) -> Golden:
     """The test vectors the deploy step wrote (checked), the labels and PyTorch's classes."""
-    from flow.train import predict
+    from flow.ml.train import predict
 
     rel = f"{DEPLOYMENT}/io"
     inputs = np.load(run.artefact("deploy", f"{rel}/input.npy"))
@@ -92,10 +92,10 @@ def estimates(run: Run) -> list[Estimate]:
     return found
 
 
-def validate_hil(run: Run, target: str, token: Path, options: HilOptions,
+def verify_hil(run: Run, target: str, token: Path, options: HilOptions,
                  progress=None) -> HilResult:
     """Stream the test split to the agent at `target`; the result is saved in RUN/hil/ (the
-    summary takes it from there: flow.report.add_hil).
+    summary takes it from there: flow.report.summary.add_hil).
 
     The expected outputs and artefact hashes are this machine's (checked against the deploy
     step's records), never the agent's word. HilError (nothing saved) when the agent cannot

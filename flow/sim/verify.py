@@ -13,21 +13,21 @@ from pathlib import Path
 
 import numpy as np
 
-from flow.agreement import agrees
-from flow.errors import ConfigError, ModelError, VerificationError
+from flow.core.errors import ConfigError, ModelError, VerificationError
+from flow.core.io import atomic_write_text
+from flow.core.progress import progress_bar
 from flow.finn.verify import partition_streams
-from flow.io import atomic_write_text
-from flow.progress import progress_bar
-from flow.results import RtlValidation
-from flow.run import Run
+from flow.ml.agreement import agrees
+from flow.run.results import RtlVerification
+from flow.run.run import Run
 
 log = logging.getLogger(__name__)
 
 
-def validate_run(run: Run, out_dir: Path, frames: int | None, backpressure: float,
-                 min_agreement: float) -> RtlValidation:
+def verify_run(run: Run, out_dir: Path, frames: int | None, backpressure: float,
+                 min_agreement: float) -> RtlVerification:
     """Simulate a run's FINN build on its test split (or the first `frames`) and check it."""
-    from flow.train import predict
+    from flow.ml.train import predict
 
     d = run.data
     n = frames or len(d.x_test)
@@ -37,7 +37,7 @@ def validate_run(run: Run, out_dir: Path, frames: int | None, backpressure: floa
     x, y = d.x_test[:n], d.y_test[:n]
     build = run.finn_build()
     paths = {k: build.path(k) for k in ("dataflow_parent", "dataflow_python", "dataflow_rtl")}
-    result = validate_rtl(
+    result = verify_rtl(
         paths, x.numpy(), y.numpy(), predict(run.quant_model(), x).numpy(), out_dir,
         build.part, build.clock_mhz, build.performance.steady_state_cycles,
         backpressure, min_agreement, cache_dir=run.rtlsim_cache,
@@ -45,15 +45,15 @@ def validate_run(run: Run, out_dir: Path, frames: int | None, backpressure: floa
     return result
 
 
-def validate_rtl(paths: dict[str, Path], frames: np.ndarray, labels: np.ndarray,
+def verify_rtl(paths: dict[str, Path], frames: np.ndarray, labels: np.ndarray,
                  torch_logits: np.ndarray, out_dir: Path, part: str, clock_mhz: float,
                  estimated_cycles: int, backpressure: float = 0.0, min_agreement: float = 1.0,
-                 cache_dir: Path | None = None) -> RtlValidation:
+                 cache_dir: Path | None = None) -> RtlVerification:
     """Simulate `frames` (NCHW raw pixels) on the generated RTL and compare at every level.
 
     Raises VerificationError on any output word that differs from FINN's python execution, or
     when the RTL predicts what PyTorch predicts on fewer than `min_agreement` of the frames
-    (ties within float rounding agree: flow.agreement).
+    (ties within float rounding agree: flow.ml.agreement).
     """
     from hw_models.rtlsim import build_simulator, generate_rtl, run_frames
 
@@ -76,20 +76,21 @@ def validate_rtl(paths: dict[str, Path], frames: np.ndarray, labels: np.ndarray,
                                 progress=lambda phase, done, total: update(done, total, "frames"))
     got = got.reshape(part_out.shape)
     atomic_write_text(out_dir / "node_cycles.txt", stats.node_table() + "\n")
-    result = _validation(got, part_out, labels, torch_logits, stats, clock_mhz, estimated_cycles,
+    result = _verification(got, part_out, labels, torch_logits, stats, clock_mhz, estimated_cycles,
                          backpressure, min_agreement)
     _check(result, got, part_out)
     return result
 
 
-def _validation(got, expected, labels, torch_logits, stats, clock_mhz: float,
-                estimated_cycles: int, backpressure: float, min_agreement: float) -> RtlValidation:
+def _verification(got, expected, labels, torch_logits, stats, clock_mhz: float,
+                  estimated_cycles: int, backpressure: float,
+                  min_agreement: float) -> RtlVerification:
     n = len(labels)
     hw_pred = got.reshape(n, -1).argmax(1)
     measured, slowest = stats.steady_cycles_per_frame, stats.bottleneck
     sim = stats.to_json()
     sim.pop("frame_done")
-    return RtlValidation(
+    return RtlVerification(
         frames=n, output_words=int(expected.size),
         mismatches=int(np.count_nonzero(got != expected)),
         rtl_test_accuracy=float(np.mean(hw_pred == labels)),
@@ -107,7 +108,7 @@ def _validation(got, expected, labels, torch_logits, stats, clock_mhz: float,
     )
 
 
-def _check(result: RtlValidation, got: np.ndarray, expected: np.ndarray) -> None:
+def _check(result: RtlVerification, got: np.ndarray, expected: np.ndarray) -> None:
     """VerificationError on any mismatching word or too little agreement with PyTorch."""
     if result.mismatches:
         bad = (got != expected).reshape(result.frames, -1).any(1)

@@ -9,8 +9,8 @@ import io
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from flow.io import atomic_write_text
-from flow.report import Summary, read_summary, summary_lines
+from flow.core.io import atomic_write_text
+from flow.report.summary import Summary, read_summary, summary_lines
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}

@@ -9,10 +9,10 @@ import os
 import tempfile
 from pathlib import Path
 
-from flow.io import atomic_write_json, refused_as_error, remove_tree
-from flow.run import Run
-from flow.simulate_check import simulation_name
-from flow.validate import validate_run
+from flow.core.io import atomic_write_json, refused_as_error, remove_tree
+from flow.run.run import Run
+from flow.sim.simulate_check import simulation_name
+from flow.sim.verify import verify_run
 
 
 def simulate_again(run: Run, frames: int | None, backpressure: float) -> tuple[Path, list[str]]:
@@ -24,7 +24,7 @@ def simulate_again(run: Run, frames: int | None, backpressure: float) -> tuple[P
         root.mkdir(exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
     try:
-        result = validate_run(run, work, n, backpressure, run.recipe.simulate.min_agreement)
+        result = verify_run(run, work, n, backpressure, run.recipe.simulate.min_agreement)
         atomic_write_json(work / "result.json", result.model_dump(mode="json"))
         with refused_as_error(final, "replace"):
             if final.exists() or final.is_symlink():

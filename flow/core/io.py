@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from flow.errors import ConfigError, FileSystemError
+from flow.core.errors import ConfigError, FileSystemError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)

@@ -30,8 +30,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from flow.errors import ArtefactError, FileSystemError, RunFolderError
-from flow.io import atomic_write_json, file_sha256, refused_as_error
+from flow.core.errors import ArtefactError, FileSystemError, RunFolderError
+from flow.core.io import atomic_write_json, file_sha256, refused_as_error
 
 MARK = ".densiflow-run"
 MARK_FORMAT = 1

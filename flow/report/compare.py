@@ -9,8 +9,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from flow.io import atomic_write_text
-from flow.report import Summary, load_current_summary
+from flow.core.io import atomic_write_text
+from flow.report.summary import Summary, load_current_summary
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Errors, file I/O and progress: what every layer may use."""

@@ -1,0 +1,1 @@
+"""Data, training, metrics, QONNX export and class agreement."""

@@ -1,0 +1,1 @@
+"""The recipe and the compression plan: what a user writes."""

@@ -1,0 +1,1 @@
+"""What a person reads: summary, terminal table, comparison, HTML, README figures."""

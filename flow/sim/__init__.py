@@ -1,0 +1,1 @@
+"""RTL simulation, validation against FINN and PyTorch, and synthesis of a build."""
