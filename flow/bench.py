@@ -108,7 +108,10 @@ def bench_synth() -> dict:
 
 def bench_hil() -> dict:
     """HIL frames per wall second on the whole test split, beside the direct simulation."""
-    from flow.hil.client import HilOptions, artefact_hashes, read_token, run_hil, start_agent
+    from flow.hil.deployment import artefact_hashes, read_token
+    from flow.hil.serve import start_agent
+    from flow.hil.session import run_hil
+    from flow.hil.types import HilOptions
     from flow.hil.wiring import deployment_folder, golden, token_file
     from hw_models.rtlsim import load_simulator, run_frames
 

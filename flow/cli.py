@@ -146,7 +146,7 @@ def cmd_deploy(args: argparse.Namespace) -> None:
 
 
 def cmd_agent(args: argparse.Namespace) -> None:
-    from flow.hil.client import serve_run
+    from flow.hil.serve import serve_run
     from flow.hil.wiring import deployment_folder, token_file
 
     run = _open_run(args.run, "deploy")
@@ -163,7 +163,7 @@ def cmd_agent(args: argparse.Namespace) -> None:
 def cmd_hil(args: argparse.Namespace) -> None:
     from rich.progress import Progress
 
-    from flow.hil.client import HilOptions
+    from flow.hil.types import HilOptions
     from flow.hil.wiring import check_bit_exact, token_file, verify_hil
     from flow.report.summary import add_hil
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from flow.hil.client import Golden, artefact_hashes, new_token, prepare_rtlsim_folder, read_token
+from flow.hil.deployment import artefact_hashes, new_token, prepare_rtlsim_folder, read_token
+from flow.hil.types import Golden
 
 PART = "xczu3eg-sbva484-1-e"
 MW, MH, SIMD, PE = 16, 10, 4, 2  # FINN estimate: MW/SIMD * MH/PE = 20 cycles per frame

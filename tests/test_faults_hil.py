@@ -31,17 +31,12 @@ import pytest
 from hil_deployment import BATCH, CLOCK_MHZ, N_BATCHES, N_FRAMES, Deployment, build_deployment
 
 from flow.core.errors import JournalError
-from flow.hil.client import (
-    AgentConnection,
-    BatchRecord,
-    HilError,
-    HilOptions,
-    Journal,
-    JournalHeader,
-    new_token,
-    run_hil,
-    start_agent,
-)
+from flow.hil.connection import AgentConnection
+from flow.hil.deployment import new_token
+from flow.hil.journal import Journal
+from flow.hil.serve import start_agent
+from flow.hil.session import run_hil
+from flow.hil.types import BatchRecord, HilError, HilOptions, JournalHeader
 from hw_models import agent
 
 ROOT = Path(__file__).resolve().parents[1]

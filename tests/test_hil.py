@@ -36,23 +36,19 @@ from hil_deployment import (
 )
 
 from flow.core.errors import JournalError
-from flow.hil.client import (
-    AgentConnection,
-    Estimate,
-    Golden,
-    HilError,
-    HilOptions,
-    Journal,
-    JournalHeader,
+from flow.hil.connection import AgentConnection
+from flow.hil.deployment import (
     artefact_hashes,
     new_token,
     parse_target,
     prepare_pynq_folder,
     read_token,
-    run_hil,
-    start_agent,
     wire_dtype,
 )
+from flow.hil.journal import Journal
+from flow.hil.serve import start_agent
+from flow.hil.session import run_hil
+from flow.hil.types import Estimate, Golden, HilError, HilOptions, JournalHeader
 from hw_models import agent
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,7 +159,9 @@ def test_agent_killed_mid_batch_then_resume(dep, tmp_path):
 CLIENT = textwrap.dedent("""
     import os, signal, sys
     import numpy as np
-    from flow.hil.client import Golden, HilOptions, read_token, run_hil
+    from flow.hil.deployment import read_token
+    from flow.hil.session import run_hil
+    from flow.hil.types import Golden, HilOptions
     target, token, data, journal, sha, at = sys.argv[1:]
     d = np.load(data)
     def progress(event):
@@ -444,7 +442,7 @@ def record(batch: int, frames: int = 4) -> dict:
 
 
 def test_journal_resumes_drops_torn_line_and_refuses_others(tmp_path):
-    from flow.hil.client import BatchRecord
+    from flow.hil.types import BatchRecord
 
     path = tmp_path / "j.jsonl"
     with Journal(path, header()) as j:

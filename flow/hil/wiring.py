@@ -15,18 +15,15 @@ import numpy as np
 
 from flow.core.errors import VerificationError
 from flow.core.io import atomic_write_json
-from flow.hil.client import (
-    Estimate,
-    Golden,
-    HilOptions,
-    HilResult,
+from flow.hil.deployment import (
     artefact_hashes,
     new_token,
     prepare_pynq_folder,
     prepare_rtlsim_folder,
     read_token,
-    run_hil,
 )
+from flow.hil.session import run_hil
+from flow.hil.types import Estimate, Golden, HilOptions, HilResult
 from flow.run.run import Run
 from flow.run.table import step_folder
 from hw_models import agent

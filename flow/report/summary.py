@@ -12,7 +12,7 @@ from flow.core.errors import ArtefactError, ConfigError, RunFolderError
 from flow.core.io import atomic_write_json, atomic_write_text, file_sha256
 from flow.finn import FinnBuild, LayerEstimate
 from flow.finn.vivado import VivadoFigures, estimate_error
-from flow.hil.client import HilResult
+from flow.hil.types import HilResult
 from flow.recipe.config import load_recipe
 from flow.run.folder import RunFolder
 from flow.run.results import (
@@ -131,7 +131,7 @@ class HilSummary(BaseModel):
 
 
 def hil_summary(result: HilResult) -> HilSummary:
-    """The summary's view of a flow.hil.client.HilResult."""
+    """The summary's view of a flow.hil.types.HilResult."""
     fields = {k: getattr(result, k) for k in HilSummary.model_fields if k != "mismatches"}
     return HilSummary(**fields, mismatches=result.mismatches + result.probe_mismatches)
 
