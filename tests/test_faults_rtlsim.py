@@ -164,7 +164,7 @@ def test_estimate_synth_refuses_an_unusable_synthesis_cache_first(tmp_path, monk
 def test_crash_is_not_blamed_on_the_rtl(tmp_path):
     """Defect 8: a simulator killed by SIGSEGV was reported as an RTL error."""
     from hw_models.rtlsim.build import Simulator
-    from hw_models.rtlsim.runner import _failure
+    from hw_models.rtlsim.diagnose import _failure
 
     sim = Simulator(str(tmp_path / "entry"), "k", [], "INT2", "INT2", [1, 2], [1, 2], [1, 1, 2],
                     [1, 1, 2], [])
@@ -174,7 +174,7 @@ def test_crash_is_not_blamed_on_the_rtl(tmp_path):
 
 def test_damaged_runtime_library_objects_are_replaced(tmp_path):
     """The cached Verilator run-time objects, linked into every build, carry checksums too."""
-    from hw_models.rtlsim.build import _runtime_ok, _store_runtime
+    from hw_models.rtlsim.compile import _runtime_ok, _store_runtime
 
     obj, rt, names = tmp_path / "obj_dir", tmp_path / "cache" / "_runtime-x", ["verilated", "vl"]
     obj.mkdir()
@@ -245,7 +245,7 @@ def test_run_expected_past_the_bound_is_refused(dwc_sim):
 
 
 def test_expected_cycles():
-    from hw_models.rtlsim.runner import MAX_CYCLES, check_cycle_bound, expected_cycles
+    from hw_models.rtlsim.cycles import MAX_CYCLES, check_cycle_bound, expected_cycles
 
     assert expected_cycles(10, 100, 300, 4, 0.0) == 300 + 10 * 100
     assert expected_cycles(10, 100, 300, 4, 0.99) == pytest.approx(300 + 10 * 400)

@@ -512,7 +512,8 @@ def test_stalled_stream_names_the_node(env, single):
 
 @rtlsim
 def test_truncated_input_stalls(single):
-    from hw_models.rtlsim.runner import pack_frames, run_words
+    from hw_models.rtlsim.packing import pack_frames
+    from hw_models.rtlsim.runner import run_words
 
     b = single("mvau_w4a4")
     words = pack_frames(b.sim, frames_for(b.hw, 2))
@@ -637,7 +638,7 @@ def test_compare_speed_measures_a_checkout(env):
 def test_packing_matches_finn(dt, elems):
     from finn.util.data_packing import npy_to_rtlsim_input, rtlsim_output_to_npy
 
-    from hw_models.rtlsim.runner import pack_words, unpack_words
+    from hw_models.rtlsim.packing import pack_words, unpack_words
 
     dtype = DataType[dt]
     bits = dtype.bitwidth() * elems

@@ -2,7 +2,7 @@
 
 The cycle bound: a run of N frames at backpressure P needs at least the pipeline's fill plus, per
 frame, the slower of FINN's bottleneck estimate and 1 / (1 - P) cycles for its (at least one)
-output word; over half of hw_models.rtlsim.runner.MAX_CYCLES it is refused here, before the RTL
+output word; over half of hw_models.rtlsim.cycles.MAX_CYCLES it is refused here, before the RTL
 is generated or built (the runner checks again with the chain's real output words, and the
 harness stops at MAX_CYCLES whatever happens).
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from flow.run.run import Run
 from hw_models.cache import usable_cache_dir
 from hw_models.rtlsim.build import CACHE_ENV
-from hw_models.rtlsim.runner import check_cycle_bound, expected_cycles
+from hw_models.rtlsim.cycles import check_cycle_bound, expected_cycles
 
 
 def simulation_name(frames: int, backpressure: float) -> str:

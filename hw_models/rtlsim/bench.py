@@ -28,7 +28,8 @@ from qonnx.core.modelwrapper import ModelWrapper
 from hw_models.errors import SimulationError
 from hw_models.rtlsim.build import build_simulator
 from hw_models.rtlsim.hdl import generate_rtl, load_model
-from hw_models.rtlsim.runner import random_frames, run_frames
+from hw_models.rtlsim.packing import random_frames
+from hw_models.rtlsim.runner import run_frames
 
 __all__ = ["bench_chain", "bench_fifo_sizing", "compare_speed", "random_frames"]
 

@@ -32,9 +32,11 @@ from qonnx.core.modelwrapper import ModelWrapper
 
 from hw_models.errors import HardwareError
 from hw_models.resources import Resources
-from hw_models.rtlsim.build import Progress, Simulator, build_simulator, default_jobs
+from hw_models.rtlsim.build import Simulator, build_simulator
+from hw_models.rtlsim.compile import Progress, default_jobs
 from hw_models.rtlsim.hdl import generate_rtl, load_model
-from hw_models.rtlsim.runner import random_frames, run_frames
+from hw_models.rtlsim.packing import random_frames
+from hw_models.rtlsim.runner import run_frames
 from hw_models.rules import MAX_FIFO_DEPTH, MIN_FIFO_DEPTH
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
-import signal
 import subprocess
 import tempfile
 import threading
@@ -21,68 +19,23 @@ from pathlib import Path
 import numpy as np
 
 from hw_models.errors import SimulationError
-from hw_models.rtlsim.build import Progress, Simulator, default_jobs, sha256_file
+from hw_models.rtlsim.build import Simulator
+from hw_models.rtlsim.compile import Progress, default_jobs, sha256_file
+from hw_models.rtlsim.cycles import MAX_CYCLES, NodeCycles, check_cycle_bound
+from hw_models.rtlsim.diagnose import (
+    _diagnose,
+    _failure,
+    default_stall_cycles,
+    edge_words_per_frame,
+    node_cycles,
+    sim_cycles,
+)
+from hw_models.rtlsim.packing import _n32, pack_frames, unpack_frames
 
 log = logging.getLogger(__name__)
 
 # A shard restarts the pipeline (reset, fill); fewer frames than this per shard do not pay.
 MIN_FRAMES_PER_SHARD = 32
-
-# The most cycles one harness process simulates before it stops (status "cycle_limit"): about
-# 40 minutes of the digits chain, which simulates ~80k cycles per CPU second (tiny chains run
-# millions). A run expected to need more than half of it is refused before it starts, so FINN
-# estimates off by 2x still finish.
-MAX_CYCLES = 200_000_000
-
-
-def expected_cycles(frames: int, cycles_per_frame: int, fill_cycles: int, out_words: int,
-                    backpressure: float) -> float:
-    """Cycles a run of `frames` should take: the pipeline's fill, then per frame the slower of
-    its bottleneck (`cycles_per_frame`) and its output, whose `out_words` words each wait
-    1 / (1 - backpressure) cycles on average for a ready consumer."""
-    if backpressure >= 1.0:
-        return float("inf")
-    return fill_cycles + frames * max(cycles_per_frame, out_words / (1.0 - backpressure))
-
-
-def check_cycle_bound(expected: float, frames: int, backpressure: float) -> None:
-    """SimulationError in one line when a run is expected to need more than MAX_CYCLES / 2."""
-    if expected > MAX_CYCLES / 2:
-        raise SimulationError(
-            f"{frames} frame(s) at backpressure {backpressure!r} need about {expected:.3g} "
-            f"simulated cycles, over the bound of {MAX_CYCLES // 2:.3g} (half of "
-            f"hw_models.rtlsim.runner.MAX_CYCLES); give a lower backpressure or fewer frames"
-        )
-
-
-@dataclass
-class NodeCycles:
-    """Measured cycles per frame of one chain node, next to FINN's estimate (JSON-able).
-
-    All values are per frame, over the node's steady window (from the end of its first output
-    frame to the end of its last one), so None with fewer than two frames. In a pipeline every
-    node settles to the chain's rate, so `interval` alone cannot name a bottleneck: `busy` (the
-    interval minus the cycles the node waited on its neighbours) is the node's own cost, the
-    number to set against FINN's `estimated` get_exp_cycles().
-    """
-
-    name: str
-    op_type: str
-    estimated: int  # FINN's get_exp_cycles() (0 for DWCs and FIFOs: FINN does not model them)
-    words_per_frame: int  # output stream words per frame
-    interval: float | None  # cycles between the ends of successive output frames
-    busy: float | None  # interval - blocked - starved: the cycles the node itself needed
-    blocked: float | None  # cycles its output word waited for the consumer (backpressure)
-    starved: float | None  # cycles it produced nothing while its producer offered nothing
-    span: float | None  # mean cycles from a frame's first to its last output word
-
-    @property
-    def over_estimate(self) -> float | None:
-        """busy / estimated (None without an estimate or a steady window)."""
-        if self.busy is None or not self.estimated:
-            return None
-        return self.busy / self.estimated
-
 
 @dataclass
 class RunStats:
@@ -142,249 +95,6 @@ class RunStats:
             "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in
                       enumerate(zip(r, widths))) for r in rows
         )
-
-
-# ---------------------------------------------------------------------------------------------
-# Packing: element j of a stream word sits at bits [j*b, (j+1)*b), as FINN's npy_to_rtlsim_input
-# and rtlsim_output_to_npy (reverse_inner=True) have it; words travel as little-endian uint32.
-
-
-def _n32(bits: int) -> int:
-    return (bits + 31) // 32
-
-
-def pack_words(values: np.ndarray, bits: int, width: int) -> np.ndarray:
-    """uint32 words (rows of width/32) from integer elements (innermost axis: one stream word)."""
-    v = np.asarray(values, dtype=np.int64)
-    elems = v.shape[-1]
-    rows = v.reshape(-1, elems) & ((1 << bits) - 1)
-    bitmat = ((rows[:, :, None] >> np.arange(bits)) & 1).astype(np.uint8).reshape(len(rows), -1)
-    pad = 32 * _n32(width) - bitmat.shape[1]
-    bitmat = np.pad(bitmat, ((0, 0), (0, pad)))
-    return np.packbits(bitmat, axis=1, bitorder="little").view("<u4")
-
-
-def unpack_words(words: np.ndarray, bits: int, elems: int, signed: bool) -> np.ndarray:
-    """Integer elements (rows of `elems`) from uint32 words packed as pack_words does."""
-    w = np.ascontiguousarray(words, dtype="<u4")
-    bitmat = np.unpackbits(w.view(np.uint8), axis=1, bitorder="little")[:, : bits * elems]
-    bitmat = bitmat.reshape(len(w), elems, bits).astype(np.int64)
-    vals = (bitmat << np.arange(bits)).sum(axis=2)
-    if signed:
-        vals = np.where(vals >= 1 << (bits - 1), vals - (1 << bits), vals)
-    return vals
-
-
-def _representable(x: np.ndarray, dt) -> bool:
-    if dt.name == "BIPOLAR":
-        return bool(np.isin(x, (-1.0, 1.0)).all())
-    if dt.is_integer():
-        return bool(((x >= dt.min()) & (x <= dt.max()) & (x == np.round(x))).all())
-    return bool(np.vectorize(dt.allowed, otypes=[bool])(x).all())
-
-
-def pack_frames(sim: Simulator, frames: np.ndarray) -> np.ndarray:
-    """Stream words (rows of uint32) for frames given as one NHWC input tensor per row."""
-    from qonnx.core.datatype import DataType
-
-    per_frame = int(np.prod(sim.in_shape[1:]))
-    frames = np.asarray(frames, dtype=np.float64)
-    if frames.ndim < 1 or frames.size % per_frame or frames.shape[0] * per_frame != frames.size:
-        raise SimulationError(
-            f"frames of shape {frames.shape} do not hold whole input tensors of shape "
-            f"{tuple(sim.in_shape[1:])} (one frame per row)"
-        )
-    dt = DataType[sim.in_dtype]
-    if not _representable(frames, dt):
-        raise SimulationError(
-            f"input values are not all representable as {dt.name} "
-            f"(range {dt.min()}..{dt.max()}{', integers' if dt.is_integer() else ''})"
-        )
-    first = sim.nodes[0]
-    folded = frames.reshape([frames.shape[0]] + sim.in_folded[1:])
-    if dt.name == "BIPOLAR":
-        return pack_words((folded + 1) / 2, 1, first.in_width)
-    if dt.is_integer():
-        return pack_words(folded, dt.bitwidth(), first.in_width)
-    return _finn_pack(folded, dt, first.in_bits, first.in_width)
-
-
-def _finn_pack(folded: np.ndarray, dt, bits: int, width: int) -> np.ndarray:
-    """FINN's own packing, for fixed-point inputs."""
-    from finn.util.data_packing import npy_to_rtlsim_input
-
-    ints = npy_to_rtlsim_input(folded, dt, bits)
-    raw = b"".join(int(w).to_bytes(4 * _n32(width), "little") for w in ints)
-    return np.frombuffer(raw, dtype="<u4").reshape(len(ints), _n32(width))
-
-
-def unpack_frames(sim: Simulator, words: np.ndarray, n: int) -> np.ndarray:
-    """Output tensors (one frame per row, NHWC) from stream words."""
-    from qonnx.core.datatype import DataType
-
-    dt = DataType[sim.out_dtype]
-    last = sim.nodes[-1]
-    shape = [n] + sim.out_folded[1:]
-    if dt.name == "BIPOLAR":
-        arr = 2 * unpack_words(words, 1, last.out_elems, False) - 1
-    elif dt.is_integer():
-        arr = unpack_words(words, dt.bitwidth(), last.out_elems, dt.signed())
-    else:
-        from finn.util.data_packing import rtlsim_output_to_npy
-
-        ints = [int.from_bytes(row.tobytes(), "little") for row in words]
-        arr = rtlsim_output_to_npy(ints, None, dt, tuple(shape), last.out_bits, dt.bitwidth())
-    return np.asarray(arr, dtype=np.float32).reshape([n] + sim.out_shape[1:])
-
-
-def random_frames(model, n: int, seed: int = 0) -> np.ndarray:
-    """n random frames valid for a chain model's input datatype (one NHWC tensor per row)."""
-    from qonnx.core.datatype import DataType
-
-    name = model.graph.input[0].name
-    dt = model.get_tensor_datatype(name)
-    shape = (n, *model.get_tensor_shape(name)[1:])
-    rng = np.random.default_rng(seed)
-    if dt == DataType["BIPOLAR"]:
-        return rng.choice([-1.0, 1.0], size=shape).astype(np.float32)
-    if not dt.is_integer():
-        raise SimulationError(f"random frames need an integer input type, not {dt.name}")
-    return rng.integers(dt.min(), dt.max() + 1, size=shape).astype(np.float32)
-
-
-# ---------------------------------------------------------------------------------------------
-# Per-node measurements
-
-
-def edge_words_per_frame(sim: Simulator) -> list[int]:
-    """Stream words per frame of every edge: the chain input, then each node's output."""
-    return [sim.nodes[0].in_words] + [n.out_words for n in sim.nodes]
-
-
-def _pooled(stats: list[dict], last: str, first: str, idx: int, e: int, k: int) -> float:
-    """Per-frame mean of a counter's growth over the shards' steady windows of edge e."""
-    return sum(st[last][idx] - st[first][idx] for st in stats if st["edge_frames"][e] > 1) / k
-
-
-def node_cycles(sim: Simulator, stats: list[dict]) -> list[NodeCycles]:
-    """Per-node steady cycles per frame, pooled over the shards' per-edge / per-node counters."""
-    res = []
-    for i, node in enumerate(sim.nodes):
-        e = i + 1
-        k = sum(st["edge_frames"][e] - 1 for st in stats if st["edge_frames"][e] > 0)
-        interval = busy = blocked = starved = span = None
-        if k >= 1:
-            interval = _pooled(stats, "edge_done_last", "edge_done_first", e, e, k)
-            blocked = _pooled(stats, "node_blocked_last", "node_blocked_first", i, e, k)
-            starved = _pooled(stats, "node_starved_last", "node_starved_first", i, e, k)
-            busy = interval - blocked - starved
-            span = sum(st["edge_span_sum"][e] for st in stats) / sum(
-                st["edge_frames"][e] for st in stats)
-        res.append(
-            NodeCycles(node.name, node.op_type, node.exp_cycles, node.out_words, interval, busy,
-                       blocked, starved, span)
-        )
-    return res
-
-
-def sim_cycles(sim: Simulator, frames: int, backpressure: float) -> float:
-    """expected_cycles of `frames` through this chain (FINN's per-node estimates)."""
-    est = [n.exp_cycles for n in sim.nodes]
-    return expected_cycles(frames, max(est), sum(est), sim.nodes[-1].out_words, backpressure)
-
-
-def default_stall_cycles(sim: Simulator, backpressure: float) -> int:
-    """No-output bound: generous against FINN's per-node estimates, scaled for backpressure."""
-    total = sum(n.exp_cycles for n in sim.nodes)
-    return int((20_000 + 8 * total) / max(1e-3, 1.0 - backpressure))
-
-
-def _diagnose(sim: Simulator, st: dict, frames: int, n_in: int) -> str:
-    """Name where the stream stopped, from per-stream transfer counts and handshake state."""
-    nodes = sim.nodes
-    xf, vld, rdy = st["edge_xfers"], st["edge_vld"], st["edge_rdy"]
-    lines, done_in, blocked = [], None, None
-    for i, node in enumerate(nodes):
-        exp_in, exp_out = node.in_words * frames, node.out_words * frames
-        in_blocked = vld[i] and not rdy[i]
-        out_blocked = vld[i + 1] and not rdy[i + 1]
-        if xf[i + 1] >= exp_out:
-            state = "done"
-        elif out_blocked:
-            state = "output not accepted downstream"
-        elif xf[i] >= exp_in:
-            state = "received all its input, output incomplete"
-            done_in = done_in or node
-        elif in_blocked:
-            state = "neither accepts input nor produces output"
-            blocked = node
-        else:
-            state = "waiting for input"
-        lines.append(
-            f"  {node.name} ({node.op_type}): in {xf[i]}/{exp_in}, out {xf[i + 1]}/{exp_out} "
-            f"words: {state}"
-        )
-    need_in = nodes[0].in_words * frames
-    if st["words_in"] >= n_in and n_in < need_in:
-        where = f"the input ended mid-frame ({n_in} of {need_in} input words were given)"
-    elif done_in is not None:
-        where = (
-            f"node {done_in.name} ({done_in.op_type}) received all its input but its output "
-            "is incomplete"
-        )
-    elif blocked is not None:
-        where = (
-            f"node {blocked.name} ({blocked.op_type}) stopped accepting input and producing output"
-        )
-    elif vld[-1] and not rdy[-1]:
-        where = "the chain output was never accepted (output backpressure)"
-    else:
-        where = "no single node could be blamed"
-    chain = " -> ".join(n.name for n in nodes)
-    return (
-        f"RTL simulation stalled: no output word for {st['cycles'] - st['last_out_cycle']} cycles "
-        f"(at cycle {st['cycles']}, {st['words_out']} of {nodes[-1].out_words * frames} output "
-        f"words, {st['words_in']} of {n_in} input words accepted); {where}.\n"
-        f"chain: {chain}\n" + "\n".join(lines)
-    )
-
-
-# Verilog assertions that fire inside FINN's RTL, with what is known about them
-KNOWN_ASSERTIONS = {
-    "Overflowing output queue": (
-        "finn-rtllib's RTL MVU (mvu_vvu_axi.sv) lost an output under downstream backpressure. "
-        "With finn-plus 1.6.1 this happens for MVAU_rtl layers folded with SIMD == MW (a whole "
-        "input vector per cycle, MW/SIMD = 1), whatever PE; MW/SIMD >= 2 never showed it. The "
-        "queue is synthesizable logic, so hardware from this RTL would likely drop data too: "
-        "fold such layers with MW/SIMD >= 2"
-    ),
-}
-
-
-def _failure(sim: Simulator, code: int, text: str) -> str:
-    """Message for a simulator that stopped abnormally: a Verilog $error/$fatal/assertion, or a
-    crash (a signal), which is the harness's or the binary's fault, not the RTL's."""
-    if code < 0:
-        sig = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
-        return (
-            f"the simulator binary {sim.binary} crashed ({sig}); it matched its build checksum, "
-            f"so delete {sim.build_dir} and build again, and report it if that recurs"
-        )
-    insts = set(re.findall(r"TOP\.rtlsim_top\.(\w+)", text))
-    names = {n.name: n for n in sim.nodes}
-    hit = [
-        names[i] if i in names else names.get(i.removesuffix("_wstrm"))
-        for i in sorted(insts)
-        if i in names or i.removesuffix("_wstrm") in names
-    ]
-    where = ", ".join(f"{n.name} ({n.op_type})" for n in hit) or "chain " + " -> ".join(names)
-    msgs = [line.strip() for line in text.splitlines() if "%Error" in line or "%Fatal" in line]
-    hints = [hint for key, hint in KNOWN_ASSERTIONS.items() if key in text]
-    return (
-        f"RTL simulation stopped with an error in {where} (exit {code}):\n"
-        + "\n".join(msgs[:10] or [text[-2000:]])
-        + ("\n" + "\n".join(hints) if hints else "")
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -506,7 +216,7 @@ def _collect(sim: Simulator, job: _Job) -> tuple[np.ndarray, dict]:
     if st["status"] == "cycle_limit":
         raise SimulationError(
             f"RTL simulation stopped at the cycle bound ({MAX_CYCLES} cycles, "
-            f"hw_models.rtlsim.runner.MAX_CYCLES) with {st['words_out']} of "
+            f"hw_models.rtlsim.cycles.MAX_CYCLES) with {st['words_out']} of "
             f"{job.out_words * job.frames} output words; give a lower backpressure or fewer frames"
         )
     # Nodes may legitimately emit some of the next frame early (FMPadding's leading padding
