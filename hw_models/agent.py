@@ -1,7 +1,8 @@
 """densiflow board agent: serves an accelerator to the hardware-in-the-loop client over TCP.
 
 One self-contained file (standard library and numpy at module level) that is copied into a
-deployment folder and run there, on a PYNQ board or on the build machine:
+deployment folder and run there, on a PYNQ board or on the build machine; that is why it is one
+module of ~600 lines (protocol, manifest, both backends, server) rather than several:
 
     python agent.py --folder DIR --backend {pynq,rtlsim} --token-file FILE
                     [--bind 127.0.0.1] [--port 7531] [--sim-dir DIR] [--timeout 30]
