@@ -28,3 +28,14 @@ TIER_PREFIX = "tier "  # conftest's run summary names the tiers skipped with thi
 def skip_tier(tier: str, missing: str, enable: str) -> None:
     """Skip a test whose tier needs a system program that is not installed."""
     pytest.skip(f"{TIER_PREFIX}{tier}: {missing}; enable with: {enable}")
+
+
+def tiny_recipe(name: str, trials: int = 5, budget: dict | None = None, **method) -> dict:
+    """A search recipe on 300 digits images that runs in seconds (method fields override)."""
+    m = {"name": "search", "trials": trials, "population": 4, "trial_epochs": 1, "qat_top": 2,
+         "builtin_seeds": ["uniform"], "weight_bits": [2, 3, 4], "act_bits": [2, 3, 4],
+         "keep_fractions": [0.5, 0.75, 1.0]} | method
+    return {"name": name, "data": {"dataset": "digits", "limit": 300}, "train": {"epochs": 2},
+            "qat": {"epochs": 1}, "method": m, "budget": budget or {},
+            "hardware": {"board": "pynq-z1", "target_fps": 50000, "folding": "finn"},
+            "simulate": {"enabled": False}}

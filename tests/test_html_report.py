@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import skip_tier
-from test_search import tiny_recipe
+from helpers import skip_tier, tiny_recipe
 
 from flow.pipeline import run_recipe
 from flow.recipe.config import parse_recipe

@@ -17,6 +17,7 @@ import optuna
 import pytest
 import torch
 import yaml
+from helpers import tiny_recipe
 
 from flow.core.errors import ConfigError
 from flow.importance.channel import activation_l1
@@ -247,16 +248,6 @@ def test_search_method_in_a_recipe():
 # ----------------------------------------------------------------------------- real searches
 
 
-def tiny_recipe(name: str, trials: int = 5, budget: dict | None = None, **method) -> dict:
-    m = {"name": "search", "trials": trials, "population": 4, "trial_epochs": 1, "qat_top": 2,
-         "builtin_seeds": ["uniform"], "weight_bits": [2, 3, 4], "act_bits": [2, 3, 4],
-         "keep_fractions": [0.5, 0.75, 1.0]} | method
-    return {"name": name, "data": {"dataset": "digits", "limit": 300}, "train": {"epochs": 2},
-            "qat": {"epochs": 1}, "method": m, "budget": budget or {},
-            "hardware": {"board": "pynq-z1", "target_fps": 50000, "folding": "finn"},
-            "simulate": {"enabled": False}}
-
-
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
     out = tmp_path_factory.mktemp("search")
@@ -272,6 +263,7 @@ def test_search_outcome_files_and_rows(searched):
     assert o.trials >= 5 and o.chosen is not None and o.finn_cache.requests >= 5
     assert {"trials", "qat", "report"} <= {p.stage for p in seen}
     assert all(c.finn is not None for c in o.candidates)  # finn: all
+    assert o.points and set(o.fronts) == set(FRONTS)
     for p in o.points:
         r = load_recipe(p.recipe_file)  # a runnable recipe: method plan -> the point's plan file
         assert r.method.name == "plan" and r.name == f"tiny-{p.digest[:8]}"

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from helpers import skip_tier
-from test_search import tiny_recipe
+from helpers import skip_tier, tiny_recipe
 
 from flow.recipe.config import parse_recipe
 from flow.search import run_search

@@ -152,7 +152,7 @@ def _write_manifest(out: Path, manifest: DeployManifest) -> DeployManifest:
     return manifest
 
 
-def load_manifest(out_dir: Path | str) -> DeployManifest:
+def load_deploy_manifest(out_dir: Path | str) -> DeployManifest:
     """The manifest of a deployment folder; DeployError naming the file if it is bad."""
     path = Path(out_dir) / MANIFEST
     try:
@@ -164,7 +164,7 @@ def load_manifest(out_dir: Path | str) -> DeployManifest:
 
 def refresh_manifest(out_dir: Path | str) -> DeployManifest:
     """Hash the folder again (e.g. after the HIL agent was copied in as agent.py)."""
-    return _write_manifest(Path(out_dir).resolve(), load_manifest(out_dir))
+    return _write_manifest(Path(out_dir).resolve(), load_deploy_manifest(out_dir))
 
 
 # ----------------------------------------------------------------------------- inputs

@@ -57,7 +57,7 @@ class ErrorStat(BaseModel):
     worst_at: str = ""
 
 
-class CostModelError(BaseModel):
+class CostModelAccuracy(BaseModel):
     """The cost model against FINN's estimate over every candidate FINN estimated."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -103,7 +103,7 @@ class SearchOutcome(BaseModel):
     trials_per_minute: float
     finn_cache: CacheStats  # FINN estimates asked for in this run (trials and final choice)
     synth_cache: CacheStats | None = None  # Yosys syntheses of the final plans (synth: yosys)
-    cost_model_error: CostModelError | None
+    cost_model_error: CostModelAccuracy | None
     budget: dict
     select: str
     candidates: list[Candidate]
@@ -148,7 +148,7 @@ def error_stat(values: list[tuple[float, str]]) -> ErrorStat:
                      worst_at=worst[1])
 
 
-def cost_model_error(cands: list[Candidate]) -> CostModelError | None:
+def cost_model_error(cands: list[Candidate]) -> CostModelAccuracy | None:
     """Pool the node errors (quantities where model or FINN is non-zero) and the screen errors."""
     from hw_models.cost import QUANTITIES
 
@@ -166,7 +166,7 @@ def cost_model_error(cands: list[Candidate]) -> CostModelError | None:
                 by_type.setdefault(row.node_type, {}).setdefault(q, []).append((err, where))
     screen = {q: error_stat([(c.finn.screen_error[q], c.digest[:8]) for c in est])
               for q in est[0].finn.screen_error}
-    return CostModelError(
+    return CostModelAccuracy(
         candidates=len(est), nodes={q: error_stat(v) for q, v in nodes.items()},
         by_node_type={t: {q: error_stat(v) for q, v in qs.items()}
                       for t, qs in sorted(by_type.items())},
