@@ -74,7 +74,7 @@ def plan(run: Run, out: Path) -> PlanResult:
     output.plan.save(out / "plan.yaml")
     if output.model is not None:
         torch.save(output.model.state_dict(), out / "model.pt")
-    return PlanResult(method=recipe.method.name, plan=output.plan.to_dict(),
+    return PlanResult(method=recipe.method.name, plan=output.plan,
                       plan_digest=output.plan.digest(), trained_model=output.model is not None)
 
 
@@ -84,7 +84,7 @@ def qat(run: Run, out: Path) -> QatResult:
     weights."""
     d, plan_ = run.data, run.plan()
     cfg = _train_cfg(run.recipe.qat, run.recipe.data.seed)
-    if PlanResult.model_validate(run.result("plan")).trained_model:
+    if run.result("plan", PlanResult).trained_model:
         start = run.load_state("plan", build_quant(run.arch, d.pixel_max, plan_))
         model = qat_model(run.arch, start, plan_, d, cfg, start_plan=plan_)
     else:

@@ -9,7 +9,9 @@ from flow.cli import main
 from flow.core.errors import ArtefactError, ConfigError
 from flow.models import get_architecture
 from flow.recipe.config import load_recipe
+from flow.recipe.plan import CompressionPlan
 from flow.report.summary import (
+    SCHEMA_VERSION,
     AccuracyByStage,
     HardwareSummary,
     Memory,
@@ -109,7 +111,8 @@ def _summary(accuracy: float = 0.9) -> Summary:
         accuracy_drop_points=5.0, memory=Memory(weight_mbit=0.1, act_mbit=0.01, total_mbit=0.11,
                                                 avg_bits=4.0, params=1000),
         performance_density=818.0, hardware=hardware, simulation=None,
-        simulation_skipped="off", deployment=None, plan={}, layers=[], steps={})
+        simulation_skipped="off", deployment=None, plan=CompressionPlan(input_bits=8),
+        layers=[], steps={})
 
 
 @pytest.fixture()
@@ -136,7 +139,8 @@ def test_a_written_summary_reads_back(run_dir):
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"schema_version": 99}, "has schema_version 99; this densiflow reads version 1; "),
+    ({"schema_version": 99},
+     f"has schema_version 99; this densiflow reads version {SCHEMA_VERSION}; "),
     ({"accuracy__qat_test": 0.99}, "was changed after densiflow wrote it"),
 ])
 def test_compare_refuses_another_version_and_a_hand_edit(run_dir, capsys, changes, message):

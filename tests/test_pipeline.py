@@ -18,7 +18,7 @@ import flow.pipeline as pipeline
 from flow.cli import main
 from flow.core.errors import ArtefactError, ConfigError, RunFolderError, VerificationError
 from flow.recipe.config import load_recipe, parse_recipe
-from flow.report.summary import Summary, load_current_summary
+from flow.report.summary import SCHEMA_VERSION, Summary, load_current_summary
 from flow.run.folder import RunFolder
 from flow.run.run import Run
 from flow.run.table import STEP_NAMES, step_folder
@@ -86,10 +86,11 @@ def test_every_step_leaves_its_artefacts(first_run):
     assert (run_dir / "01_baseline" / "model.pt").is_file()
     assert (run_dir / "04_export" / "model.qonnx.onnx").is_file()
     summary = Summary.model_validate_json((run_dir / "summary.json").read_text())
-    assert summary.schema_version == 1 and summary.plan["layers"]["conv2"]["weight_bits"] == 3
+    assert summary.schema_version == SCHEMA_VERSION
+    assert summary.plan.layers["conv2"].weight_bits == 3
     assert summary.hardware.fps > 0 and summary.hardware.resources.dsp > 0
     assert summary.hardware.resource_source.value == "finn_estimate"
-    assert [r["layer"] for r in summary.layers] == ["conv1", "conv2", "conv3", "conv4", "fc1"]
+    assert [r.layer for r in summary.layers] == ["conv1", "conv2", "conv3", "conv4", "fc1"]
     sim = summary.simulation
     assert sim.frames == 20 and sim.mismatches == 0 and sim.output_words == 200
     assert sim.agreement_with_pytorch == 1.0

@@ -24,6 +24,7 @@ from flow.hil.deployment import (
 )
 from flow.hil.session import run_hil
 from flow.hil.types import Estimate, Golden, HilOptions, HilResult
+from flow.run.results import SimulateResult
 from flow.run.run import Run
 from flow.run.table import step_folder
 from hw_models import agent
@@ -80,12 +81,12 @@ def expected_artefacts(run: Run) -> dict[str, str]:
 def estimates(run: Run) -> list[Estimate]:
     """FINN's estimate and the RTL simulation's measurement, to show beside the HIL figures."""
     build = run.finn_build()
-    sim = run.result("simulate").get("validation") or {}
+    sim = run.result("simulate", SimulateResult).validation
     found = [Estimate(source="FINN estimate", fps=build.performance.fps,
                       latency_us=build.performance.latency_us)]
-    if sim.get("measured_fps"):
-        found.append(Estimate(source="RTL simulation", fps=sim["measured_fps"],
-                              latency_us=sim["measured_latency_cycles"] / build.clock_mhz))
+    if sim is not None and sim.measured_fps:
+        found.append(Estimate(source="RTL simulation", fps=sim.measured_fps,
+                              latency_us=sim.measured_latency_cycles / build.clock_mhz))
     return found
 
 

@@ -81,10 +81,10 @@ def _figure(width: float = 5.6, height: float = 3.6):
 
 def _bits_plot(summary: Summary) -> str:
     fig, ax = _figure()
-    names = [r["layer"] for r in summary.layers]
+    names = [r.layer for r in summary.layers]
     x = range(len(names))
-    ax.bar([i - 0.2 for i in x], [r["weight_bits"] for r in summary.layers], 0.4, label="weights")
-    ax.bar([i + 0.2 for i in x], [r["act_bits"] or 0 for r in summary.layers], 0.4,
+    ax.bar([i - 0.2 for i in x], [r.weight_bits for r in summary.layers], 0.4, label="weights")
+    ax.bar([i + 0.2 for i in x], [r.act_bits or 0 for r in summary.layers], 0.4,
            label="activations")
     ax.set_xticks(list(x), names)
     ax.set_ylabel("bits")
@@ -95,10 +95,10 @@ def _bits_plot(summary: Summary) -> str:
 
 def _resource_plot(summary: Summary) -> str:
     fig, ax = _figure()
-    names = [r["layer"] for r in summary.layers]
+    names = [r.layer for r in summary.layers]
     for i, key in enumerate(("lut", "bram18", "dsp")):
         ax.bar([j + (i - 1) * 0.27 for j in range(len(names))],
-               [r.get(key, 0) for r in summary.layers], 0.27, label=key.upper())
+               [getattr(r, key) or 0 for r in summary.layers], 0.27, label=key.upper())
     ax.set_xticks(range(len(names)), names)
     ax.set_yscale("symlog")
     ax.set_title(f"per-layer resources ({summary.hardware.resource_source.label})")
@@ -109,8 +109,8 @@ def _resource_plot(summary: Summary) -> str:
 def _cycles_plot(summary: Summary) -> str:
     hw = summary.hardware
     fig, ax = _figure()
-    names = [r["layer"] for r in summary.layers]
-    ax.bar(names, [r.get("cycles", 0) for r in summary.layers], color="#4a7")
+    names = [r.layer for r in summary.layers]
+    ax.bar(names, [r.cycles or 0 for r in summary.layers], color="#4a7")
     ax.axhline(hw.clock_mhz * 1e6 / hw.target_fps, color="#b00", ls="--", label="target")
     ax.set_ylabel("cycles per frame (slowest node)")
     ax.set_title(f"{hw.fps:,.0f} frames/s at {hw.clock_mhz:g} MHz")
@@ -122,9 +122,8 @@ def run_report_html(summary: Summary, run_dir: Path | None = None) -> str:
     """The run's report: headline figures, per-layer table, plots, the plan's PNG figures."""
     cols = ("layer", "W bits", "A bits", "channels", "weight Mbit", "act Mbit", "LUT", "BRAM18",
             "DSP", "cycles")
-    rows = [(r["layer"], r["weight_bits"], r["act_bits"], r["channels"], r["weight_mbit"],
-             r["act_mbit"], r.get("lut"), r.get("bram18"), r.get("dsp"), r.get("cycles"))
-            for r in summary.layers]
+    rows = [(r.layer, r.weight_bits, r.act_bits, r.channels, r.weight_mbit, r.act_mbit, r.lut,
+             r.bram18, r.dsp, r.cycles) for r in summary.layers]
     lines = "".join(f"<li>{esc(line)}</li>" for line in summary_lines(summary))
     plots = [_bits_plot(summary), _resource_plot(summary), _cycles_plot(summary)]
     extra = sorted((run_dir / "02_plan").glob("*.png")) if run_dir else []

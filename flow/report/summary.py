@@ -14,10 +14,12 @@ from flow.finn import FinnBuild, LayerEstimate
 from flow.finn.vivado import VivadoFigures, estimate_error
 from flow.hil.types import HilResult
 from flow.recipe.config import load_recipe
+from flow.recipe.plan import CompressionPlan
 from flow.run.folder import RunFolder
 from flow.run.results import (
     BaselineResult,
     DeployStepResult,
+    PlanResult,
     QatResult,
     RtlVerification,
     SimulateResult,
@@ -29,7 +31,7 @@ from flow.sim.synth import SynthResult
 from hw_models.fit import fit as resource_fit
 from hw_models.resources import BUDGETED, Resources, ResourceSource
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: typed plan, layer rows and deployment
 SUMMARY_FILE = "summary.json"
 
 
@@ -141,6 +143,35 @@ class StepSummary(BaseModel):
     seconds: float
 
 
+class LayerRow(BaseModel):
+    """One layer of the plan with the resources and cycles of its HW nodes (None: no nodes)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    layer: str
+    weight_bits: int
+    act_bits: int | None  # None: the classifier, not requantized
+    channels: str  # "kept/full" output channels
+    weight_mbit: float
+    act_mbit: float
+    nodes: list[str]  # the FINN nodes counted for the layer
+    lut: float | None = None
+    bram18: float | None = None
+    uram: float | None = None
+    dsp: float | None = None
+    cycles: int | None = None  # the slowest node's cycles per frame (FINN estimate)
+
+
+class DeploymentSummary(BaseModel):
+    """Where the deployment folder is, and whether it holds a bitstream."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    folder: str
+    bitstream: bool
+    missing: str | None  # what stops the bitstream build (None: built)
+
+
 class Summary(BaseModel):
     """Every figure of one run; `steps` ties it to the step results it was made from."""
 
@@ -160,24 +191,24 @@ class Summary(BaseModel):
     hardware: HardwareSummary
     simulation: RtlVerification | None  # None: skipped
     simulation_skipped: str | None
-    deployment: dict | None  # the deploy step's folder and bitstream status (None: skipped)
+    deployment: DeploymentSummary | None  # None: the deploy step was skipped
     hil: HilSummary | None = None  # set by `densiflow hil`
-    plan: dict
-    layers: list[dict]
+    plan: CompressionPlan
+    layers: list[LayerRow]
     steps: dict[str, StepSummary]
 
 
 def build_summary(run: Run) -> Summary:
     """The summary of a run whose steps up to the report have finished."""
     recipe = run.recipe
-    base = BaselineResult.model_validate(run.result("baseline"))
-    qat = QatResult.model_validate(run.result("qat"))
+    base = run.result("baseline", BaselineResult)
+    qat = run.result("qat", QatResult)
     finn = run.finn_build()
-    sim = SimulateResult.model_validate(run.result("simulate"))
+    sim = run.result("simulate", SimulateResult)
     t = qat.metrics.totals
     val = sim.validation
-    deployed = DeployStepResult.model_validate(run.result("deploy"))
-    synth = SynthStepResult.model_validate(run.result("synth")).result
+    deployed = run.result("deploy", DeployStepResult)
+    synth = run.result("synth", SynthStepResult).result
     return Summary(
         run=recipe.name, dataset=recipe.data.dataset, arch=recipe.model.name,
         method=recipe.method.name, board=recipe.hardware.board, target=recipe.hardware.target,
@@ -191,11 +222,11 @@ def build_summary(run: Run) -> Summary:
         hardware=_hardware(finn, recipe.hardware.target_fps, synth,
                            None if deployed.manifest is None else deployed.manifest.vivado),
         simulation=val, simulation_skipped=sim.skipped,
-        deployment=None if deployed.manifest is None else {
-            "folder": str(run.step_dir("deploy") / "deployment"), "bitstream": deployed.bitstream,
-            "missing": deployed.manifest.missing},
+        deployment=None if deployed.manifest is None else DeploymentSummary(
+            folder=str(run.step_dir("deploy") / "deployment"), bitstream=deployed.bitstream,
+            missing=deployed.manifest.missing),
         hil=_hil(run),
-        plan=run.result("plan")["plan"],
+        plan=run.result("plan", PlanResult).plan,
         layers=layer_table_rows(qat, finn, synth),
         steps={s: StepSummary(id=run.record(s).id, seconds=run.record(s).seconds)
                for s in STEP_NAMES[:-1]},
@@ -307,7 +338,7 @@ def group_hw_layers(finn_layers: list[LayerEstimate],
 
 
 def layer_table_rows(qat: QatResult, finn: FinnBuild,
-                     synth: SynthResult | None = None) -> list[dict]:
+                     synth: SynthResult | None = None) -> list[LayerRow]:
     """Per-layer rows joining plan metrics with resources summed over the layer's nodes: Yosys'
     counts where synthesised, else FINN's estimate (cycles: FINN's estimate)."""
     metrics = qat.metrics.layers
@@ -317,14 +348,12 @@ def layer_table_rows(qat: QatResult, finn: FinnBuild,
     rows = []
     for m in metrics:
         nodes = groups.get(m.layer, [])
-        row = {"layer": m.layer, "weight_bits": m.weight_bits, "act_bits": m.act_bits,
-               "channels": f"{m.out_ch}/{m.full_out_ch}", "weight_mbit": m.weight_mbit,
-               "act_mbit": m.act_mbit, "nodes": [n.name for n in nodes]}
-        if nodes:
-            row.update({k: sum(node_resources[n.name].get(k) for n in nodes)
-                        for k in BUDGETED})
-            row["cycles"] = max(n.cycles for n in nodes)
-        rows.append(row)
+        hw = {} if not nodes else {
+            **{k: sum(node_resources[n.name].get(k) for n in nodes) for k in BUDGETED},
+            "cycles": max(n.cycles for n in nodes)}
+        rows.append(LayerRow(layer=m.layer, weight_bits=m.weight_bits, act_bits=m.act_bits,
+                             channels=f"{m.out_ch}/{m.full_out_ch}", weight_mbit=m.weight_mbit,
+                             act_mbit=m.act_mbit, nodes=[n.name for n in nodes], **hw))
     return rows
 
 
@@ -383,9 +412,9 @@ def print_summary(summary: Summary, console: Console | None = None) -> None:
         table.add_column(col, justify="left" if col == "layer" else "right")
     for r in summary.layers:
         table.add_row(
-            r["layer"], f"{r['weight_bits']}/{r['act_bits'] or '-'}", r["channels"],
-            f"{r['weight_mbit']:.4f}", f"{r['act_mbit']:.4f}",
-            *(f"{r[k]:.0f}" if k in r else "-" for k in ("lut", "bram18", "dsp", "cycles")),
+            r.layer, f"{r.weight_bits}/{r.act_bits or '-'}", r.channels,
+            f"{r.weight_mbit:.4f}", f"{r.act_mbit:.4f}",
+            *("-" if v is None else f"{v:.0f}" for v in (r.lut, r.bram18, r.dsp, r.cycles)),
         )
     m, res = summary.memory, hw.resources
     table.add_row("total", "", "", f"{m.weight_mbit:.4f}", f"{m.act_mbit:.4f}", f"{res.lut:.0f}",
@@ -434,8 +463,7 @@ def summary_lines(summary: Summary) -> list[str]:
         lines += summary.simulation.lines()
     if summary.deployment is not None:
         dep = summary.deployment
-        lines.append(f"deployment: {dep['folder']}" + ("" if dep["bitstream"] else
-                                                       f" ({dep['missing']})"))
+        lines.append(f"deployment: {dep.folder}" + ("" if dep.bitstream else f" ({dep.missing})"))
     if summary.hil is not None:
         h = summary.hil
         lines.append(f"HIL ({h.backend}, {h.target}): {h.frames} frames, {h.mismatches} of "

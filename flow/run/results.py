@@ -10,7 +10,9 @@ from pydantic import BaseModel, ConfigDict
 from flow.finn import FinnBuild
 from flow.finn.deploy import DeployManifest
 from flow.ml.metrics import PlanMetrics
+from flow.recipe.plan import CompressionPlan
 from flow.sim.synth import SynthResult
+from hw_models.rtlsim.runner import RunStats
 
 
 class _Result(BaseModel):
@@ -24,7 +26,7 @@ class BaselineResult(_Result):
 
 class PlanResult(_Result):
     method: str
-    plan: dict  # CompressionPlan.to_dict()
+    plan: CompressionPlan
     plan_digest: str
     trained_model: bool  # the method trained a network (02_plan/model.pt) the qat step starts from
 
@@ -48,6 +50,14 @@ class FinnResult(_Result):
     build: FinnBuild  # FINN's estimate, folding, and the check of its HW layers against QONNX
 
 
+class Bottleneck(_Result):
+    """The slowest node a simulation measured, beside FINN's estimate of it."""
+
+    node: str
+    busy_cycles: float  # cycles per frame the node itself needed
+    estimated_cycles: int  # FINN's get_exp_cycles()
+
+
 class RtlVerification(_Result):
     """The RTL simulation against FINN's python execution, PyTorch and the labels."""
 
@@ -63,8 +73,8 @@ class RtlVerification(_Result):
     measured_over_estimated: float | None
     measured_fps: float | None
     backpressure: float
-    bottleneck: dict | None
-    sim: dict
+    bottleneck: Bottleneck | None  # the node with the most busy cycles (None: < 2 frames)
+    sim: RunStats  # the simulator's own figures
 
     def lines(self) -> list[str]:
         """The simulation's figures, one line each."""
@@ -80,8 +90,8 @@ class RtlVerification(_Result):
         ]
         if self.bottleneck:
             b = self.bottleneck
-            lines.append(f"measured bottleneck: {b['node']}, busy {b['busy_cycles']:.0f} "
-                         f"cycles/frame (FINN estimate {b['estimated_cycles']})")
+            lines.append(f"measured bottleneck: {b.node}, busy {b.busy_cycles:.0f} "
+                         f"cycles/frame (FINN estimate {b.estimated_cycles})")
         return lines
 
 

@@ -6,8 +6,10 @@ import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TypeVar
 
 import torch
+from pydantic import BaseModel, ValidationError
 
 from flow.core.errors import ArtefactError, ConfigError
 from flow.finn import FinnBuild
@@ -17,6 +19,8 @@ from flow.recipe.config import Recipe
 from flow.recipe.plan import CompressionPlan
 from flow.run.folder import RunFolder, StepRecord
 from flow.run.table import step_folder
+
+R = TypeVar("R", bound=BaseModel)
 
 
 @dataclass
@@ -53,8 +57,14 @@ class Run:
                                 "densiflow run RECIPE")
         return record
 
-    def result(self, step: str) -> dict:
-        return self.record(step).result
+    def result(self, step: str, model: type[R]) -> R:
+        """A finished step's typed result (ArtefactError naming the step if it does not read)."""
+        try:
+            return model.model_validate(self.record(step).result)
+        except ValidationError:
+            raise ArtefactError(f"{self.step_dir(step)}/result.json was written by another "
+                                f"densiflow version; redo it: densiflow run RECIPE --from "
+                                f"{step}") from None
 
     def artefact(self, step: str, rel: str) -> Path:
         return self.folder.artefact(step_folder(step), rel)
@@ -86,7 +96,7 @@ class Run:
         """The FINN build of the run, its files checked."""
         from flow.run.results import FinnResult
 
-        build = FinnResult.model_validate(self.result("finn")).build.at(self.step_dir("finn"))
+        build = self.result("finn", FinnResult).build.at(self.step_dir("finn"))
         for rel in build.paths.values():
             self.artefact("finn", rel)
         return build

@@ -18,7 +18,7 @@ from flow.core.io import atomic_write_text
 from flow.core.progress import progress_bar
 from flow.finn.verify import partition_streams
 from flow.ml.agreement import agrees
-from flow.run.results import RtlVerification
+from flow.run.results import Bottleneck, RtlVerification
 from flow.run.run import Run
 
 log = logging.getLogger(__name__)
@@ -88,8 +88,6 @@ def _verification(got, expected, labels, torch_logits, stats, clock_mhz: float,
     n = len(labels)
     hw_pred = got.reshape(n, -1).argmax(1)
     measured, slowest = stats.steady_cycles_per_frame, stats.bottleneck
-    sim = stats.to_json()
-    sim.pop("frame_done")
     return RtlVerification(
         frames=n, output_words=int(expected.size),
         mismatches=int(np.count_nonzero(got != expected)),
@@ -101,10 +99,9 @@ def _verification(got, expected, labels, torch_logits, stats, clock_mhz: float,
         measured_over_estimated=None if measured is None else measured / estimated_cycles,
         measured_fps=None if measured is None else clock_mhz * 1e6 / measured,
         backpressure=backpressure,
-        bottleneck=None if slowest is None else {
-            "node": slowest.name, "busy_cycles": slowest.busy,
-            "estimated_cycles": slowest.estimated},
-        sim=sim,
+        bottleneck=None if slowest is None else Bottleneck(
+            node=slowest.name, busy_cycles=slowest.busy, estimated_cycles=slowest.estimated),
+        sim=stats,
     )
 
 
