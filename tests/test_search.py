@@ -24,8 +24,8 @@ from flow.importance.channel import activation_l1
 from flow.models import build_float, build_quant, calibrate, get_architecture, transfer_weights
 from flow.recipe.config import BudgetSection, load_recipe, parse_recipe
 from flow.recipe.plan import CompressionPlan
-from flow.report.compare import COLUMNS
-from flow.search import BudgetError, comparison_rows, run_search
+from flow.report.compare import COLUMNS, search_rows
+from flow.search import BudgetError, run_search
 from flow.search.budget import PlanFigures, check, feasible, infeasible_message
 from flow.search.hardware import HwFigures, screen
 from flow.search.pareto import FRONTS, front
@@ -270,8 +270,8 @@ def test_search_outcome_files_and_rows(searched):
         assert CompressionPlan.load(r.method.path).digest() == p.digest
     for name, digests in o.fronts.items():
         assert digests and all(o.point(d) for d in digests), name
-    rows = comparison_rows(o)
-    assert rows and all(set(COLUMNS) <= set(r) for r in rows)
+    rows = search_rows(o)
+    assert rows and all(set(COLUMNS) <= set(r.model_dump()) for r in rows)
     err = o.cost_model_error
     assert err.candidates == len(o.candidates) and err.nodes["dsp"].median <= 0.15
     assert Path(o.report).is_file() and (out / "search" / "tiny" / "outcome.json").is_file()
@@ -390,8 +390,8 @@ def test_search_with_synthesis_costs_its_final_plans_by_yosys(tmp_path):
     yosys_screen = screen(ARCH, plan, 5, PYNQ, 5000, PYNQ.clock_mhz, 32, board_calibration("xc7"))
     finn_screen = screen(ARCH, plan, 5, PYNQ, 5000, PYNQ.clock_mhz, 32, load_calibration())
     assert p.candidate.screen.resources == yosys_screen.resources != finn_screen.resources
-    (row,) = [r for r in comparison_rows(o) if r["run"].startswith(f"synth:{p.digest[:8]}")]
-    assert row["resource_source"] == "Yosys synthesis" and row["lut"] == p.synth.resources.lut
+    (row,) = [r for r in search_rows(o) if r.run.startswith(f"synth:{p.digest[:8]}")]
+    assert row.resource_source == "Yosys synthesis" and row.lut == p.synth.resources.lut
     assert "Synthesis of the final plans" in Path(o.report).read_text()
 
 

@@ -20,7 +20,6 @@ import yaml
 from flow.core.io import atomic_write_text
 from flow.recipe.config import Recipe
 from flow.search.evaluate import Candidate
-from flow.search.outcome import SearchOutcome
 
 Axis = tuple[Callable[[Candidate], float], bool]  # value, larger is better
 
@@ -68,24 +67,3 @@ def write_point(folder: Path, recipe: Recipe, cand: Candidate) -> tuple[Path, Pa
               f"densiflow run {recipe_path}\n")
     atomic_write_text(recipe_path, header + yaml.safe_dump(data, sort_keys=False))
     return plan_path, recipe_path
-
-
-def comparison_rows(outcome: SearchOutcome) -> list[dict]:
-    """`densiflow compare` rows (flow.report.compare.COLUMNS) of the plans given the full QAT."""
-    rows = []
-    for p in outcome.points:
-        if p.qat is None:
-            continue
-        c, hw = p.candidate, p.hardware  # synthesised counts where they exist
-        rows.append({
-            "run": f"{outcome.name}:{p.digest[:8]}" + (" (chosen)" if p.digest == outcome.chosen
-                                                       else ""),
-            "dataset": outcome.dataset, "board": outcome.board, "method": "search",
-            "qat_test_accuracy": p.qat.test_accuracy, "total_mbit": c.size.total_mbit,
-            "avg_bits": c.size.avg_bits, "performance_density": p.qat.performance_density,
-            "lut": hw.resources.lut, "bram18": hw.resources.bram18, "dsp": hw.resources.dsp,
-            "resource_source": hw.source.label, "fps": hw.fps,
-            "fits": all(x.met for x in p.qat.constraints if x.name.startswith(
-                "budget.board_fraction")),
-        })
-    return rows
