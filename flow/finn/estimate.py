@@ -276,10 +276,16 @@ def target_cycles(clock_mhz: float, target_fps: float) -> int:
 # ----------------------------------------------------------------------------- build
 
 
+def _save(model, stage: str, work: Path, paths: dict[str, str]) -> None:
+    """Save a stage's model as <nn>_<stage>.onnx in work, numbered in the order stages ran."""
+    paths[stage] = f"{len({p for p in paths.values() if p[:2].isdigit()}):02d}_{stage}.onnx"
+    model.save(str(work / paths[stage]))
+
+
 def _run_stages(model, stages: list[tuple[str, Stage]], work: Path, paths: dict[str, str],
-                source: str, first: int):
-    """Run named stages in order, saving each result as <nn>_<stage>.onnx in work."""
-    for i, (stage, fn) in enumerate(stages, start=first):
+                source: str):
+    """Run named stages in order, saving each result in work (`_save`)."""
+    for stage, fn in stages:
         try:
             model = fn(model)
         except ModelError:
@@ -288,8 +294,7 @@ def _run_stages(model, stages: list[tuple[str, Stage]], work: Path, paths: dict[
             raise ModelError(
                 f"{source}: FINN stage {stage!r} failed: {type(e).__name__}: {e}"
             ) from e
-        paths[stage] = f"{i:02d}_{stage}.onnx"
-        model.save(str(work / paths[stage]))
+        _save(model, stage, work, paths)
     return model
 
 
@@ -298,12 +303,11 @@ def _hw_python(model, input_dtype: str | None, source: str, work: Path, paths: d
     from qonnx.core.modelwrapper import ModelWrapper
 
     qonnx_model = prepare_qonnx(ModelWrapper(copy.deepcopy(model.model)), input_dtype, source)
-    paths["qonnx"] = "00_qonnx.onnx"
-    qonnx_model.save(str(work / paths["qonnx"]))
+    _save(qonnx_model, "qonnx", work, paths)
     hw = _run_stages(qonnx_model, [
         ("qonnx_to_finn", qonnx_to_finn), ("tidy_up", tidy_up), ("streamline", streamline),
         ("convert_to_hw", convert_to_hw), ("minimize_bit_width", minimize_bit_width),
-    ], work, paths, source, first=1)
+    ], work, paths, source)
     paths["hw_python"] = paths["minimize_bit_width"]
     return qonnx_model, hw
 
@@ -316,8 +320,7 @@ def _dataflow_rtl(hw, board: Board, folding: Folding, fifo_depth: int, source: s
 
     part = board.part
     parent, child = create_dataflow_partition(hw, work / "partition")
-    paths["dataflow_python"] = "06_dataflow_python.onnx"
-    child.save(str(work / paths["dataflow_python"]))
+    _save(child, "dataflow_python", work, paths)
     reports = []
 
     def fold_stage(model):
@@ -341,7 +344,7 @@ def _dataflow_rtl(hw, board: Board, folding: Folding, fifo_depth: int, source: s
         ("insert_dwc_fifo", partial(insert_dwc_fifo, part=part, fifo_depth=fifo_depth)),
         ("annotate_cycles", annotate_cycles),
     ] + ([("size_fifos", size_stage)] if folding.fifo_sizing else [])
-    child = _run_stages(child, stages, work, paths, source, first=7)
+    child = _run_stages(child, stages, work, paths, source)
     paths["dataflow_rtl"] = paths[stages[-1][0]]
     (sdp,) = parent.get_nodes_by_op_type("StreamingDataflowPartition")
     getCustomOp(sdp).set_nodeattr("model", str(work / paths["dataflow_rtl"]))  # FINN: absolute

@@ -1,7 +1,7 @@
 """A run's HIL validation: its deployment folder made servable by the board agent, and
 `densiflow hil RUN --target HOST:PORT` checking every output word of the test split.
 
-The deploy step leaves RUN/07_deploy/deployment/ with the bitfile (where Vivado exists), the
+The deploy step leaves RUN/<deploy step>/deployment/ with the bitfile (where Vivado exists), the
 driver, the test vectors at the accelerator's boundary (io/, FINN's python execution), the board
 agent (agent.py) and hil.json for both backends: `pynq` on a board, `rtlsim` (the run's Verilator
 simulation) here. `densiflow hil` writes RUN/hil/ (token, journal, result.json) and adds the

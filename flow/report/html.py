@@ -11,6 +11,7 @@ from pathlib import Path
 
 from flow.core.io import atomic_write_text
 from flow.report.summary import Summary, read_summary, summary_lines
+from flow.run.table import step_folder
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
@@ -126,7 +127,7 @@ def run_report_html(summary: Summary, run_dir: Path | None = None) -> str:
              r.bram18, r.dsp, r.cycles) for r in summary.layers]
     lines = "".join(f"<li>{esc(line)}</li>" for line in summary_lines(summary))
     plots = [_bits_plot(summary), _resource_plot(summary), _cycles_plot(summary)]
-    extra = sorted((run_dir / "02_plan").glob("*.png")) if run_dir else []
+    extra = sorted((run_dir / step_folder("plan")).glob("*.png")) if run_dir else []
     sections = [
         f'<p class="note">{esc(summary.dataset)}, {esc(summary.arch)}, method '
         f"{esc(summary.method)}, board {esc(summary.board)} (target {esc(summary.target)})</p>",

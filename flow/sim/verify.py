@@ -20,6 +20,7 @@ from flow.finn.verify import partition_streams
 from flow.ml.agreement import agrees
 from flow.run.results import Bottleneck, RtlVerification
 from flow.run.run import Run
+from flow.run.table import step_folder
 
 log = logging.getLogger(__name__)
 
@@ -118,5 +119,6 @@ def _check(result: RtlVerification, got: np.ndarray, expected: np.ndarray) -> No
             f"the simulated RTL predicts what PyTorch predicts on "
             f"{100 * result.agreement_with_pytorch:.1f} % of {result.frames} frames, below "
             f"simulate.min_agreement {100 * result.min_agreement:.1f} %: the hardware does not "
-            "implement the trained network (were 03_qat or 04_export changed?)"
+            f"implement the trained network (were {step_folder('qat')} or {step_folder('export')} "
+            "changed?)"
         )
