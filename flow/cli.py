@@ -50,7 +50,7 @@ def cmd_estimate(args: argparse.Namespace) -> None:
     try:
         build = estimate_qonnx(args.model, args.board, args.target_fps, work,
                                input_dtype=args.input_dtype, clock_mhz=args.clock_mhz,
-                               fifo_depth=args.fifo_depth, folding=args.folding)
+                               fifo_depth=args.fifo_depth, folding_method=args.folding)
     except InputDtypeError as err:
         raise DensiflowError(err.message("--input-dtype")) from None
     _print_estimate(build)

@@ -102,7 +102,7 @@ def _summary(accuracy: float = 0.9) -> Summary:
     none = Resources()
     hardware = HardwareSummary(
         resource_source=ResourceSource.FINN_ESTIMATE, resources=none, finn_estimate=none,
-        synthesis=None, folding=None, fifo_sizing=None, fits=True, over=[], fps=1e5,
+        synthesis=None, folding_report=None, fifo_sizing=None, fits=True, over=[], fps=1e5,
         latency_us=1.0, steady_state_cycles=100, clock_mhz=100.0, target_fps=1e5,
         target_met=True, hls_nodes=[])
     return Summary(

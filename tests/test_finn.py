@@ -294,7 +294,7 @@ def test_tfc_2w2a_on_zcu104(tfc):
 @pytest.mark.slow  # FINN builds of brevitas_examples' TFC
 def test_too_small_board_reported_per_resource(tfc_onnx, tmp_path):
     est = estimate_qonnx(tfc_onnx, "pynq-z1", 1e9, tmp_path, input_dtype="UINT8",
-                         verify_frames=0, folding="finn")
+                         verify_frames=0, folding_method="finn")
     assert est.target_cycles_per_frame == 1  # 100 MHz / 1e9 fps: as parallel as FINN can go
     assert est.verification is None
     reshape = next(r for r in est.layers if r.op_type == "Reshape_rtl")
@@ -313,8 +313,8 @@ def test_optimiser_stays_on_the_board_and_beats_setfolding(tfc_onnx, tmp_path):
     at least as fast as FINN's SetFolding (FINN's estimate of both), ceiling reported."""
     est = estimate_qonnx(tfc_onnx, "pynq-z1", 1e9, tmp_path, input_dtype="UINT8",
                          verify_frames=0)
-    assert est.fits and est.folding is not None
-    rep = est.folding
+    assert est.fits and est.folding_report is not None
+    rep = est.folding_report
     assert rep.finn.fps == pytest.approx(est.performance.fps)
     assert rep.finn.resources == est.totals
     assert rep.finn.fps >= rep.setfolding.fps * (1 - 1e-9) or not rep.setfolding.fits

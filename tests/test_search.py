@@ -114,7 +114,8 @@ def finn_build_of(tmp_path_factory):
         calibrate(q, [torch.rand(32, 1, 8, 8).mul(16).round()])
         work = tmp_path_factory.mktemp("finn")
         qonnx = export_model(q, (1, 8, 8), 5, work / "m.onnx")
-        return build_dataflow(qonnx, PYNQ, target_fps, work / "b", verify_frames=0, folding="finn")
+        return build_dataflow(qonnx, PYNQ, target_fps, work / "b", verify_frames=0,
+                              folding_method="finn")
     return build
 
 

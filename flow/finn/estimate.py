@@ -87,7 +87,7 @@ class FinnPerformance(BaseModel):
     critical_path_cycles: int
 
 
-class Folding(BaseModel):
+class FoldingSettings(BaseModel):
     """How the build folds: the method, the target and the share of the board it may use, and
     whether the FIFO depths are then sized by simulation (Verilator builds in `rtlsim_cache`)."""
 
@@ -125,7 +125,7 @@ class FinnBuild(BaseModel):
     outside_partition: list[SoftwareNode]  # nodes left to the host
     paths: dict[str, str]
     verification: HwVerification | None = None
-    folding: FoldingReport | None = None  # densiflow's folding optimiser (None: FINN SetFolding)
+    folding_report: FoldingReport | None = None  # densiflow's optimiser (None: FINN SetFolding)
     fifo_sizing: FifoSizingReport | None = None  # FIFO depths sized by simulation (None: fixed)
     notes: list[str] = []
     _work_dir: Path | None = PrivateAttr(default=None)
@@ -312,8 +312,8 @@ def _hw_python(model, input_dtype: str | None, source: str, work: Path, paths: d
     return qonnx_model, hw
 
 
-def _dataflow_rtl(hw, board: Board, folding: Folding, fifo_depth: int, source: str, work: Path,
-                  paths: dict[str, str]):
+def _dataflow_rtl(hw, board: Board, folding: FoldingSettings, fifo_depth: int, source: str,
+                  work: Path, paths: dict[str, str]):
     """The specialised, folded dataflow child model and the optimiser's folding report (None
     for FINN's SetFolding); the parent points at the child. Both saved."""
     from qonnx.custom_op.registry import getCustomOp
@@ -374,7 +374,7 @@ def build_dataflow(
     source: str = "model",
     fifo_depth: int = DEFAULT_FIFO_DEPTH,
     verify_inputs: np.ndarray | None = None,
-    folding: str = "optimiser",
+    folding_method: str = "optimiser",
     budget: Budget | None = None,
     fifo_sizing: bool = False,
     rtlsim_cache: Path | None = None,
@@ -383,13 +383,15 @@ def build_dataflow(
 
     Saves each stage's ONNX file and estimate.json in `work_dir`. The HW-layer model is checked
     against QONNX on `verify_inputs`, else on `verify_frames` random frames (0: not checked).
-    `folding` is "optimiser" (densiflow's, within `budget` of the board) or "finn" (SetFolding).
+    `folding_method` is "optimiser" (densiflow's, within `budget` of the board) or "finn"
+    (SetFolding).
     `fifo_sizing` sizes the FIFO depths by Verilator simulation (builds cached in rtlsim_cache).
     """
     board = get_board(board)
     clock = check_parameters(board, target_fps, clock_mhz, fifo_depth, verify_frames)
-    if folding not in FOLDINGS:
-        raise ParameterError("folding", f"{folding!r} is not allowed; use {' or '.join(FOLDINGS)}")
+    if folding_method not in FOLDINGS:
+        raise ParameterError("folding", f"{folding_method!r} is not allowed; use "
+                             f"{' or '.join(FOLDINGS)}")
     cycles = target_cycles(clock, target_fps)
     work = Path(work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -400,8 +402,9 @@ def build_dataflow(
         verification = _verification(qonnx_model, hw, verify_frames, verify_inputs,
                                      verify_tolerance)
         child, folding_report, sizing_report = _dataflow_rtl(
-            hw, board, Folding(method=folding, target_fps=target_fps, clock_mhz=clock,
-                               budget=budget, fifo_sizing=fifo_sizing, rtlsim_cache=rtlsim_cache),
+            hw, board, FoldingSettings(method=folding_method, target_fps=target_fps,
+                                       clock_mhz=clock, budget=budget, fifo_sizing=fifo_sizing,
+                                       rtlsim_cache=rtlsim_cache),
             fifo_depth, source, work, paths)
         rows = layer_estimates(child, board.part)
         finn_perf = _finn_performance(child)
@@ -412,7 +415,7 @@ def build_dataflow(
         layers=rows, totals=Resources.total(r.resources for r in rows),
         performance=_performance(child, rows, clock), finn_performance=finn_perf,
         hls_nodes=[r.name for r in rows if r.impl_style == "hls"], outside_partition=outside,
-        paths=paths, verification=verification, folding=folding_report,
+        paths=paths, verification=verification, folding_report=folding_report,
         fifo_sizing=sizing_report,
     )
     build = build.model_copy(update={"notes": _notes(build)}).at(work)

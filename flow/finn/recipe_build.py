@@ -24,5 +24,5 @@ def build_for_recipe(model, recipe: Recipe, work: Path, source: str,
     budget = Budget(**{k: v for k, v in fractions.model_dump().items() if v is not None})
     return build_dataflow(model, hw.board, hw.target_fps, work, clock_mhz=hw.clock_mhz,
                           verify_frames=0, verify_inputs=verify_inputs, source=source,
-                          fifo_depth=hw.fifo_depth, folding=hw.folding, budget=budget,
+                          fifo_depth=hw.fifo_depth, folding_method=hw.folding, budget=budget,
                           fifo_sizing=hw.fifo_sizing, rtlsim_cache=rtlsim_cache)

@@ -161,7 +161,7 @@ def folding_table(run_dir: Path) -> str:
     """densiflow's folding optimiser against FINN's SetFolding at the same target (FINN's
     estimate of both) and the resource-bound ceiling."""
     s = load_current_summary(run_dir)
-    hw, f = s.hardware, s.hardware.folding
+    hw, f = s.hardware, s.hardware.folding_report
     if f is None:
         return "(FINN's SetFolding only in this run)"
     ours, theirs = hw.finn_estimate, f.setfolding_resources

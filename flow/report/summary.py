@@ -103,7 +103,7 @@ class HardwareSummary(BaseModel):
     finn_estimate: Resources
     synthesis: SynthSummary | None
     vivado: VivadoSummary | None = None
-    folding: FoldingSummary | None  # None: FINN's SetFolding was used
+    folding_report: FoldingSummary | None  # None: FINN's SetFolding was used
     fifo_sizing: FifoSizingSummary | None  # None: fixed FIFO depths
     fits: bool
     over: list[str]
@@ -279,7 +279,7 @@ def vivado_line(v: VivadoSummary) -> str:
 def _hardware(finn: FinnBuild, target_fps: float, synth: SynthResult | None,
               vivado: VivadoFigures | None = None) -> HardwareSummary:
     """Hardware figures of a run; resources and board fit from the best source there is."""
-    perf, rep = finn.performance, finn.folding
+    perf, rep = finn.performance, finn.folding_report
     folding = None if rep is None else FoldingSummary(
         setfolding_fps=rep.setfolding.fps, setfolding_resources=rep.setfolding.resources,
         ceiling_fps=rep.ceiling.fps, fraction_of_bound=rep.fraction_of_bound,
@@ -295,7 +295,7 @@ def _hardware(finn: FinnBuild, target_fps: float, synth: SynthResult | None,
         resource_source=fit.source, resources=resources,
         finn_estimate=finn.totals, synthesis=None if synth is None else _synthesis(synth),
         vivado=None if vivado is None else vivado_summary(vivado, synth),
-        folding=folding, fits=fit.fits, over=fit.over,
+        folding_report=folding, fits=fit.fits, over=fit.over,
         fifo_sizing=None if finn.fifo_sizing is None else FifoSizingSummary(
             lut_saved=finn.fifo_sizing.lut_saved, bram18_saved=finn.fifo_sizing.bram18_saved,
             cycles_per_frame_deep=finn.fifo_sizing.cycles_per_frame_deep,
@@ -445,8 +445,8 @@ def summary_lines(summary: Summary) -> list[str]:
         lines.append(hw.synthesis.line)
     if hw.vivado is not None:
         lines.append(vivado_line(hw.vivado))
-    if hw.folding is not None:
-        f, r = hw.folding, hw.folding.setfolding_resources
+    if hw.folding_report is not None:
+        f, r = hw.folding_report, hw.folding_report.setfolding_resources
         lines.append(
             f"folding optimiser: {hw.fps:,.0f} frames/s vs FINN SetFolding {f.setfolding_fps:,.0f} "
             f"at the same target (LUT {r.lut:.0f}, BRAM18 {r.bram18:.0f}, DSP {r.dsp:.0f}); "
