@@ -165,7 +165,7 @@ def make_run(root: Path, dep: Deployment, bitfile: bytes | None = None) -> Path:
 def stand_in_run(dep, tmp_path, monkeypatch):
     """The stand-in run; `densiflow hil` in this process takes its golden set from dep and the
     estimates from a stand-in FINN build."""
-    from flow import hil_run
+    from flow.hil import wiring as hil_run
     from flow.run.run import Run
 
     monkeypatch.setattr(hil_run, "golden", lambda run: dep.golden)
@@ -204,7 +204,7 @@ def test_a_forged_bitfile_is_refused(dep, tmp_path, monkeypatch, cli, capsys):
     """The deployment's bitfile replaced after deploy; the agent (holding the token) serves the
     replacement and reports its true hash, which the folder's copy matches: still refused,
     because the client checks its copy against the deploy step's recorded checksum."""
-    from flow import hil_run
+    from flow.hil import wiring as hil_run
     from flow.run.run import Run
 
     monkeypatch.setattr(hil_run, "golden", lambda run: dep.golden)
