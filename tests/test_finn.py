@@ -308,16 +308,17 @@ def test_too_small_board_reported_per_resource(tfc_onnx, tmp_path):
 
 
 @pytest.mark.slow  # FINN builds of brevitas_examples' TFC
-def test_optimiser_stays_on_the_board_and_beats_setfolding(tfc_onnx, tmp_path):
+def test_optimiser_stays_on_the_board_where_setfolding_overruns_it(tfc_onnx, tmp_path):
     """The folding optimiser, at an unreachable target: the fastest design within the board,
-    at least as fast as FINN's SetFolding (FINN's estimate of both), ceiling reported."""
+    where FINN's SetFolding overruns it (FINN's estimate of both), ceiling reported."""
     est = estimate_qonnx(tfc_onnx, "pynq-z1", 1e9, tmp_path, input_dtype="UINT8",
                          verify_frames=0)
     assert est.fits and est.folding_report is not None
     rep = est.folding_report
     assert rep.finn.fps == pytest.approx(est.performance.fps)
     assert rep.finn.resources == est.totals
-    assert rep.finn.fps >= rep.setfolding.fps * (1 - 1e-9) or not rep.setfolding.fits
+    # SetFolding at the same unreachable target unrolls past the board; the optimiser stays on it
+    assert not rep.setfolding.fits and rep.setfolding.fps > rep.finn.fps
     assert rep.binding != "target" and 0 < rep.fraction_of_bound <= 1.0 + 1e-9
     assert any("fps not reached" in n for n in est.notes)
 

@@ -203,7 +203,6 @@ def find_ports(files: list[Path], module: str) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------
 # Top-level module
 
-_STREAM = ("TDATA", "TVALID", "TREADY")
 
 
 def _instance(
