@@ -15,7 +15,6 @@ import hmac
 import json
 import os
 import secrets
-import selectors
 import shutil
 import signal
 import socket
@@ -34,7 +33,7 @@ from flow.core.errors import JournalError
 from flow.hil.connection import AgentConnection
 from flow.hil.deployment import new_token
 from flow.hil.journal import Journal
-from flow.hil.serve import start_agent
+from flow.hil.serve import read_until, start_agent
 from flow.hil.session import run_hil
 from flow.hil.types import BatchRecord, HilError, HilOptions, JournalHeader
 from hw_models import agent
@@ -258,22 +257,6 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
-
-
-def read_until(proc: subprocess.Popen, word: bytes, wait_s: float) -> bytes:
-    """The process's stdout up to a line holding `word` (or what came within wait_s)."""
-    buf, deadline = b"", time.monotonic() + wait_s
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        while word not in buf:
-            left = deadline - time.monotonic()
-            if left <= 0 or not sel.select(left):
-                break
-            chunk = os.read(proc.stdout.fileno(), 4096)
-            if not chunk:
-                break
-            buf += chunk
-    return buf
 
 
 @pytest.fixture

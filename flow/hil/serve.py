@@ -71,12 +71,12 @@ class LocalAgent:
         self.stop()
 
 
-def _first_line(proc: subprocess.Popen, wait_s: float) -> str:
-    """The first stdout line of a process, or what came within wait_s."""
+def read_until(proc: subprocess.Popen, word: bytes, wait_s: float) -> bytes:
+    """A process's stdout up to the first `word` in it (or what came within wait_s)."""
     buf, deadline = b"", time.monotonic() + wait_s
     with selectors.DefaultSelector() as sel:
         sel.register(proc.stdout, selectors.EVENT_READ)
-        while b"\n" not in buf:
+        while word not in buf:
             left = deadline - time.monotonic()
             if left <= 0 or not sel.select(left):
                 break
@@ -84,7 +84,7 @@ def _first_line(proc: subprocess.Popen, wait_s: float) -> str:
             if not chunk:
                 break
             buf += chunk
-    return buf.decode(errors="replace")
+    return buf
 
 
 def start_agent(folder: str | Path, token_file: str | Path, backend: str = "rtlsim",
@@ -101,7 +101,7 @@ def start_agent(folder: str | Path, token_file: str | Path, backend: str = "rtls
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     with open(log_path, "ab") as errf:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errf, cwd=folder, env=env)
-    words = _first_line(proc, wait_s).split()
+    words = read_until(proc, b"\n", wait_s).decode(errors="replace").split()
     if len(words) != 5 or words[0] != "LISTENING":
         proc.kill()
         proc.wait(10)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 from flow.core.errors import ArtefactError, ConfigError
 from flow.finn import FinnBuild
 from flow.ml.data import Dataset, load_dataset
-from flow.models import Architecture, Net, build_float, build_quant, get_architecture
+from flow.models import Architecture, Net, build_float, build_quant
 from flow.recipe.config import Recipe
 from flow.recipe.plan import CompressionPlan
 from flow.run.folder import RunFolder, StepRecord
@@ -77,14 +77,7 @@ class Run:
 
     @cached_property
     def arch(self) -> Architecture:
-        from flow.models.custom import architecture_from_module, load_factory, registered
-
-        m = self.recipe.model
-        factory = (load_factory(m.factory, Path(m.factory_dir) if m.factory_dir else None)
-                   if m.factory else registered(m.arch))
-        if factory is not None:  # a user's network, for the data's input shape
-            return architecture_from_module(factory(), tuple(self.data.in_shape), m.name)
-        arch = get_architecture(m.arch)
+        arch = self.recipe.model.architecture(tuple(self.data.in_shape))
         if tuple(arch.in_shape) != tuple(self.data.in_shape):
             raise ConfigError(
                 f"model.arch: '{arch.name}' takes inputs {arch.in_shape}, but dataset "
