@@ -151,6 +151,7 @@ def test_merge_keys_still_override(tmp_path):
     assert load_recipe(path).train.epochs == 5
 
 
+@pytest.mark.slow  # a subprocess or a study of its own: seconds
 def test_a_5000_deep_list_is_one_line(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text("name: a\ndata: {shape: " + "[" * 5000 + "]" * 5000 + "}\n")

@@ -139,6 +139,7 @@ def test_the_run_method_checks_its_journal_before_anything(tmp_path, monkeypatch
 # ----------------------------------------------------------------------------- trial counts
 
 
+@pytest.mark.slow  # a subprocess or a study of its own: seconds
 def test_failed_trials_count_so_the_study_ends_with_exactly_n(tmp_path, monkeypatch):
     def objective(trial: optuna.Trial):
         if trial.number == 1:
@@ -151,6 +152,7 @@ def test_failed_trials_count_so_the_study_ends_with_exactly_n(tmp_path, monkeypa
         [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL], key=str)
 
 
+@pytest.mark.slow  # a subprocess or a study of its own: seconds
 def test_resume_after_a_crash_ends_with_exactly_n(tmp_path, monkeypatch):
     """3 trials, a crash leaving two running (a dead worker's: one sampled, one a queued point
     not suggested yet), resume asking for 5: 5 trials count -- the dead ones are failed, marked
@@ -177,6 +179,7 @@ def test_resume_after_a_crash_ends_with_exactly_n(tmp_path, monkeypatch):
     assert trials[5].params == trials[sampled.number].params and trials[6].params == {"x": 0.25}
 
 
+@pytest.mark.slow  # a subprocess or a study of its own: seconds
 def test_two_workers_never_overshoot(tmp_path, monkeypatch):
     def slow(trial: optuna.Trial):
         time.sleep(0.3)

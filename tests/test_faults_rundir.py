@@ -389,6 +389,7 @@ def test_a_linked_search_scratch_folder_is_unlinked_not_written_through(tmp_path
     assert sorted(p.name for p in keep.iterdir()) == ["thesis.tex"] and not scratch.exists()
 
 
+@pytest.mark.slow  # a subprocess or a study of its own: seconds
 def test_sigterm_cleans_up_as_ctrl_c_does(tmp_path):
     """A command killed with SIGTERM runs its clean-up (finally blocks) and exits 130."""
     marker = tmp_path / "cleaned"
