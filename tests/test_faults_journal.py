@@ -212,3 +212,18 @@ def test_storage_is_checked_before_the_baseline_trains(tmp_path, no_training, ur
     assert time.perf_counter() - t0 < 30
     assert msg.startswith("--storage ") and "densi:***@127.0.0.1" in msg and allowed in msg
     assert "s3cret" not in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("record", [b'{"op_code": 99}\n', b"[" * 300_000 + b"\n"],
+                         ids=["unknown operation", "deep nesting"])
+def test_a_record_optuna_cannot_replay_is_one_line(tmp_path, record):
+    """Found by a probe: a JSON record of an unknown operation (Optuna asserts on it) or a deeply
+    nested line (RecursionError) in the middle gave a traceback."""
+    path = _journal(tmp_path)
+    lines = path.read_bytes().splitlines(keepends=True)
+    damaged = b"".join(lines[:2]) + record + b"".join(lines[2:])
+    path.write_bytes(damaged)
+    with pytest.raises(JournalError) as err:
+        study_mod.check_start(None, path.parent)
+    assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
+    assert "mv " in str(err.value) and path.read_bytes() == damaged

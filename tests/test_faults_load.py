@@ -7,6 +7,7 @@ import yaml
 
 from flow.cli import main
 from flow.core.errors import ArtefactError, ConfigError
+from flow.core.io import file_sha256
 from flow.models import get_architecture
 from flow.recipe.config import load_recipe
 from flow.recipe.plan import CompressionPlan
@@ -152,7 +153,9 @@ def test_compare_refuses_another_version_and_a_hand_edit(run_dir, capsys, change
         rows_of(run_dir)
     text = str(err.value)
     assert text.startswith(f"{run_dir / 'summary.json'} {message}") and "\n" not in text
-    assert text.endswith(f"rewrite it: densiflow run {run_dir / 'recipe.yaml'} --from report")
+    # the command repairs this run where it is (its --out), not a new one under ./build/out
+    assert text.endswith(f"rewrite it: densiflow run {run_dir / 'recipe.yaml'} --out "
+                         f"{run_dir.parent} --from report")
     assert main(["compare", str(run_dir)]) == 2
     assert message.split(";")[0] in " ".join(capsys.readouterr().out.split())
 
@@ -179,3 +182,12 @@ def test_a_plan_files_one_bit_layer_on_the_rtl_target_names_file_and_layer(tmp_p
     with pytest.raises(ConfigError, match=rf"plan file {tmp_path / 'p.yaml'}: "
                                           r"layers\.conv3\.weight_bits: 1 bits is below 2"):
         load_recipe(recipe)
+
+
+def test_a_deeply_nested_summary_is_one_line(run_dir):
+    """Found by a probe: `[` x 100000 with a matching checksum gave a RecursionError traceback."""
+    path = run_dir / "summary.json"
+    path.write_text("[" * 100_000)
+    (run_dir / "summary.json.sha256").write_text(f"{file_sha256(path)}  summary.json\n")
+    with pytest.raises(ArtefactError, match="is damaged or from another densiflow version"):
+        read_summary(run_dir)

@@ -26,6 +26,7 @@ from flow.methods.variant_estimate import FinnEstimate
 from flow.pipeline import run_recipe
 from flow.recipe.config import load_recipe
 from flow.report.summary import Summary, load_current_summary
+from flow.run.folder import run_command
 from flow.run.table import step_folder
 from hw_models.errors import HardwareError
 
@@ -128,7 +129,7 @@ def _claims(checks: dict[str, bool]) -> str:
 def read_table(model: type[Table], run_dir: Path, name: str) -> Table:
     """A method's table file of the run's plan step, refused in one line unless it is `model`'s."""
     path = run_dir / step_folder("plan") / name
-    redo = f"rewrite it: densiflow run {run_dir / 'recipe.yaml'} --from plan"
+    redo = f"rewrite it: {run_command(run_dir, 'plan')}"
     if not path.is_file():
         raise ArtefactError(f"{path} is missing; {redo}")
     try:

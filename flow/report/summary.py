@@ -15,7 +15,7 @@ from flow.finn.vivado import VivadoFigures, estimate_error
 from flow.hil.types import HilResult
 from flow.recipe.config import load_recipe
 from flow.recipe.plan import CompressionPlan
-from flow.run.folder import RunFolder
+from flow.run.folder import RunFolder, run_command
 from flow.run.results import (
     BaselineResult,
     DeployStepResult,
@@ -369,14 +369,13 @@ def read_summary(run_dir: Path) -> Summary:
     """A run folder's summary.json, refused in one line unless it is there, in the schema version
     this densiflow reads, and as densiflow wrote it (its checksum file, sha256sum's format)."""
     path = Path(run_dir) / SUMMARY_FILE
-    recipe = Path(run_dir) / "recipe.yaml"
     if not path.is_file():
-        raise RunFolderError(f"{run_dir}: no summary.json; the run has not finished: densiflow run "
-                             f"{recipe}")
-    redo = f"rewrite it: densiflow run {recipe} --from report"
+        raise RunFolderError(f"{run_dir}: no summary.json; the run has not finished: "
+                             f"{run_command(run_dir)}")
+    redo = f"rewrite it: {run_command(run_dir, 'report')}"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         data = None
     version = data.get("schema_version") if isinstance(data, dict) else None
     if data is None or not isinstance(version, int):
@@ -487,7 +486,7 @@ def load_current_summary(path: Path) -> Summary:
         why = f"steps from '{redo}' on are being redone" if redo else \
             f"steps {', '.join(stale) or 'report'} changed since it was written"
         raise RunFolderError(f"{path}: summary.json is out of date ({why}); finish the run: "
-                             f"densiflow run {path / 'recipe.yaml'}")
+                             f"{run_command(path)}")
     return summary
 
 

@@ -80,6 +80,14 @@ def digest(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+
+def run_command(run_dir: Path, from_step: str | None = None) -> str:
+    """The command that finishes (or redoes from a step) the run in `run_dir`, where it is."""
+    run_dir = Path(run_dir)
+    cmd = f"densiflow run {run_dir / 'recipe.yaml'} --out {run_dir.parent}"
+    return cmd if from_step is None else f"{cmd} --from {from_step}"
+
+
 class RunFolder:
     """One run folder: create or adopt (only if marked), lock, read and commit steps."""
 

@@ -30,7 +30,7 @@ def _sound(line: bytes) -> bool:
         return False
     try:
         return isinstance(json.loads(line), dict)
-    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, deep nesting
         return False
 
 
@@ -50,6 +50,21 @@ def check_journal(path: Path) -> int:
             _cut_tail(path, good, line)
             return len(line)
     return 0
+
+
+def open_journal(path: Path):
+    """Optuna's storage on the journal at `path`, which it replays; JournalError naming the file
+    if a record cannot be replayed (an unknown operation, missing fields)."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    try:
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    except Exception as err:  # Optuna asserts on records it does not know
+        p, why = shlex.quote(str(path)), (str(err).splitlines() or ["-"])[0]
+        raise JournalError(f"{path}: the search journal holds a record Optuna cannot replay "
+                           f"({type(err).__name__}: {why}); start the search over with "
+                           f"`mv {p} {p}.old`, then run again") from None
 
 
 def _damaged(path: Path, number: int, good: int) -> str:

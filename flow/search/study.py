@@ -44,7 +44,7 @@ from flow.core.errors import ConfigError, DensiflowError
 from flow.methods.params import STORAGE_SCHEMES
 from flow.search.budget import feasible
 from flow.search.evaluate import Candidate, SearchContext, evaluate, finn_estimate
-from flow.search.journal import check_journal
+from flow.search.journal import check_journal, open_journal
 from flow.search.space import Choices
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,8 @@ def check_start(url: str | None, state_dir: Path, field: str = "--storage") -> N
     `field` names the option or recipe field `url` came from."""
     if url is None:
         check_journal(state_dir / JOURNAL)
+        if (state_dir / JOURNAL).is_file():
+            open_journal(state_dir / JOURNAL)  # every record replays
     elif not url.startswith(STORAGE_SCHEMES):
         raise ConfigError(f"{field} {_hide_password(url)}: not a storage URL; allowed: "
                           f"{', '.join(s + '...' for s in STORAGE_SCHEMES)} (or leave it out "
@@ -93,9 +95,7 @@ def open_storage(url: str | None, state_dir: Path, field: str = "--storage"):
     optuna.logging.disable_default_handler()  # Optuna's records go through Python logging
     optuna.logging.enable_propagation()
     if url is None:
-        from optuna.storages.journal import JournalFileBackend
-
-        return optuna.storages.JournalStorage(JournalFileBackend(str(state_dir / JOURNAL)))
+        return open_journal(state_dir / JOURNAL)
     try:
         return optuna.storages.RDBStorage(
             url, heartbeat_interval=HEARTBEAT_S, grace_period=3 * HEARTBEAT_S,
