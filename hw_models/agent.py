@@ -533,9 +533,6 @@ def make_backend(name: str, folder: Path, manifest: Manifest,
     """The named backend for a deployment folder."""
     if name == "pynq":
         return PynqBackend(folder, manifest)
-    scratch = folder / "tmp"  # the simulator's temporary files stay in the folder
-    scratch.mkdir(exist_ok=True)
-    tempfile.tempdir = str(scratch)
     return RtlsimBackend(manifest, sim_dir)
 
 
@@ -589,6 +586,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="agent: %(message)s", stream=sys.stderr)
     args = parse_args(argv)
     try:
+        if args.backend == "rtlsim":  # this process's temporary files stay in the folder
+            scratch = Path(args.folder).resolve() / "tmp"
+            scratch.mkdir(exist_ok=True)
+            tempfile.tempdir = str(scratch)
         server, srv = start(args)
     except (HardwareError, OSError) as err:
         sys.stderr.write(f"agent: {err}\n")

@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -314,11 +315,15 @@ def test_deploy_is_refused_while_the_agent_serves(dep, served, cli, capsys):
 
 @pytest.mark.rtlsim
 def test_agent_on_a_taken_port_fails_with_one_line(stand_in_run, cli, capsys):
+    tmp_before = tempfile.gettempdir()
     with socket.create_server(("127.0.0.1", 0)) as taken:
         code = cli("agent", str(stand_in_run), "--port", str(taken.getsockname()[1]))
     lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
     assert code != 0
     assert len(lines) == 1 and "cannot listen" in lines[0] and "in use" in lines[0], lines
+    # serving in this process leaves its temporary folder alone (found by the PostgreSQL tier:
+    # the agent's tempfile.tempdir pointed later tests into the deployment folder)
+    assert tempfile.gettempdir() == tmp_before
 
 
 @pytest.mark.rtlsim

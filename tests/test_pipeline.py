@@ -96,7 +96,7 @@ def test_every_step_leaves_its_artefacts(first_run):
     assert sim.agreement_with_pytorch == 1.0
     assert summary.accuracy.rtl_test == sim.rtl_test_accuracy
     assert sim.measured_cycles_per_frame == pytest.approx(sim.estimated_cycles_per_frame, rel=0.25)
-    assert sim.bottleneck["node"] in (run_dir / "06_simulate" / "node_cycles.txt").read_text()
+    assert sim.bottleneck.node in (run_dir / "06_simulate" / "node_cycles.txt").read_text()
     # every accuracy the terminal shows names its stage
     assert "test accuracy: float " in output and "after QAT" in output
     assert "simulated RTL" in output
