@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import logging
 import socket
 
 import numpy as np
@@ -13,8 +12,6 @@ from flow.hil.deployment import parse_target
 from flow.hil.types import CLIENT_MAX_MESSAGE, HilError, ResultHeader
 from hw_models import agent
 from hw_models.agent import Manifest, ProtocolError
-
-log = logging.getLogger(__name__)
 
 
 class AgentConnection:

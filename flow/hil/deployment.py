@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import secrets
 import shutil
@@ -14,8 +13,6 @@ import numpy as np
 from flow.hil.types import HilError
 from hw_models import agent
 from hw_models.agent import Manifest
-
-log = logging.getLogger(__name__)
 
 
 def parse_target(target: str) -> tuple[str, int]:

@@ -3,7 +3,6 @@ process for tests and benchmarks."""
 
 from __future__ import annotations
 
-import logging
 import os
 import selectors
 import subprocess
@@ -15,8 +14,6 @@ from pathlib import Path
 
 from flow.hil.types import HilError
 from hw_models import agent
-
-log = logging.getLogger(__name__)
 
 
 def serve_run(run_dir: Path, folder: Path, token_file: Path, bind: str, port: int,

@@ -12,7 +12,6 @@ finishes with no batch lost or counted twice."""
 from __future__ import annotations
 
 import hashlib
-import logging
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -36,8 +35,6 @@ from flow.hil.types import (
 )
 from flow.ml.agreement import agrees
 from hw_models.agent import Manifest
-
-log = logging.getLogger(__name__)
 
 
 def verify_batch(start: int, got: np.ndarray, expected: np.ndarray,

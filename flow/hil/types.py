@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Literal
 
@@ -11,16 +10,12 @@ from pydantic import BaseModel, Field
 
 from flow.core.errors import DensiflowError
 
-log = logging.getLogger(__name__)
-
-
 JOURNAL_FORMAT = 1
 CLIENT_MAX_MESSAGE = 1 << 30  # never accept more, whatever an agent declares
 
 
 class HilError(DensiflowError):
     """HIL validation cannot run or finish: target, token, artefact, protocol or journal."""
-
 
 
 class Estimate(BaseModel):

@@ -200,7 +200,7 @@ class RunFolder:
                 raise RunFolderError(f"{link} is not a step link made by densiflow; move it away")
             return None
         target = link.resolve()
-        if target.parent != self._steps_dir().resolve():
+        if target.parent != self.own_dir(STEPS_DIR).resolve():
             raise FileSystemError(
                 f"{link} leads to {target}, outside this run's {STEPS_DIR}/ folder; densiflow "
                 f"never reads or deletes through it: remove the link (rm {link}) and run again")
@@ -218,17 +218,9 @@ class RunFolder:
             raise ArtefactError(f"{path} is damaged; redo the step: densiflow run RECIPE "
                                 f"--from {folder_name.split('_', 1)[1]}") from None
 
-    def _steps_dir(self) -> Path:
-        """The `.steps/` folder (FileSystemError if a link or a file is in its place)."""
-        steps = self.path / STEPS_DIR
-        if steps.is_symlink() or (steps.exists() and not steps.is_dir()):
-            raise FileSystemError(f"{steps} is a link or a file, not the folder densiflow made; "
-                                  "move it away and run again")
-        return steps
-
     def new_step_dir(self, folder_name: str) -> Path:
         """A fresh, empty folder to build a step in (committed later by `commit`)."""
-        steps = self._steps_dir()
+        steps = self.own_dir(STEPS_DIR)
         work = steps / f"{folder_name}.{uuid.uuid4().hex[:12]}"
         with refused_as_error(work, "create"):
             steps.mkdir(exist_ok=True)
@@ -260,7 +252,7 @@ class RunFolder:
             if link.name not in step_folders:
                 link.unlink()
         live = {target for name, target in targets.items() if name in step_folders}
-        steps = self._steps_dir()
+        steps = self.own_dir(STEPS_DIR)
         if not steps.is_dir():
             return
         for work in steps.iterdir():

@@ -33,7 +33,6 @@ flow.methods.qsparse.report writes the paper's Table 4 with FINN's estimates.
 from __future__ import annotations
 
 import copy
-import logging
 import time
 from dataclasses import dataclass, field
 
@@ -50,8 +49,6 @@ from flow.models.ptq import CALIB_SAMPLES
 from flow.models.quantizers import running_mean
 from flow.recipe.plan import CompressionPlan
 from hw_models.rules import input_bits
-
-log = logging.getLogger(__name__)
 
 SCHEDULES = ("scratch", "one_shot", "stepwise", "layerwise_a", "layerwise_w")
 Event = tuple[int, dict[str, float]]  # (training step, {layer: sparsity to reach})
