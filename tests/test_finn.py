@@ -376,6 +376,7 @@ def test_unconvertible_layer_is_named(tmp_path):
         estimate_qonnx(path, "zcu104", 1000, tmp_path / "w", input_dtype="UINT4")
 
 
+@pytest.mark.slow  # a FINN build of its own
 def test_unreachable_target_names_the_slow_nodes_once(tiny_onnx, tmp_path, caplog):
     # 1e9 frames/s at 200 MHz: 1 cycle per frame, beyond any folding
     est = estimate_qonnx(tiny_onnx, "zcu104", 1e9, tmp_path, input_dtype="UINT4",
@@ -414,6 +415,7 @@ def test_bad_parameters_give_one_line_naming_them(tiny_onnx, tmp_path, bad, name
     assert not work.exists()  # rejected before anything is written
 
 
+@pytest.mark.slow  # a FINN build of its own
 def test_clock_mhz_is_used_when_given(tiny_onnx, tmp_path):
     est = build_dataflow(ModelWrapper(str(tiny_onnx)), "zcu104", 100_000, tmp_path, "UINT4",
                          clock_mhz=50.0, verify_frames=0)
@@ -451,6 +453,7 @@ def _stderr_showwarning(message, category, filename, lineno, file=None, line=Non
     sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
+@pytest.mark.slow  # a FINN build of its own
 def test_finn_noise_goes_to_the_log_file_not_the_terminal(tiny_onnx, tmp_path, capfd,
                                                          monkeypatch):
     # as outside pytest: warnings and log records are printed on stderr
@@ -491,6 +494,7 @@ def _open_batch(src: Path, dst: Path, dim: str | int, axis: int = 0) -> Path:
     return dst
 
 
+@pytest.mark.slow  # a FINN build of its own
 def test_open_batch_dimension_is_set_to_one(tiny_onnx, tmp_path, caplog):
     """Issue 16 defect 7: a dynamic batch ("batch") gave a traceback (input shape (0, ...))."""
     path = _open_batch(tiny_onnx, tmp_path / "dyn.onnx", "batch")
@@ -503,6 +507,7 @@ def test_open_batch_dimension_is_set_to_one(tiny_onnx, tmp_path, caplog):
     assert qonnx.get_tensor_shape(qonnx.graph.input[0].name) == [1, 1, 8, 8]
 
 
+@pytest.mark.slow  # a FINN build of its own
 @pytest.mark.parametrize("dim", [0, -1])
 def test_zero_or_negative_batch_dimension_is_set_to_one(tiny_onnx, tmp_path, dim):
     from flow.finn.stages import fix_batch_size
