@@ -1,0 +1,7 @@
+"""densiflow's RTL custom ops for the FINN layers that finn-plus 1.6.1 has only as HLS.
+
+Importing this package registers them in FINN's own registries (`register_custom_op` of
+`finn.custom_op.fpgadataflow` and `finn.custom_op.fpgadataflow.rtl`), so that FINN's passes treat
+them like FINN's own layers. FINN's python execution of each op stays the golden reference.
+"""
+from hw_models.finn_ops import add_streams, duplicate_streams, global_acc_pool, pool  # noqa: F401
