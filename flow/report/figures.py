@@ -180,6 +180,36 @@ def folding_table(run_dir: Path) -> str:
                          "BRAM18", "DSP"), rows))
 
 
+GRAPH_RECIPES = ("build/digits_synth.yaml", "build/digits_vgg.yaml", "build/digits_resnet.yaml",
+                 "build/digits_mobilenet.yaml")
+
+
+def graph_row(s: Summary) -> tuple[str, ...]:
+    """One network of the graph-networks table: accuracy per stage, memory, FINN's estimate and
+    Yosys' counts, frame rate and the simulation's cycles against the estimate."""
+    a, hw, sim, syn = s.accuracy, s.hardware, s.simulation, s.hardware.synthesis
+    est = hw.finn_estimate
+    yosys = ("not synthesised" if syn is None else
+             f"{syn.resources.lut:,.0f} / {syn.resources.bram18:,.0f} / {syn.resources.dsp:,.0f}")
+    cycles = ("not simulated" if sim is None else
+              f"{sim.measured_cycles_per_frame:.0f} vs {sim.estimated_cycles_per_frame} "
+              f"({sim.measured_over_estimated:.3f})")
+    rtl = "-" if a.rtl_test is None else f"{100 * a.rtl_test:.2f} %"
+    return (s.arch, f"{100 * a.float_test:.2f} % / {100 * a.qat_test:.2f} % / {rtl}",
+            f"{s.memory.total_mbit:.4f}", f"{s.performance_density:.1f}",
+            f"{est.lut:,.0f} / {est.bram18:,.0f} / {est.dsp:,.0f}", yosys, f"{hw.fps:,.0f}",
+            cycles)
+
+
+def graph_table(summaries: list[Summary]) -> str:
+    """The graph networks (pooling, residual blocks, depthwise convolutions) against digits_cnn,
+    each uniform W4A4 on the same board, synthesised and simulated."""
+    return _markdown(("network", "test accuracy: float / QAT / RTL", "Mbit", "PD %/Mbit",
+                      "LUT / BRAM18 / DSP (FINN estimate)", "LUT / BRAM18 / DSP (Yosys)",
+                      "frames/s (FINN estimate)", "cycles/frame measured vs estimated (ratio)"),
+                     [graph_row(s) for s in summaries])
+
+
 def _markdown(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -214,15 +244,24 @@ SECTIONS: list[tuple[str, str, Callable[[Path], str]]] = [
 ]
 
 
+def _run(recipe_path: str, data: dict) -> Path:
+    """The run folder of a recipe, run or resumed; its summary recorded in `data`."""
+    recipe = load_recipe(recipe_path)
+    run_recipe(recipe, OUT)
+    run_dir = OUT / recipe.name
+    data[recipe.name] = load_current_summary(run_dir).model_dump(mode="json")
+    return run_dir
+
+
 def render() -> tuple[str, dict]:
     """Run or resume every section's recipe; the Markdown block and the figures as data."""
     blocks, data = [], {}
     for title, recipe_path, renderer in SECTIONS:
-        recipe = load_recipe(recipe_path)
-        run_recipe(recipe, OUT)
-        run_dir = OUT / recipe.name
-        blocks.append(f"**{title}**\n\n{renderer(run_dir)}")
-        data[recipe.name] = load_current_summary(run_dir).model_dump(mode="json")
+        blocks.append(f"**{title}**\n\n{renderer(_run(recipe_path, data))}")
+    graphs = [load_current_summary(_run(r, data)) for r in GRAPH_RECIPES]
+    blocks.append("**Networks beyond chains (build/digits_{vgg,resnet,mobilenet}.yaml) against "
+                  "digits_cnn (build/digits_synth.yaml): uniform W4A4, Pynq-Z1, FIFOs sized by "
+                  f"simulation, every node synthesised by Yosys**\n\n{graph_table(graphs)}")
     stamp = (f"Measured by `make figures` on {datetime.date.today().isoformat()}, "
              f"{platform.machine()}, Python {platform.python_version()}.")
     return "\n\n".join([stamp, *blocks]), data
