@@ -12,7 +12,9 @@ Sections, each runnable alone (`python -m flow.bench rtlsim synth`); all run by 
 - methods: the plan step's wall time of the AQP, qsparse and DFQ recipes (runs resumed when
            they finished before: the recorded time of that run);
 - search:  search wall time, trials per minute, FINN-estimate cache hit rate, speed-up from one
-           to two worker processes (flow.search.bench).
+           to two worker processes (flow.search.bench);
+- graph:   digits_resnet (residual blocks: fork, skip FIFO, add): cold Verilator build and the
+           simulated cycles/s over the test split.
 The machine's load average is recorded with every section: figures from a busy machine are slow.
 """
 from __future__ import annotations
@@ -37,6 +39,7 @@ from flow.run.table import STEP_NAMES
 OUT = Path("build/bench")
 RECIPE = Path("build/digits.yaml")
 BASELINE_REV = "bfb691b"  # the last landing before the simulator speed work
+GRAPH_RECIPE = Path("build/digits_resnet.yaml")
 METHOD_RECIPES = ("build/digits_aqp.yaml", "build/digits_qsparse.yaml", "build/digits_dfq.yaml")
 log = logging.getLogger(__name__)
 
@@ -106,6 +109,18 @@ def bench_synth() -> dict:
     return bench_synthesis(rtl, board.family, jobs=os.cpu_count() or 2, fpgapart=board.part)
 
 
+def bench_graph() -> dict:
+    """digits_resnet's simulator: cold build (a fresh cache) and a run over the test split."""
+    from hw_models.rtlsim.bench import bench_chain
+
+    recipe = load_recipe(GRAPH_RECIPE)
+    run_recipe(recipe, Path("build/out"))
+    run = Run(recipe, RunFolder.open(Path("build/out") / recipe.name))
+    return {"recipe": str(GRAPH_RECIPE),
+            **bench_chain(run.finn_build().path("dataflow_rtl"), OUT / "graph",
+                          frames=len(run.data.x_test))}
+
+
 def bench_hil() -> dict:
     """HIL frames per wall second on the whole test split, beside the direct simulation."""
     from flow.hil.deployment import artefact_hashes, read_token
@@ -154,7 +169,7 @@ def bench_search() -> dict:
 
 SECTIONS: dict[str, Callable[[], dict]] = {
     "steps": bench_steps, "rtlsim": bench_rtlsim, "synth": bench_synth, "hil": bench_hil,
-    "methods": bench_methods, "search": bench_search,
+    "methods": bench_methods, "search": bench_search, "graph": bench_graph,
 }
 
 
