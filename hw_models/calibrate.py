@@ -5,9 +5,12 @@
 
 FINN's estimate: each sample is one specialised FINN node (MVAU_rtl/_hls, Thresholding_rtl/_hls,
 ConvolutionInputGenerator_rtl, FMPadding_rtl, StreamingDataWidthConverter_rtl/_hls,
-StreamingFIFO_rtl, Pool_hls, LabelSelect_hls) with random legal geometry, bit-widths, folding and
-memory styles, built with onnx helpers and estimated by FINN's `node_res_estimation` on a 7-series
-(xc7z020) and an UltraScale+ (xczu7ev) part; written to calibration/finn_estimate.json.
+StreamingFIFO_rtl, Pool_hls, LabelSelect_hls; and, from a random stream of their own, the kinds
+graph networks add: VVAU_rtl/_hls and densiflow's Pool_rtl, GlobalAccPool_rtl,
+DuplicateStreams_rtl, AddStreams_rtl, whose estimates are their own *_estimation methods) with
+random legal geometry, bit-widths, folding and memory styles, built with onnx helpers and
+estimated by FINN's `node_res_estimation` on a 7-series (xc7z020) and an UltraScale+ (xczu7ev)
+part; written to calibration/finn_estimate.json.
 
 Yosys: a fixed sweep of single RTL nodes (YOSYS_SWEEP: width converters with integer and
 fractional ratios both ways, FIFOs of each storage style, MVAUs, Thresholdings, sliding windows,
@@ -50,6 +53,8 @@ def init_finn() -> None:
     import finn.custom_op.fpgadataflow.hls
     import finn.custom_op.fpgadataflow.rtl  # noqa: F401
     from finn.util.settings import initialize_dummy_settings
+
+    import hw_models.finn_ops  # noqa: F401 - densiflow's RTL ops in FINN's registries
 
     if not os.environ.get("FINN_BUILD_DIR"):
         os.environ["FINN_BUILD_DIR"] = tempfile.mkdtemp(prefix="finn_build_")
@@ -185,6 +190,58 @@ def random_pool(rng: random.Random, impl: str = "hls"):
                      OutputDataType=_int(rng.randint(2, 8), False), BatchSize=1)
 
 
+def random_vvau(rng: random.Random, impl: str):
+    """A depthwise VVAU with random channels, kernel, image, bits, folding and memory style."""
+    ch = rng.choice((8, 16, 32, 64, 96, 128, 256, 512))
+    k = rng.choice((1, 3, 3, 5, 7))
+    w, a = rng.randint(2, 8), rng.randint(2, 8)
+    attrs = dict(Channels=ch, Kernel=[k, k], Dim=[rng.choice((1, 4, 7, 14, 28))] * 2,
+                 PE=_divisor(rng, ch), SIMD=_divisor(rng, k * k), weightDataType=_int(w),
+                 inputDataType=_int(a, rng.random() < 0.3), accDataType=_acc(rng, k * k, w, a),
+                 outputDataType=_acc(rng, k * k, w, a), noActivation=1, ActVal=0,
+                 mem_mode=rng.choice(("internal_decoupled",) * 4 + ("internal_embedded",)),
+                 ram_style=rng.choice(("auto", "block", "distributed", "ultra")),
+                 resType="dsp" if impl == "rtl" else rng.choice(("auto", "lut", "dsp")))
+    if impl == "hls" and rng.random() < 0.5:
+        attrs.update(noActivation=0, outputDataType=_int(rng.randint(1, 4), False))
+    if impl == "rtl":
+        attrs["mem_mode"] = "internal_decoupled"
+    return finn_node(f"VVAU_{impl}", **attrs)
+
+
+def random_pool_rtl(rng: random.Random, impl: str = "rtl"):
+    """densiflow's Pool_rtl: max or sum (AccPool) over a random window, channels and folding."""
+    ch, k, fxn = rng.choice((8, 16, 32, 64, 128)), rng.choice((2, 3)), rng.choice(
+        ("MaxPool", "MaxPool", "AccPool"))
+    idt = _int(rng.randint(2, 8), False)
+    odt = idt if fxn == "MaxPool" else "UINT16"
+    return finn_node("Pool_rtl", Channels=ch, PE=_divisor(rng, ch), KernelSize=[k, k],
+                     Function=fxn, OutImgDims=[rng.choice((1, 2, 4, 7))] * 2, InputDataType=idt,
+                     OutputDataType=odt, BatchSize=1)
+
+
+def random_global_acc_pool(rng: random.Random, impl: str = "rtl"):
+    ch, dim = rng.choice((8, 16, 32, 64, 128, 256)), rng.choice((1, 2, 4, 7, 8))
+    return finn_node("GlobalAccPool_rtl", NumChannels=ch, PE=_divisor(rng, ch),
+                     inputDataType=_int(rng.randint(2, 8), rng.random() < 0.5),
+                     numInputVectors=[1, dim, dim])
+
+
+def random_duplicate_streams(rng: random.Random, impl: str = "rtl"):
+    ch, dim = rng.choice((8, 16, 32, 64, 128)), rng.choice((1, 4, 8, 16))
+    return finn_node("DuplicateStreams_rtl", NumChannels=ch, PE=_divisor(rng, ch),
+                     NumOutputStreams=rng.choice((2, 2, 3)),
+                     inputDataType=_int(rng.randint(2, 8), rng.random() < 0.5),
+                     numInputVectors=[1, dim, dim])
+
+
+def random_add_streams(rng: random.Random, impl: str = "rtl"):
+    ch, dim = rng.choice((8, 16, 32, 64, 128)), rng.choice((1, 4, 8, 16))
+    return finn_node("AddStreams_rtl", NumChannels=ch, PE=_divisor(rng, ch),
+                     inputDataTypes=[_int(rng.randint(2, 8)) for _ in range(2)],
+                     numInputVectors=[1, dim, dim])
+
+
 def random_labelselect(rng: random.Random, impl: str = "hls"):
     labels = rng.choice((10, 100))
     return finn_node("LabelSelect_hls", Labels=labels, PE=_divisor(rng, labels), K=1,
@@ -199,13 +256,29 @@ SWEEP: tuple[tuple[Callable, str, int], ...] = (  # builder, impl, relative weig
 )
 
 
-def sweep(samples: int, seed: int = 0) -> Iterator[tuple[object, str]]:
-    """(node, part) pairs: `samples` random FINN nodes over the sweep's kinds and both parts."""
-    rng = random.Random(seed)
-    weights = [w for *_, w in SWEEP]
+# The kinds graph networks add (depthwise VVAU), sampled from a random stream of their own, so
+# that the nodes of SWEEP, and so their coefficients, stay what they were.
+GRAPH_SWEEP: tuple[tuple[Callable, str, int], ...] = (
+    (random_vvau, "rtl", 2), (random_vvau, "hls", 2), (random_pool_rtl, "rtl", 1),
+    (random_global_acc_pool, "rtl", 1), (random_duplicate_streams, "rtl", 1),
+    (random_add_streams, "rtl", 1),
+)
+GRAPH_SHARE = 8  # one graph-kind sample per this many of SWEEP's
+
+
+def _draw(kinds: Sequence[tuple[Callable, str, int]], samples: int, rng: random.Random
+          ) -> Iterator[tuple[object, str]]:
+    weights = [w for *_, w in kinds]
     for _ in range(samples):
-        builder, impl, _w = rng.choices(SWEEP, weights)[0]
+        builder, impl, _w = rng.choices(kinds, weights)[0]
         yield builder(rng, impl), rng.choice(PARTS)
+
+
+def sweep(samples: int, seed: int = 0) -> Iterator[tuple[object, str]]:
+    """(node, part) pairs: `samples` random FINN nodes over the sweep's kinds and both parts,
+    then samples // GRAPH_SHARE of the graph kinds (GRAPH_SWEEP)."""
+    yield from _draw(SWEEP, samples, random.Random(seed))
+    yield from _draw(GRAPH_SWEEP, samples // GRAPH_SHARE, random.Random(f"graph{seed}"))
 
 
 def finn_samples(samples: int, seed: int = 0) -> list[CalibrationSample]:
@@ -223,8 +296,9 @@ def calibrate_finn(samples: int = 3000, seed: int = 0) -> Calibration:
     """Fit the cost model to FINN's estimates of a seeded sweep of nodes."""
     return fit_calibration(
         finn_samples(samples, seed),
-        description=f"FINN (finn-plus) node_res_estimation over {samples} random nodes "
-                    f"(seed {seed}) on {', '.join(PARTS)}; `python -m hw_models.calibrate`")
+        description=f"FINN (finn-plus) node_res_estimation over {samples} random nodes and "
+                    f"{samples // GRAPH_SHARE} of the graph kinds (seed {seed}) on "
+                    f"{', '.join(PARTS)}; `python -m hw_models.calibrate`")
 
 
 # ----------------------------------------------------------------------------- Yosys samples

@@ -3,8 +3,9 @@
 Every layer of a FINN dataflow pipeline works on its own frame at the same time, so:
 - steady-state interval II = max_l cycles(l)          (the slowest layer sets the pace)
 - throughput               = f_clk / II               frames per second
-- first-frame latency      = sum of cycles along the longest input->output path
-  (pessimistic, as FINN's `dataflow_performance`: assumes no overlap between layers of one frame)
+- first-frame latency      = sum of cycles along the longest input->output path of the graph
+  (through a fork/join: the slower branch; pessimistic, as FINN's `dataflow_performance`: assumes
+  no overlap between layers of one frame)
 """
 from __future__ import annotations
 
@@ -42,19 +43,36 @@ def cycles_to_us(cycles: int, clock_mhz: float) -> float:
     return cycles / clock_mhz
 
 
+def topological_order(nodes: Sequence[str], predecessors: Mapping[str, Sequence[str]]
+                      ) -> list[str]:
+    """`nodes` ordered so that each comes after its predecessors (ties keep the given order);
+    predecessors outside `nodes` (the graph's input, nodes without cycles) are ignored."""
+    known = set(nodes)
+    preds = {n: [p for p in predecessors.get(n, ()) if p in known] for n in nodes}
+    done: dict[str, None] = {}
+    for _ in range(len(nodes)):
+        ready = [n for n in nodes if n not in done and all(p in done for p in preds[n])]
+        if not ready:
+            break
+        done.update(dict.fromkeys(ready))
+    if len(done) < len(nodes):
+        stuck = [n for n in nodes if n not in done]
+        raise ValueError(f"the graph has a cycle through {', '.join(stuck)}: not a pipeline")
+    return list(done)
+
+
 def critical_path_cycles(
     layer_cycles: Mapping[str, int], predecessors: Mapping[str, Sequence[str]] | None = None
 ) -> int:
-    """Longest input->output sum of cycles; a plain chain (sum of all) when no graph is given.
-
-    `layer_cycles` must list layers in topological order when `predecessors` is given.
-    """
+    """Longest input->output sum of cycles over the graph `predecessors` describes (a fork feeds
+    every branch, a join waits for its slowest input); a plain chain (sum of all) when no graph
+    is given."""
     if predecessors is None:
         return int(sum(layer_cycles.values()))
     done: dict[str, int] = {}
-    for name, cycles in layer_cycles.items():
+    for name in topological_order(list(layer_cycles), predecessors):
         before = [done[p] for p in predecessors.get(name, ()) if p in done]
-        done[name] = int(cycles) + max(before, default=0)
+        done[name] = int(layer_cycles[name]) + max(before, default=0)
     return max(done.values(), default=0)
 
 

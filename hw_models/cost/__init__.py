@@ -43,9 +43,12 @@ from hw_models.cost.finn_error import (
 )
 from hw_models.cost.layer_cycles import layer_cycles
 from hw_models.cost.layers import (
+    AddStreamsLayer,
     CostModelError,
     DspType,
+    DuplicateStreamsLayer,
     FifoLayer,
+    GlobalAccPoolLayer,
     Impl,
     LabelSelectLayer,
     Layer,
@@ -55,6 +58,7 @@ from hw_models.cost.layers import (
     PoolLayer,
     SlidingWindowLayer,
     ThresholdingLayer,
+    VvauLayer,
     WidthConverterLayer,
     geometry_only,
 )
@@ -75,10 +79,12 @@ from hw_models.cost.terms import (
     mvu_dsp_lanes,
     term_table,
     vpc_structure,
+    vvu_dsp_lanes,
 )
 
 __all__ = [
     "acc_bits_bound",
+    "AddStreamsLayer",
     "board_calibration",
     "Calibration",
     "CALIBRATION_DIR",
@@ -89,6 +95,7 @@ __all__ = [
     "CostModelError",
     "dsp_type_of_part",
     "DspType",
+    "DuplicateStreamsLayer",
     "error_report",
     "ErrorReport",
     "ErrorSummary",
@@ -98,6 +105,7 @@ __all__ = [
     "fitted_terms",
     "fit_calibration",
     "geometry_only",
+    "GlobalAccPoolLayer",
     "Impl",
     "is_specialised_hw_node",
     "LabelSelectLayer",
@@ -126,6 +134,8 @@ __all__ = [
     "TermTable",
     "ThresholdingLayer",
     "vpc_structure",
+    "vvu_dsp_lanes",
+    "VvauLayer",
     "WidthConverterLayer",
     "yosys_memory",
     "yosys_threshold_rom",

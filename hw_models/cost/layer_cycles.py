@@ -5,6 +5,9 @@
 from __future__ import annotations
 
 from hw_models.cost.layers import (
+    AddStreamsLayer,
+    DuplicateStreamsLayer,
+    GlobalAccPoolLayer,
     LabelSelectLayer,
     Layer,
     MvauLayer,
@@ -13,12 +16,18 @@ from hw_models.cost.layers import (
     PoolLayer,
     SlidingWindowLayer,
     ThresholdingLayer,
+    VvauLayer,
     swg_parallel,
 )
 
 
 def _mvau_cycles(x: MvauLayer) -> int:
     return (x.mh // x.pe) * (x.mw // x.simd) * x.vectors
+
+
+def _vvau_cycles(x: VvauLayer) -> int:
+    k = x.kernel[0] * x.kernel[1]
+    return (x.channels // x.pe) * (k // x.simd) * x.dim[0] * x.dim[1]
 
 
 def _swg_cycles(x: SlidingWindowLayer) -> int:
@@ -45,8 +54,14 @@ def layer_cycles(layer: Layer) -> int:
     x = layer
     if isinstance(x, MvauLayer):
         return _mvau_cycles(x)
-    if isinstance(x, ThresholdingLayer):
+    if isinstance(x, VvauLayer):
+        return _vvau_cycles(x)
+    if isinstance(x, (ThresholdingLayer, DuplicateStreamsLayer, AddStreamsLayer)):
         return (x.channels // x.pe) * x.vectors
+    if isinstance(x, GlobalAccPoolLayer):
+        # FINN's HLS sends the sums after the last pixel (one word per fold); densiflow's RTL
+        # sends them while the last pixel streams in
+        return (x.channels // x.pe) * (x.vectors + (x.impl == "hls"))
     if isinstance(x, SlidingWindowLayer):
         return _swg_cycles(x)
     if isinstance(x, PaddingLayer):

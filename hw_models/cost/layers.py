@@ -113,8 +113,30 @@ class FifoLayer(_Layer):
     ram_style: str = "auto"
 
 
+class VvauLayer(_Layer):
+    """Vector-vector unit (depthwise convolution): each of `channels` channels takes the dot
+    product of its k_h x k_w window with its own weights, at every one of `dim` output pixels."""
+
+    kind: Literal["VVAU"] = "VVAU"
+    channels: int = Field(ge=1)
+    kernel: tuple[int, int]
+    dim: tuple[int, int]  # output image (H, W)
+    simd: int = Field(default=1, ge=1)  # window elements per cycle (divides k_h * k_w)
+    pe: int = Field(default=1, ge=1)  # channels per cycle (divides channels)
+    weight_bits: int = Field(ge=1)
+    input_bits: int = Field(ge=1)
+    input_signed: bool = False
+    output_bits: int = Field(default=32, ge=1)
+    acc_bits: int | None = None  # None: the worst-case bound from k_h * k_w and the bit-widths
+    no_activation: bool = True
+    mem_mode: str = "internal_decoupled"
+    ram_style: str = "auto"
+    res_type: Literal["auto", "lut", "dsp"] = "auto"
+    dsp_type: DspType = "DSP58"
+
+
 class PoolLayer(_Layer):
-    """Pool (max/avg) over windows delivered by a depthwise sliding window (HLS)."""
+    """Pool (max, or the sum/average variants) over windows a depthwise sliding window delivers."""
 
     kind: Literal["Pool"] = "Pool"
     impl: Impl = "hls"
@@ -124,6 +146,42 @@ class PoolLayer(_Layer):
     out_pixels: int = Field(ge=1)
     batch: int = Field(default=1, ge=1)
     input_bits: int = Field(ge=1)
+    output_bits: int | None = None  # None: input_bits (max pooling)
+    acc_bits: int | None = None  # running value per lane (densiflow's RTL); None: output_bits
+    function: str = "MaxPool"
+
+
+class GlobalAccPoolLayer(_Layer):
+    """GlobalAccPool: per-channel sum over all `vectors` pixels of an image (global pooling)."""
+
+    kind: Literal["GlobalAccPool"] = "GlobalAccPool"
+    channels: int = Field(ge=1)
+    pe: int = Field(default=1, ge=1)
+    vectors: int = Field(default=1, ge=1)  # input pixels per frame
+    input_bits: int = Field(ge=1)
+    output_bits: int = Field(ge=1)
+
+
+class DuplicateStreamsLayer(_Layer):
+    """DuplicateStreams: one stream copied to `outputs` streams (the fork of a residual block)."""
+
+    kind: Literal["DuplicateStreams"] = "DuplicateStreams"
+    channels: int = Field(ge=1)
+    pe: int = Field(default=1, ge=1)
+    vectors: int = Field(default=1, ge=1)
+    outputs: int = Field(default=2, ge=2)
+    input_bits: int = Field(ge=1)
+
+
+class AddStreamsLayer(_Layer):
+    """AddStreams: elementwise integer sum of two equal-shape streams (a residual add)."""
+
+    kind: Literal["AddStreams"] = "AddStreams"
+    channels: int = Field(ge=1)
+    pe: int = Field(default=1, ge=1)
+    vectors: int = Field(default=1, ge=1)
+    input_bits: tuple[int, int]
+    output_bits: int = Field(ge=1)
 
 
 class LabelSelectLayer(_Layer):
@@ -149,8 +207,9 @@ class OtherLayer(_Layer):
 
 
 Layer = Annotated[
-    MvauLayer | ThresholdingLayer | SlidingWindowLayer | PaddingLayer | WidthConverterLayer
-    | FifoLayer | PoolLayer | LabelSelectLayer | OtherLayer,
+    MvauLayer | VvauLayer | ThresholdingLayer | SlidingWindowLayer | PaddingLayer
+    | WidthConverterLayer | FifoLayer | PoolLayer | GlobalAccPoolLayer | DuplicateStreamsLayer
+    | AddStreamsLayer | LabelSelectLayer | OtherLayer,
     Field(discriminator="kind"),
 ]
 
@@ -175,7 +234,7 @@ def swg_parallel(x: SlidingWindowLayer) -> bool:
 
 def geometry_only(layer: Layer) -> Layer:
     """The layer as known before FINN sees the weights: worst-case accumulator and thresholds."""
-    if isinstance(layer, MvauLayer):
+    if isinstance(layer, (MvauLayer, VvauLayer)):
         return layer.model_copy(update={"acc_bits": None})
     if isinstance(layer, ThresholdingLayer):
         return layer.model_copy(update={"threshold_bits": None})

@@ -4,8 +4,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from hw_models.cost.layers import (
+    AddStreamsLayer,
     DspType,
+    DuplicateStreamsLayer,
     FifoLayer,
+    GlobalAccPoolLayer,
     Impl,
     LabelSelectLayer,
     Layer,
@@ -15,6 +18,7 @@ from hw_models.cost.layers import (
     PoolLayer,
     SlidingWindowLayer,
     ThresholdingLayer,
+    VvauLayer,
     WidthConverterLayer,
     geometry_only,
 )
@@ -58,6 +62,49 @@ def _mvau_layer(node, inst, part: str) -> MvauLayer:
         ram_style_thresholds=g("ram_style_thresholds"),
         res_type=g("resType") if g("resType") in ("lut", "dsp") else "lut",
         dsp_type=dsp_type_of_part(part))
+
+
+def _vvau_layer(node, inst, part: str) -> VvauLayer:
+    g = inst.get_nodeattr
+    return VvauLayer(
+        name=node.name, impl=_impl(node.op_type), channels=g("Channels"),
+        kernel=tuple(g("Kernel")), dim=tuple(g("Dim")), simd=g("SIMD"), pe=g("PE"),
+        weight_bits=_bits(inst, "weightDataType"), input_bits=_bits(inst, "inputDataType"),
+        input_signed=_signed(inst, "inputDataType"), output_bits=_bits(inst, "outputDataType"),
+        acc_bits=_bits(inst, "accDataType"), no_activation=bool(g("noActivation")),
+        mem_mode=g("mem_mode"), ram_style=g("ram_style"), res_type=g("resType"),
+        dsp_type=dsp_type_of_part(part))
+
+
+def _vectors(inst) -> int:
+    import numpy as np
+
+    return int(np.prod(inst.get_nodeattr("numInputVectors")))
+
+
+def _global_acc_pool_layer(node, inst, part: str) -> GlobalAccPoolLayer:
+    g = inst.get_nodeattr
+    return GlobalAccPoolLayer(
+        name=node.name, impl=_impl(node.op_type), channels=g("NumChannels"), pe=g("PE"),
+        vectors=_vectors(inst), input_bits=inst.get_input_datatype(0).bitwidth(),
+        output_bits=inst.get_output_datatype(0).bitwidth())
+
+
+def _duplicate_streams_layer(node, inst, part: str) -> DuplicateStreamsLayer:
+    g = inst.get_nodeattr
+    return DuplicateStreamsLayer(
+        name=node.name, impl=_impl(node.op_type), channels=g("NumChannels"), pe=g("PE"),
+        vectors=_vectors(inst), outputs=g("NumOutputStreams"),
+        input_bits=inst.get_input_datatype(0).bitwidth())
+
+
+def _add_streams_layer(node, inst, part: str) -> AddStreamsLayer:
+    g = inst.get_nodeattr
+    return AddStreamsLayer(
+        name=node.name, impl=_impl(node.op_type), channels=g("NumChannels"), pe=g("PE"),
+        vectors=_vectors(inst),
+        input_bits=(inst.get_input_datatype(0).bitwidth(), inst.get_input_datatype(1).bitwidth()),
+        output_bits=inst.get_output_datatype(0).bitwidth())
 
 
 def _thresholding_layer(node, inst, part: str) -> ThresholdingLayer:
@@ -108,7 +155,10 @@ def _pool_layer(node, inst, part: str) -> PoolLayer:
     g = inst.get_nodeattr
     return PoolLayer(name=node.name, impl=_impl(node.op_type), channels=g("Channels"), pe=g("PE"),
                      kernel=int(np.prod(g("KernelSize"))), out_pixels=int(np.prod(g("OutImgDims"))),
-                     batch=g("BatchSize"), input_bits=_bits(inst, "InputDataType"))
+                     batch=g("BatchSize"), input_bits=_bits(inst, "InputDataType"),
+                     output_bits=_bits(inst, "OutputDataType"), function=g("Function"),
+                     acc_bits=inst.accumulator_bits() if hasattr(inst, "accumulator_bits")
+                     else None)
 
 
 def _labelselect_layer(node, inst, part: str) -> LabelSelectLayer:
@@ -118,10 +168,12 @@ def _labelselect_layer(node, inst, part: str) -> LabelSelectLayer:
 
 
 _READERS: dict[str, Callable] = {
-    "MVAU": _mvau_layer, "Thresholding": _thresholding_layer,
+    "MVAU": _mvau_layer, "VVAU": _vvau_layer, "Thresholding": _thresholding_layer,
     "ConvolutionInputGenerator": _swg_layer, "FMPadding": _padding_layer,
     "StreamingDataWidthConverter": _dwc_layer, "StreamingFIFO": _fifo_layer,
     "Pool": _pool_layer, "LabelSelect": _labelselect_layer,
+    "GlobalAccPool": _global_acc_pool_layer, "DuplicateStreams": _duplicate_streams_layer,
+    "AddStreams": _add_streams_layer,
 }
 
 

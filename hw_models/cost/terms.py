@@ -12,7 +12,10 @@ from collections.abc import Iterable
 from enum import StrEnum
 
 from hw_models.cost.layers import (
+    AddStreamsLayer,
+    DuplicateStreamsLayer,
     FifoLayer,
+    GlobalAccPoolLayer,
     LabelSelectLayer,
     Layer,
     MvauLayer,
@@ -20,6 +23,7 @@ from hw_models.cost.layers import (
     PoolLayer,
     SlidingWindowLayer,
     ThresholdingLayer,
+    VvauLayer,
     WidthConverterLayer,
     swg_buffer_depth,
     swg_parallel,
@@ -144,6 +148,115 @@ def _mvau_terms(x: MvauLayer) -> TermTable:
         "uram": finn_only(weights=uram),
         "dsp": {**finn_only(multipliers=float(dsp)), **synthesis_only(mvu_lanes=lanes)},
     }
+
+
+def _vvau_weight_memory(x: VvauLayer) -> tuple[float, float]:
+    """(BRAM18, URAM) of a VVAU's weight memory as FINN sizes it (VVAU.bram_estimation: its own
+    ladder, 8/16/32-bit widths, nothing up to 128 words deep with ram_style auto)."""
+    depth, width = x.channels * x.kernel[0] * x.kernel[1] / (x.pe * x.simd), (
+        x.pe * x.simd * x.weight_bits)
+    decoupled = x.mem_mode == "internal_decoupled"
+    uram = uram288(depth, width) if decoupled and x.ram_style == "ultra" else 0
+    if ((decoupled and x.ram_style in ("distributed", "ultra"))
+            or (x.ram_style == "auto" and depth <= 128)
+            or (x.mem_mode == "internal_embedded" and depth <= 128)
+            or x.mem_mode == "external"):
+        return 0.0, float(uram)
+    for limit, tile_depth in ((1, 16384), (2, 8192)):
+        if width == limit:
+            return float(math.ceil(depth / tile_depth)), float(uram)
+    for limit, tile_depth, tile_width in ((4, 4096, 4), (9, 2048, 8)):
+        if width <= limit:
+            return float(math.ceil(depth / tile_depth) * math.ceil(width / tile_width)), float(uram)
+    if width <= 18 or depth > 512:
+        return float(math.ceil(depth / 1024) * math.ceil(width / 16)), float(uram)
+    return float(math.ceil(depth / 512) * math.ceil(width / 32)), float(uram)
+
+
+def vvu_dsp_lanes(x: VvauLayer) -> int:
+    """DSP58s finn-rtllib's mvu_vvu_8sx9_dsp58 instantiates for a VVU: PE x ceil(SIMD / 3)
+    (three 8x9-bit products per DSP58)."""
+    return x.pe * math.ceil(x.simd / 3)
+
+
+def _vvau_terms(x: VvauLayer) -> TermTable:
+    p, q, w, a = x.pe, x.simd, x.weight_bits, x.input_bits
+    k = x.kernel[0] * x.kernel[1]
+    bound = acc_bits_bound(k, w, a, x.input_signed)
+    acc = bound if x.acc_bits is None else min(x.acc_bits, bound)
+    wmem = x.channels * k // (p * q)
+    levels = 2 ** x.output_bits - 1
+    lut_weights = (x.mem_mode == "internal_decoupled" and x.ram_style == "distributed") or (
+        x.mem_mode == "internal_embedded" and wmem <= 128)
+    lut_mult = x.impl == "hls" and x.res_type != "dsp"
+    act = not x.no_activation
+    bram, uram = _vvau_weight_memory(x)
+    rtl = x.impl == "rtl"
+    lanes = float(vvu_dsp_lanes(x)) if rtl else 0.0
+    y_lutram, y_bram = (yosys_memory(wmem, p * q * w) if rtl and x.mem_mode ==
+                        "internal_decoupled" else (0.0, 0.0))
+    dsp = lanes if rtl else (p * math.ceil((w + a) / 48) if x.res_type == "dsp" else 0.0)
+    return {
+        "lut": {
+            **shared(const=1.0, accumulator=float(p * acc),
+                     comparators=float(p * levels * acc) if act else 0.0),
+            **finn_only(
+                mult=p * q * (2 * math.ceil((w + a) / 6) - 1) * (w + a) if lut_mult else 0.0,
+                adder_tree=float(p * (w + a) * (2 * q - 1)),
+                thresholds=p * levels * acc * (x.channels // p) / 64 if act else 0.0,
+                weights_lutram=p * q * w * math.ceil(wmem / 64) if lut_weights else 0.0),
+            **synthesis_only(weight_width=float(p * q * w), lane_sums=float(p * q * acc),
+                             yosys_weights_lutram=y_lutram, dsp_slices=lanes),
+        },
+        "bram18": {**finn_only(weights=bram), **synthesis_only(yosys_weights=y_bram)},
+        "uram": finn_only(weights=uram),
+        "dsp": {**finn_only(multipliers=float(dsp)), **synthesis_only(vvu_lanes=lanes)},
+    }
+
+
+def _bits_to_count(n: float) -> float:
+    """Bits of a counter to n (at least 1)."""
+    return float(max(1, math.ceil(math.log2(max(n, 2)))))
+
+
+def _pool_terms(x: PoolLayer) -> TermTable:
+    """Per PE lane a comparator and select (max) or an adder (sum) of the running value's width;
+    a window counter."""
+    acc = x.acc_bits or x.output_bits or x.input_bits
+    maximum = x.function == "MaxPool"
+    return {"lut": {**shared(const=1.0, width=float(x.pe * x.input_bits),
+                             max_lanes=float(x.pe * acc) if maximum else 0.0,
+                             sum_lanes=0.0 if maximum else float(x.pe * acc),
+                             window_counter=_bits_to_count(x.kernel))},
+            "bram18": {}, "uram": {}, "dsp": {}}
+
+
+def _global_acc_pool_terms(x: GlobalAccPoolLayer) -> TermTable:
+    """PE adders of the output's width; the running sums of channels/PE folds (registers for one
+    fold, else a memory: LUTRAM tiles of 64 words, or what Yosys maps by its costs); fold and
+    pixel counters."""
+    folds, lanes = x.channels // x.pe, x.pe * x.output_bits
+    lutram, bram = yosys_memory(folds, lanes) if folds > 1 else (0.0, 0.0)
+    return {"lut": {**shared(const=1.0, width=float(x.pe * x.input_bits), lanes=float(lanes),
+                             counters=_bits_to_count(folds) + _bits_to_count(x.vectors)),
+                    **finn_only(sums_lutram=float(lanes * math.ceil(folds / 64))
+                                if folds > 1 else 0.0),
+                    **synthesis_only(yosys_sums_lutram=lutram)},
+            "bram18": synthesis_only(yosys_sums=bram), "uram": {}, "dsp": {}}
+
+
+def _duplicate_streams_terms(x: DuplicateStreamsLayer) -> TermTable:
+    """A pending bit and a ready term per output stream; one word register."""
+    return {"lut": shared(const=1.0, outputs=float(x.outputs),
+                          width=float(x.pe * x.input_bits * x.outputs)),
+            "bram18": {}, "uram": {}, "dsp": {}}
+
+
+def _add_streams_terms(x: AddStreamsLayer) -> TermTable:
+    """PE adders of the output's width (one bit more than the wider input)."""
+    return {"lut": shared(const=1.0, lanes=float(x.pe * x.output_bits),
+                          width=float(x.pe * sum(x.input_bits))),
+            "bram18": {}, "uram": {}, "dsp": {}}
 
 
 def _thresholding_terms(x: ThresholdingLayer) -> TermTable:
@@ -331,6 +444,16 @@ def term_table(layer: Layer) -> TermTable:
     x = layer
     if isinstance(x, MvauLayer):
         return _mvau_terms(x)
+    if isinstance(x, VvauLayer):
+        return _vvau_terms(x)
+    if isinstance(x, PoolLayer):
+        return _pool_terms(x)
+    if isinstance(x, GlobalAccPoolLayer):
+        return _global_acc_pool_terms(x)
+    if isinstance(x, DuplicateStreamsLayer):
+        return _duplicate_streams_terms(x)
+    if isinstance(x, AddStreamsLayer):
+        return _add_streams_terms(x)
     if isinstance(x, ThresholdingLayer):
         return _thresholding_terms(x)
     if isinstance(x, SlidingWindowLayer):
@@ -341,7 +464,7 @@ def term_table(layer: Layer) -> TermTable:
         return _fifo_terms(x)
     if isinstance(x, PaddingLayer):
         return _stream_terms(x.simd * x.input_bits)
-    if isinstance(x, (PoolLayer, LabelSelectLayer)):
+    if isinstance(x, LabelSelectLayer):
         return _stream_terms(x.pe * x.input_bits)
     return {"lut": {}, "bram18": {}, "uram": {}, "dsp": {}}
 
