@@ -1,135 +1,80 @@
-"""Architectures as data, and the per-layer geometry a plan gives them.
+"""densiflow's architectures as data (the node types and queries are flow.models.graph).
 
-Every architecture here converts to an all-RTL FINN dataflow: convolutions only (no pooling,
-which FINN implements in HLS alone), spatial size brought to 1x1 by the last convolution so the
-flatten before the classifier is trivial, BatchNorm + ReLU after each hidden layer (absorbed into
-thresholds), and a bias-free classifier.
+Every architecture converts to an all-RTL FINN dataflow with densiflow's RTL custom ops
+(hw_models.finn_ops: pooling, stream duplication, residual add, global accumulation): BatchNorm
+and a quantized activation after each hidden layer (absorbed into thresholds), a bias-free
+classifier. The chains `digits_cnn` and `lenet` use strided convolutions only, and keep their
+layer names and figures.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 from flow.core.errors import ConfigError
-from flow.recipe.plan import DEFAULT_QUANTIZER, CompressionPlan
+from flow.models.graph import (
+    INPUT,
+    Architecture,
+    LayerGeometry,
+    LayerSpec,
+    Node,
+    OpSpec,
+    Shape,
+)
+
+__all__ = ["ARCHITECTURES", "INPUT", "Architecture", "LayerGeometry", "LayerSpec", "Node",
+           "OpSpec", "Shape", "get_architecture"]
 
 
-@dataclass(frozen=True)
-class LayerSpec:
-    """One quantizable layer of an architecture at full width."""
-
-    name: str
-    kind: Literal["conv", "linear"]
-    out: int
-    kernel: int = 1
-    stride: int = 1
-    padding: int = 0
+def _conv(name: str, out: int, k: int, s: int = 1, p: int = 0, act: str | None = "relu",
+          inputs: tuple[str, ...] = (), groups: int = 1) -> LayerSpec:
+    return LayerSpec(name, "conv", out, k, s, p, groups, act, inputs)
 
 
-@dataclass(frozen=True)
-class LayerGeometry:
-    """A layer's sizes under a plan: what weight and activation memory are computed from."""
-
-    name: str
-    kind: str
-    in_ch: int
-    out_ch: int
-    kernel: int
-    out_hw: int  # output height = width (1 for linear layers)
-    in_hw: int
-
-    @property
-    def params(self) -> int:
-        """Weight count (no bias: BatchNorm follows every hidden layer)."""
-        return self.out_ch * self.in_ch * self.kernel * self.kernel
-
-    @property
-    def out_elems(self) -> int:
-        """Output activation elements per frame."""
-        return self.out_ch * self.out_hw * self.out_hw
-
-    @property
-    def macs(self) -> int:
-        """Multiply-accumulates per frame."""
-        return self.params * self.out_hw * self.out_hw
+def _fc(name: str, out: int, act: str | None = "relu") -> LayerSpec:
+    return LayerSpec(name, "linear", out, act=act)
 
 
-@dataclass(frozen=True)
-class Architecture:
-    """A named network: input shape, layers (the last is the classifier), classes."""
-
-    name: str
-    in_shape: tuple[int, int, int]
-    layers: tuple[LayerSpec, ...]
-
-    @property
-    def layer_names(self) -> list[str]:
-        return [layer.name for layer in self.layers]
-
-    @property
-    def num_classes(self) -> int:
-        return self.layers[-1].out
-
-    def geometry(self, plan: CompressionPlan | None = None) -> list[LayerGeometry]:
-        """Per-layer sizes with the plan's kept channels applied (full width without a plan)."""
-        in_ch, hw = self.in_shape[0], self.in_shape[1]
-        out = []
-        for spec in self.layers:
-            keep = plan.layers[spec.name].keep if plan else None
-            out_ch = len(keep) if keep is not None else spec.out
-            if spec.kind == "conv":
-                out_hw = (hw + 2 * spec.padding - spec.kernel) // spec.stride + 1
-                out.append(LayerGeometry(spec.name, "conv", in_ch, out_ch, spec.kernel, out_hw, hw))
-            else:
-                out.append(LayerGeometry(spec.name, "linear", in_ch * hw * hw, out_ch, 1, 1, 1))
-                out_hw = 1
-            in_ch, hw = out_ch, out_hw
-        return out
-
-    def uniform_plan(self, weight_bits: int, act_bits: int, input_bits: int,
-                     quantizer: str = DEFAULT_QUANTIZER) -> CompressionPlan:
-        """Every layer at the same precision and quantizer, all channels kept."""
-        last = self.layers[-1].name
-        layers = {
-            name: {"weight_bits": weight_bits, "act_bits": None if name == last else act_bits,
-                   "quantizer": quantizer}
-            for name in self.layer_names
-        }
-        return CompressionPlan.from_dict({"input_bits": input_bits, "layers": layers})
-
-    def check_plan(self, plan: CompressionPlan, source: str = "plan") -> None:
-        """Raise ConfigError unless the plan names exactly this architecture's layers, sensibly;
-        the message starts with `source` (the plan file, where there is one)."""
-        missing = [n for n in self.layer_names if n not in plan.layers]
-        extra = [n for n in plan.layers if n not in self.layer_names]
-        if missing or extra:
-            raise ConfigError(
-                f"{source} does not fit architecture '{self.name}': "
-                + (f"layers {extra} do not exist; " if extra else "")
-                + (f"layers {missing} are missing; " if missing else "")
-                + f"its layers are {self.layer_names}"
-            )
-        for spec in self.layers:
-            lp, where = plan.layers[spec.name], f"{source}: layers.{spec.name}"
-            is_classifier = spec is self.layers[-1]
-            if is_classifier and lp.act_bits is not None:
-                raise ConfigError(f"{where}.act_bits: the classifier output is not requantized; "
-                                  "set it to null")
-            if not is_classifier and lp.act_bits is None:
-                raise ConfigError(f"{where}.act_bits: required (1..8)")
-            if lp.keep is not None:
-                if is_classifier and len(lp.keep) != spec.out:
-                    raise ConfigError(f"{where}.keep: the classifier keeps all classes")
-                if max(lp.keep) >= spec.out:
-                    raise ConfigError(f"{where}.keep: channel {max(lp.keep)} does not exist; "
-                                      f"the layer has channels 0..{spec.out - 1}")
-        last_conv_hw = [g.out_hw for g in self.geometry() if g.kind == "conv"]
-        if last_conv_hw and last_conv_hw[-1] < 1:
-            raise ConfigError(f"architecture '{self.name}': spatial size shrinks below 1")
+def _basic_block(prefix: str, inp: str, in_ch: int, out: int, stride: int) -> list[Node]:
+    """ResNet's basic block ("Deep Residual Learning for Image Recognition"): 3x3 conv, ReLU,
+    3x3 conv, + the shortcut (a 1x1 projection where the shape changes), ReLU."""
+    nodes: list[Node] = [_conv(f"{prefix}.conv1", out, 3, stride, 1, inputs=(inp,)),
+                         _conv(f"{prefix}.conv2", out, 3, 1, 1, act=None)]
+    skip = inp
+    if stride != 1 or in_ch != out:
+        skip = f"{prefix}.shortcut"
+        nodes.append(_conv(skip, out, 1, stride, act=None, inputs=(inp,)))
+    nodes.append(OpSpec(f"{prefix}.add", "add", act="relu", inputs=(f"{prefix}.conv2", skip)))
+    return nodes
 
 
-def _conv(name: str, out: int, k: int, s: int = 1, p: int = 0) -> LayerSpec:
-    return LayerSpec(name, "conv", out, k, s, p)
+def _resnet(name: str, in_shape: tuple[int, int, int], stem: int,
+            stages: list[tuple[int, int, int]], classes: int = 10) -> Architecture:
+    """Stem conv, then per stage (channels, blocks, first stride) basic blocks, GAP, classifier."""
+    nodes: list[Node] = [_conv("stem", stem, 3, 1, 1)]
+    inp, ch = "stem", stem
+    for s, (out, blocks, stride) in enumerate(stages, start=1):
+        for b in range(blocks):
+            nodes += _basic_block(f"layer{s}.{b}", inp, ch, out, stride if b == 0 else 1)
+            inp, ch = f"layer{s}.{b}.add", out
+    return Architecture(name, in_shape, (*nodes, OpSpec("pool", "gap"), _fc("fc", classes)))
+
+
+def _separable(prefix: str, ch: int, out: int, stride: int) -> list[Node]:
+    """MobileNet's depthwise-separable block ("MobileNets: Efficient Convolutional Neural
+    Networks for Mobile Vision Applications"): 3x3 depthwise, ReLU, 1x1 pointwise, ReLU."""
+    return [_conv(f"{prefix}.dw", ch, 3, stride, 1, groups=ch), _conv(f"{prefix}.pw", out, 1)]
+
+
+def _cnv() -> Architecture:
+    """FINN's CNV (brevitas_examples.bnn_pynq.models.CNV): 3x3 convolutions of 64, 64, 128,
+    128, 256, 256 channels without padding, a 2x2 max-pool after the second and the fourth,
+    linear 512, 512 and the classifier: 32 -> 30 -> 28 -> 14 -> 12 -> 10 -> 5 -> 3 -> 1."""
+    nodes: list[Node] = []
+    for i, (out, pool) in enumerate([(64, False), (64, True), (128, False), (128, True),
+                                     (256, False), (256, False)], start=1):
+        nodes.append(_conv(f"conv{i}", out, 3))
+        if pool:
+            nodes.append(OpSpec(f"pool{i // 2}", "maxpool", 2, 2))
+    nodes += [_fc("fc1", 512), _fc("fc2", 512), _fc("fc3", 10, act=None)]
+    return Architecture("cnv", (3, 32, 32), tuple(nodes))
 
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -144,7 +89,7 @@ ARCHITECTURES: dict[str, Architecture] = {
                 _conv("conv2", 32, 3),
                 _conv("conv3", 32, 3),
                 _conv("conv4", 64, 4),
-                LayerSpec("fc1", "linear", 10),
+                _fc("fc1", 10, act=None),
             ),
         ),
         # LeNet-style for 28x28 MNIST, strided convolutions instead of pooling: 28 -> 12 -> 4 -> 1
@@ -155,26 +100,44 @@ ARCHITECTURES: dict[str, Architecture] = {
                 _conv("conv1", 16, 5, s=2),
                 _conv("conv2", 32, 5, s=2),
                 _conv("conv3", 64, 4),
-                LayerSpec("fc1", "linear", 64),
-                LayerSpec("fc2", "linear", 10),
+                _fc("fc1", 64),
+                _fc("fc2", 10, act=None),
             ),
         ),
-        # CNV-style for 32x32 CIFAR-10: 32 -> 30 -> 28 -> 13 -> 11 -> 5 -> 3 -> 1
+        # VGG-style ("Very Deep Convolutional Networks for Large-Scale Image Recognition") for
+        # 8x8 digits: two conv-conv-maxpool blocks, 8 -> 4 -> 2, then the classifier
         Architecture(
-            "cnv",
-            (3, 32, 32),
+            "digits_vgg",
+            (1, 8, 8),
             (
-                _conv("conv1", 64, 3),
-                _conv("conv2", 64, 3),
-                _conv("conv3", 128, 3, s=2),
-                _conv("conv4", 128, 3),
-                _conv("conv5", 256, 3, s=2),
-                _conv("conv6", 256, 3),
-                _conv("conv7", 256, 3),
-                LayerSpec("fc1", "linear", 512),
-                LayerSpec("fc2", "linear", 10),
+                _conv("block1.conv1", 8, 3, p=1), _conv("block1.conv2", 8, 3, p=1),
+                OpSpec("block1.pool", "maxpool", 2, 2),
+                _conv("block2.conv1", 16, 3, p=1), _conv("block2.conv2", 16, 3, p=1),
+                OpSpec("block2.pool", "maxpool", 2, 2),
+                _fc("fc", 10, act=None),
             ),
         ),
+        # ResNet for 8x8 digits: stem, three basic blocks (the second downsamples 8 -> 4 with a
+        # 1x1 projection shortcut), global average pooling, classifier
+        _resnet("digits_resnet", (1, 8, 8), 8, [(8, 1, 1), (16, 1, 2), (16, 1, 1)]),
+        # MobileNet-v1-style for 8x8 digits: stem, three depthwise-separable blocks (the second
+        # strided, 8 -> 4), global average pooling, classifier
+        Architecture(
+            "digits_mobilenet",
+            (1, 8, 8),
+            (
+                _conv("stem", 8, 3, p=1),
+                *_separable("block1", 8, 16, 1),
+                *_separable("block2", 16, 32, 2),
+                *_separable("block3", 32, 32, 1),
+                OpSpec("pool", "gap"),
+                _fc("fc", 10, act=None),
+            ),
+        ),
+        _cnv(),
+        # ResNet-20 for 3x32x32 CIFAR-shaped data (He et al., Section 4.2): 16-channel stem,
+        # three stages of three basic blocks at 16, 32, 64 channels (32 -> 16 -> 8), GAP
+        _resnet("resnet20", (3, 32, 32), 16, [(16, 3, 1), (32, 3, 2), (64, 3, 2)]),
     )
 }
 
