@@ -123,25 +123,72 @@ def tidy_up(model):
     return model
 
 
+def _graph_key(model) -> bytes:
+    return model.graph.SerializeToString(deterministic=True)
+
+
+def _to_fixpoint(model, passes, rounds: int = 8):
+    """Apply `passes` in order, again and again until the graph stops changing."""
+    for _ in range(rounds):
+        before = _graph_key(model)
+        for t in passes:
+            model = model.transform(t)
+        if _graph_key(model) == before:
+            break
+    return model
+
+
+def _graph_passes():
+    """FINN's Streamline plus what residual, pooled and leaky graphs need (finn-examples'
+    ResNet-50 custom steps: scales past forks and joins, then the linear set again)."""
+    from finn.transformation.fpgadataflow.convert_to_hw.global_acc_pool import (
+        InferGlobalAccPoolLayer,
+    )
+    from finn.transformation.streamline import Streamline
+    from finn.transformation.streamline.reorder import MoveLinearPastEltwiseAdd, MoveMulPastFork
+
+    from flow.finn import rewrites
+
+    return (rewrites.AbsorbMonotonicIntoMultiThreshold(), Streamline(), MoveMulPastFork(),
+            MoveLinearPastEltwiseAdd(), rewrites.MoveScalarMulPastAveragePool(),
+            rewrites.AveragePoolToSumPool(), InferGlobalAccPoolLayer(), rewrites.InheritOrigins())
+
+
+def _layout_passes():
+    """Transposes left by lowering convs moved through forks, joins and thresholds until they
+    cancel (leftover Transposes make CreateDataflowPartition fail: "partition depends on
+    itself")."""
+    from finn.transformation.streamline import absorb, reorder
+    from finn.transformation.streamline.remove import RemoveIdentityTranspose
+
+    return (reorder.MakeMaxPoolNHWC(), absorb.AbsorbTransposeIntoMultiThreshold(),
+            reorder.MoveTransposePastFork(), reorder.MoveTransposePastJoinAdd(),
+            absorb.AbsorbConsecutiveTransposes(), RemoveIdentityTranspose())
+
+
 def streamline(model):
-    """Move and absorb float scales/biases into thresholds; lower convs (FINN's step_streamline)."""
-    from finn.transformation.streamline import Streamline, absorb
-    from finn.transformation.streamline.reorder import MakeMaxPoolNHWC
+    """Move and absorb float scales/biases into thresholds; lower convs (FINN's step_streamline,
+    with the graph passes of `_graph_passes` and `_layout_passes` run to a fixpoint)."""
+    from finn.transformation.streamline import absorb
+    from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
     from qonnx.transformation.bipolar_to_xnor import ConvertBipolarMatMulToXnorPopcount
     from qonnx.transformation.general import RemoveUnusedTensors
     from qonnx.transformation.infer_data_layouts import InferDataLayouts
     from qonnx.transformation.lower_convs_to_matmul import LowerConvsToMatMul
 
+    from flow.finn.rewrites import AbsorbMonotonicIntoMultiThreshold, InheritOrigins
+
+    model = model.transform(AbsorbMonotonicIntoMultiThreshold())
     model = model.transform(absorb.AbsorbScalarBiasIntoMultiThreshold())
-    model = model.transform(Streamline())
+    model = _to_fixpoint(model, _graph_passes())
     if model.get_nodes_by_op_type("Conv"):
-        # leftover Transposes make CreateDataflowPartition fail ("partition depends on itself")
-        for t in (LowerConvsToMatMul(), MakeMaxPoolNHWC(),
-                  absorb.AbsorbTransposeIntoMultiThreshold(), MakeMaxPoolNHWC(),
-                  absorb.AbsorbConsecutiveTransposes()):
-            model = model.transform(t)
-    for t in (ConvertBipolarMatMulToXnorPopcount(), Streamline(),
-              absorb.AbsorbScalarMulAddIntoTopK(), InferDataLayouts(), RemoveUnusedTensors()):
+        model = model.transform(LowerConvsToMatMul()).transform(InheritOrigins())
+        model = _to_fixpoint(model, _layout_passes())
+    model = model.transform(ConvertBipolarMatMulToXnorPopcount())
+    model = _to_fixpoint(model, _graph_passes() + _layout_passes())
+    # thresholds below an unsigned input's range (a signed quantizer of a ReLU output) clipped
+    for t in (RoundAndClipThresholds(), absorb.AbsorbScalarMulAddIntoTopK(), InferDataLayouts(),
+              RemoveUnusedTensors(), InheritOrigins()):
         model = model.transform(t)
     return model
 
