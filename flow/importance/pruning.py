@@ -19,6 +19,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from flow.importance.groups import top_channels
+
 
 def magnitude_prune_fraction(w: torch.Tensor, fraction: float) -> torch.Tensor:
     """A copy of w with its smallest-|w| `fraction` of entries set to zero (ties by position)."""
@@ -45,6 +47,5 @@ def structured_keep(scores: Sequence[float], k: float, min_keep: int = 2) -> tup
 def keep_strongest_fraction(scores: Sequence[float], prune_fraction: float,
                             min_keep: int = 1) -> tuple[int, ...]:
     """Kept channels when the weakest `prune_fraction` of them (by score) are removed."""
-    s = np.asarray(scores, dtype=np.float64)
-    n_keep = max(min_keep, len(s) - round(prune_fraction * len(s)))
-    return tuple(sorted(int(c) for c in np.lexsort((np.arange(len(s)), -s))[:n_keep]))
+    n_keep = max(min_keep, len(scores) - round(prune_fraction * len(scores)))
+    return top_channels(scores, n_keep)

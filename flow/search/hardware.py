@@ -1,43 +1,61 @@
-"""The analytic screen: a plan's FINN dataflow chain from the layer geometry, folded, costed.
+"""The analytic screen: a plan's FINN dataflow graph from the layer geometry, folded, costed.
 
-For every plan the search derives the HW layers FINN builds for the zoo's networks (input
-Thresholding; per convolution FMPadding if padded, sliding window, MVAU; a Thresholding after
-every hidden layer; an MVAU per linear layer), with the widths the plan gives them and the
-worst-case accumulator (what is known before FINN sees the weights). Each layer takes the
-fewest lanes that meet the target cycles per frame (SetFolding's rule; an RTL MVAU's SIMD fits its
-sliding window's, `flow.finn.folding.mvau_folding`); where a layer cannot reach the target, the
-chain is refolded at the rate it can reach. The calibrated cost model (hw_models.cost) prices the
-layers, and the width converters and FIFOs their stream widths imply
-(hw_models.folding.link_resources). One plan takes a few milliseconds.
+For every plan the search derives the HW layers FINN builds for the network's nodes, with the
+widths the plan gives them and the worst-case accumulator (what is known before FINN sees the
+weights): input Thresholding; per convolution FMPadding if padded, a sliding window and an MVAU
+(a depthwise one: a depthwise sliding window and a VVAU); a Thresholding after every quantized
+layer output (an add's inputs: the add's shared quantizer, the bits of its first producer); an
+MVAU per linear layer; per max/average pool a depthwise sliding window and a Pool (average: an
+accumulating Pool re-quantized by a Thresholding); per global average pool a GlobalAccPool; per
+residual add an AddStreams (one bit wider than its wider input) and the Thresholding of its ReLU;
+a DuplicateStreams wherever a stream feeds more than one node. Each layer takes the fewest lanes
+that meet the target cycles per frame (SetFolding's rule; an RTL MVAU's SIMD fits its sliding
+window's, `flow.finn.folding.mvau_folding`; a depthwise sliding window runs at its consumer's
+PE); where a layer cannot reach the target, the graph is refolded at the rate it can reach. The
+calibrated cost model (hw_models.cost) prices the layers, and the width converters and FIFOs their
+stream widths imply on every edge (hw_models.folding.link_resources). Throughput is the slowest
+layer's, latency the longest input-to-output path (hw_models.cycles). One plan takes a few
+milliseconds.
 
 The FINN build may fold otherwise (densiflow's folding optimiser finds cheaper foldings): the
 search reports the screen's error against FINN's estimate on every candidate FINN estimated.
 """
 from __future__ import annotations
 
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
 from pydantic import BaseModel, ConfigDict
 
 from flow.finn.folding import mvau_folding
-from flow.models import Architecture
+from flow.models import INPUT, Architecture
 from flow.recipe.plan import CompressionPlan
 from hw_models.boards import Board
 from hw_models.cost import (
+    AddStreamsLayer,
     Calibration,
+    DuplicateStreamsLayer,
+    GlobalAccPoolLayer,
     Layer,
     MvauLayer,
     PaddingLayer,
+    PoolLayer,
     SlidingWindowLayer,
     ThresholdingLayer,
+    VvauLayer,
     acc_bits_bound,
     dsp_type_of_part,
     estimate,
     layer_cycles,
 )
+from hw_models.cycles import pipeline_performance
 from hw_models.folding import link_resources
 from hw_models.resources import Resources, ResourceSource
 from hw_models.rules import MIN_RTL_BITS, divisors
 
 MVAU_WWIDTH_MAX = 36  # SetFolding's default cap on SIMD x weight bits
+LAYER_KINDS = ("conv", "linear")
 
 
 class HwFigures(BaseModel):
@@ -50,6 +68,7 @@ class HwFigures(BaseModel):
     cycles: int  # the slowest layer's cycles per frame
     fps: float
     bottleneck: str
+    latency_cycles: int | None = None  # first frame, the longest path (None: not known)
 
     @property
     def lut_bram18(self) -> float:
@@ -57,43 +76,176 @@ class HwFigures(BaseModel):
         return self.resources.lut + self.resources.bram18
 
 
+@dataclass
+class HwGraph:
+    """HW layers in stream (topological) order and the streams between them."""
+
+    layers: list[Layer] = field(default_factory=list)
+    edges: list[tuple[int, int, int]] = field(default_factory=list)  # (producer, consumer, port)
+
+    def add(self, layer: Layer, *inputs: int) -> int:
+        """Append a layer fed by `inputs` (its ports in order); its index."""
+        self.layers.append(layer)
+        self.edges += [(src, len(self.layers) - 1, port) for port, src in enumerate(inputs)]
+        return len(self.layers) - 1
+
+    def producer(self, index: int, port: int = 0) -> int | None:
+        return next((s for s, d, p in self.edges if d == index and p == port), None)
+
+
+@dataclass(frozen=True)
+class _Stream:
+    """A node's output as the HW graph carries it: the layer emitting it and its shape."""
+
+    tail: int
+    channels: int
+    hw: int
+    bits: int
+
+
+def _conv(g: HwGraph, spec, geo, lp, src: _Stream, dsp, prefix: str) -> int:
+    """FMPadding, sliding window and MVAU/VVAU of one convolution; the unit's index."""
+    tail, ifm, p = src.tail, src.hw + 2 * spec.padding, spec.padding
+    depthwise = spec.depthwise
+    if p:
+        tail = g.add(PaddingLayer(name=f"{prefix}.pad", channels=geo.in_ch, img_dim=(src.hw,) * 2,
+                                  padding=(p, p, p, p), input_bits=src.bits), tail)
+    if spec.kernel > 1 or spec.stride > 1 or depthwise:
+        tail = g.add(SlidingWindowLayer(
+            name=f"{prefix}.swg", channels=geo.in_ch, ifm_dim=(ifm, ifm),
+            ofm_dim=(geo.out_hw,) * 2, kernel=(spec.kernel,) * 2, stride=(spec.stride,) * 2,
+            depthwise=depthwise, input_bits=src.bits), tail)
+    rtl = lp.weight_bits >= MIN_RTL_BITS and src.bits >= MIN_RTL_BITS
+    if depthwise:
+        acc = acc_bits_bound(spec.kernel ** 2, lp.weight_bits, src.bits, False)
+        return g.add(VvauLayer(
+            name=f"{prefix}.vvau", impl="rtl" if rtl and dsp == "DSP58" else "hls",
+            channels=geo.out_ch, kernel=(spec.kernel,) * 2, dim=(geo.out_hw,) * 2,
+            weight_bits=lp.weight_bits, input_bits=src.bits, output_bits=acc, dsp_type=dsp), tail)
+    mw = geo.in_ch * spec.kernel ** 2
+    acc = acc_bits_bound(mw, lp.weight_bits, src.bits, False)
+    return g.add(MvauLayer(name=f"{prefix}.mvau", impl="rtl" if rtl else "hls", mw=mw,
+                           mh=geo.out_ch, vectors=geo.out_hw ** 2, weight_bits=lp.weight_bits,
+                           input_bits=src.bits, output_bits=acc, dsp_type=dsp), tail)
+
+
+def _pool(g: HwGraph, node, src: _Stream) -> _Stream:
+    """Sliding window and Pool of a max/average pool (average: accumulate, then thresholds)."""
+    out_hw = (src.hw + 2 * node.padding - node.kernel) // node.stride + 1
+    tail, ifm, p = src.tail, src.hw + 2 * node.padding, node.padding
+    if p:
+        tail = g.add(PaddingLayer(name=f"{node.name}.pad", channels=src.channels,
+                                  img_dim=(src.hw,) * 2, padding=(p, p, p, p),
+                                  input_bits=src.bits), tail)
+    tail = g.add(SlidingWindowLayer(
+        name=f"{node.name}.swg", channels=src.channels, ifm_dim=(ifm, ifm), ofm_dim=(out_hw,) * 2,
+        kernel=(node.kernel,) * 2, stride=(node.stride,) * 2, depthwise=True,
+        input_bits=src.bits), tail)
+    window = node.kernel ** 2
+    if node.kind == "maxpool":
+        tail = g.add(PoolLayer(name=f"{node.name}.pool", impl="rtl", channels=src.channels,
+                               kernel=window, out_pixels=out_hw ** 2, input_bits=src.bits), tail)
+        return _Stream(tail, src.channels, out_hw, src.bits)
+    acc = src.bits + math.ceil(math.log2(window))
+    tail = g.add(PoolLayer(name=f"{node.name}.pool", impl="rtl", channels=src.channels,
+                           kernel=window, out_pixels=out_hw ** 2, input_bits=src.bits,
+                           output_bits=acc, function="AccPool"), tail)
+    tail = g.add(ThresholdingLayer(name=f"{node.name}.thr", channels=src.channels,
+                                   vectors=out_hw ** 2, input_bits=acc, output_bits=src.bits), tail)
+    return _Stream(tail, src.channels, out_hw, src.bits)
+
+
+def _layer(g: HwGraph, arch: Architecture, node, geo, plan: CompressionPlan,
+           src: _Stream, dsp) -> _Stream:
+    """A conv or linear layer and the Thresholding of its quantized output."""
+    lp = plan.layers[node.name]
+    if node.kind == "conv":
+        tail, out_hw = _conv(g, node, geo, lp, src, dsp, node.name), geo.out_hw
+    else:
+        acc = acc_bits_bound(geo.in_ch, lp.weight_bits, src.bits, False)
+        rtl = lp.weight_bits >= MIN_RTL_BITS and src.bits >= MIN_RTL_BITS
+        tail = g.add(MvauLayer(name=f"{node.name}.mvau", impl="rtl" if rtl else "hls",
+                               mw=geo.in_ch, mh=geo.out_ch, vectors=1, weight_bits=lp.weight_bits,
+                               input_bits=src.bits, output_bits=acc, dsp_type=dsp), src.tail)
+        out_hw = 1
+    bits = _out_bits(arch, node, plan)
+    if bits is None:
+        return _Stream(tail, geo.out_ch, out_hw, g.layers[tail].output_bits)
+    tail = g.add(ThresholdingLayer(name=f"{node.name}.thr", channels=geo.out_ch,
+                                   vectors=out_hw ** 2, input_bits=g.layers[tail].output_bits,
+                                   output_bits=bits), tail)
+    return _Stream(tail, geo.out_ch, out_hw, bits)
+
+
+def _add(g: HwGraph, arch: Architecture, node, plan: CompressionPlan,
+         srcs: list[_Stream]) -> _Stream:
+    """AddStreams of a residual add (one bit wider than its wider input), then its ReLU's
+    Thresholding at the add's quantizer bits."""
+    a, b = srcs
+    tail = g.add(AddStreamsLayer(name=f"{node.name}.add", channels=a.channels, vectors=a.hw ** 2,
+                                 input_bits=(a.bits, b.bits), output_bits=max(a.bits, b.bits) + 1),
+                 a.tail, b.tail)
+    if node.act is None:
+        return _Stream(tail, a.channels, a.hw, g.layers[tail].output_bits)
+    bits = plan.layers[arch.add_bits_source(node.name)].act_bits
+    tail = g.add(ThresholdingLayer(name=f"{node.name}.thr", channels=a.channels,
+                                   vectors=a.hw ** 2, input_bits=g.layers[tail].output_bits,
+                                   output_bits=bits), tail)
+    return _Stream(tail, a.channels, a.hw, bits)
+
+
+def _gap(g: HwGraph, node, src: _Stream) -> _Stream:
+    """GlobalAccPool: the per-channel sum of every pixel (the mean's 1/N goes into the next
+    layer's thresholds)."""
+    acc = src.bits + math.ceil(math.log2(src.hw ** 2))
+    tail = g.add(GlobalAccPoolLayer(name=f"{node.name}.gap", channels=src.channels,
+                                    vectors=src.hw ** 2, input_bits=src.bits, output_bits=acc),
+                 src.tail)
+    return _Stream(tail, src.channels, 1, acc)
+
+
 def plan_layers(arch: Architecture, plan: CompressionPlan, pixel_bits: int,
-                part: str) -> list[Layer]:
-    """The unfolded HW layers of a plan's network, in stream order."""
-    in_ch, hw = arch.in_shape[0], arch.in_shape[1]
+                part: str) -> HwGraph:
+    """The unfolded HW layers of a plan's network and the streams between them."""
     dsp = dsp_type_of_part(part)
-    bits = plan.input_bits
-    chain: list[Layer] = [ThresholdingLayer(name="input.thr", channels=in_ch, vectors=hw * hw,
-                                            input_bits=pixel_bits, output_bits=bits)]
-    for spec, geo in zip(arch.layers, arch.geometry(plan)):
-        lp = plan.layers[spec.name]
-        if spec.kind == "conv":
-            mw = geo.in_ch * spec.kernel ** 2
-            if spec.padding:
-                p = spec.padding
-                chain.append(PaddingLayer(name=f"{spec.name}.pad", channels=geo.in_ch,
-                                          img_dim=(hw, hw), padding=(p, p, p, p), input_bits=bits))
-            if spec.kernel > 1 or spec.stride > 1:
-                ifm = hw + 2 * spec.padding
-                chain.append(SlidingWindowLayer(
-                    name=f"{spec.name}.swg", channels=geo.in_ch, ifm_dim=(ifm, ifm),
-                    ofm_dim=(geo.out_hw, geo.out_hw), kernel=(spec.kernel, spec.kernel),
-                    stride=(spec.stride, spec.stride), input_bits=bits))
-            vectors = geo.out_hw ** 2
-        else:
-            mw, vectors = geo.in_ch, 1
-        acc = acc_bits_bound(mw, lp.weight_bits, bits, False)
-        rtl = lp.weight_bits >= MIN_RTL_BITS and bits >= MIN_RTL_BITS
-        chain.append(MvauLayer(name=f"{spec.name}.mvau", impl="rtl" if rtl else "hls", mw=mw,
-                               mh=geo.out_ch, vectors=vectors, weight_bits=lp.weight_bits,
-                               input_bits=bits, output_bits=acc, dsp_type=dsp))
-        if lp.act_bits is not None:
-            chain.append(ThresholdingLayer(name=f"{spec.name}.thr", channels=geo.out_ch,
-                                           vectors=vectors, input_bits=acc,
-                                           output_bits=lp.act_bits))
-            bits = lp.act_bits
-        hw = geo.out_hw
-    return chain
+    readers = Counter(i for node in arch.nodes for i in arch.inputs_of(node.name))
+    geometry = {geo.name: geo for geo in arch.geometry(plan)}
+    g = HwGraph()
+    in_ch, hw = arch.in_shape[0], arch.in_shape[1]
+    first = g.add(ThresholdingLayer(name="input.thr", channels=in_ch, vectors=hw * hw,
+                                    input_bits=pixel_bits, output_bits=plan.input_bits))
+    streams = {INPUT: _Stream(first, in_ch, hw, plan.input_bits)}
+    for node in (None, *arch.nodes):
+        name = INPUT if node is None else node.name
+        if node is not None:
+            srcs = [streams[i] for i in arch.inputs_of(name)]
+            if node.kind in LAYER_KINDS:
+                streams[name] = _layer(g, arch, node, geometry[name], plan, srcs[0], dsp)
+            elif node.kind in ("maxpool", "avgpool"):
+                streams[name] = _pool(g, node, srcs[0])
+            elif node.kind == "gap":
+                streams[name] = _gap(g, node, srcs[0])
+            elif node.kind == "add":
+                streams[name] = _add(g, arch, node, plan, srcs)
+            else:  # flatten: the stream is unchanged (a linear layer reads it channel-major)
+                streams[name] = srcs[0]
+        if readers[name] > 1:  # a fork: DuplicateStreams, one output per reader
+            s = streams[name]
+            dup = g.add(DuplicateStreamsLayer(name=f"{name}.dup", channels=s.channels,
+                                              vectors=s.hw ** 2, outputs=readers[name],
+                                              input_bits=s.bits), s.tail)
+            streams[name] = _Stream(dup, s.channels, s.hw, s.bits)
+    return g
+
+
+def _out_bits(arch: Architecture, node, plan: CompressionPlan) -> int | None:
+    """Bits of a layer's quantized output: its act_bits after an activation; without one (it
+    feeds adds only), the adds' shared quantizer's (their main branch's act_bits); None: the
+    classifier's logits."""
+    if node.act is not None:
+        return plan.layers[node.name].act_bits
+    adds = arch.consumers(node.name)
+    return plan.layers[arch.add_bits_source(adds[0])].act_bits if adds else None
 
 
 def _smallest(layer: Layer, field: str, n: int, target: int) -> Layer:
@@ -125,6 +277,11 @@ def _fold_one(layer: Layer, target: int, producer: Layer | None) -> Layer:
         cap = _setfolding_mvau_cycles(layer, target)
         simd, pe = mvau_folding(layer.mw, layer.mh, layer.vectors, cap, in_simd)
         return layer.model_copy(update={"simd": simd, "pe": pe})
+    if isinstance(layer, VvauLayer):  # PE over channels, then SIMD over the window
+        folded = _smallest(layer, "pe", layer.channels, target)
+        if layer_cycles(folded) > target:
+            folded = _smallest(folded, "simd", layer.kernel[0] * layer.kernel[1], target)
+        return folded
     if isinstance(layer, SlidingWindowLayer):
         folded = _smallest(layer, "simd", layer.channels, target)
         if layer_cycles(folded) > target and not layer.depthwise:
@@ -132,31 +289,52 @@ def _fold_one(layer: Layer, target: int, producer: Layer | None) -> Layer:
         return folded
     if isinstance(layer, PaddingLayer):
         return _smallest(layer, "simd", layer.channels, target)
-    if isinstance(layer, ThresholdingLayer):
+    if isinstance(layer, (ThresholdingLayer, PoolLayer, GlobalAccPoolLayer,
+                          DuplicateStreamsLayer, AddStreamsLayer)):
         return _smallest(layer, "pe", layer.channels, target)
     return layer
 
 
-def fold(chain: list[Layer], target_cycles: int) -> list[Layer]:
+def _depthwise_windows(g: HwGraph, layers: list[Layer]) -> list[Layer]:
+    """A depthwise sliding window runs at its VVAU's or Pool's PE (all of a VVAU's window at
+    once when the VVAU's SIMD is above 1), as FINN's SetFolding sets it."""
+    out = list(layers)
+    for src, dst, _ in g.edges:
+        swg, consumer = out[src], out[dst]
+        if isinstance(swg, SlidingWindowLayer) and isinstance(consumer, (VvauLayer, PoolLayer)):
+            parallel = isinstance(consumer, VvauLayer) and consumer.simd > 1
+            out[src] = swg.model_copy(update={"simd": consumer.pe, "parallel_window": parallel})
+    return out
+
+
+def fold(g: HwGraph, target_cycles: int) -> HwGraph:
     """Each layer at the fewest lanes meeting the target; refolded at the reachable rate where
     a layer cannot meet it (SetFolding's two passes)."""
     for _ in range(2):
         folded: list[Layer] = []
-        for layer in chain:
-            folded.append(_fold_one(layer, target_cycles, folded[-1] if folded else None))
+        for i, layer in enumerate(g.layers):
+            src = g.producer(i)
+            folded.append(_fold_one(layer, target_cycles, None if src is None else folded[src]))
+        folded = _depthwise_windows(g, folded)
         reached = max(layer_cycles(x) for x in folded)
         if reached <= target_cycles:
             break
         target_cycles = reached
-    return folded
+    return HwGraph(folded, list(g.edges))
 
 
-def stream_widths(layer: Layer) -> tuple[int, int]:
-    """(input, output) stream word widths in bits of a folded layer."""
+def stream_widths(layer: Layer, port: int = 0) -> tuple[int, int]:
+    """(input `port`, output) stream word widths in bits of a folded layer."""
     if isinstance(layer, MvauLayer):
         return layer.simd * layer.input_bits, layer.pe * layer.output_bits
-    if isinstance(layer, ThresholdingLayer):
-        return layer.pe * layer.input_bits, layer.pe * layer.output_bits
+    if isinstance(layer, VvauLayer):
+        return layer.simd * layer.pe * layer.input_bits, layer.pe * layer.output_bits
+    if isinstance(layer, (ThresholdingLayer, PoolLayer, GlobalAccPoolLayer)):
+        return layer.pe * layer.input_bits, layer.pe * (layer.output_bits or layer.input_bits)
+    if isinstance(layer, DuplicateStreamsLayer):
+        return (layer.pe * layer.input_bits,) * 2
+    if isinstance(layer, AddStreamsLayer):
+        return layer.pe * layer.input_bits[port], layer.pe * layer.output_bits
     if isinstance(layer, SlidingWindowLayer):
         window = layer.kernel[0] * layer.kernel[1] if layer.parallel_window else 1
         return layer.simd * layer.input_bits, layer.simd * layer.input_bits * window
@@ -165,20 +343,25 @@ def stream_widths(layer: Layer) -> tuple[int, int]:
     raise TypeError(f"no stream widths for {layer.kind}")
 
 
-def chain_figures(chain: list[Layer], clock_mhz: float, fifo_depth: int,
+def chain_figures(g: HwGraph, clock_mhz: float, fifo_depth: int,
                   calibration: Calibration) -> HwFigures:
-    """Cost-model resources (layers, width converters, FIFOs) and throughput of a folded chain."""
-    widths = [stream_widths(x) for x in chain]
-    parts = [estimate(x, calibration).resources for x in chain]
-    parts += [link_resources(a[1], b[0], fifo_depth, calibration)
-              for a, b in zip(widths, widths[1:])]
-    parts += [link_resources(w, w, fifo_depth, calibration)
-              for w in (widths[0][0], widths[-1][1])]
-    slow = max(chain, key=layer_cycles)
-    cycles = layer_cycles(slow)
-    return HwFigures(source=ResourceSource.COST_MODEL,
-                     resources=Resources.total(parts), cycles=cycles,
-                     fps=clock_mhz * 1e6 / cycles, bottleneck=slow.name)
+    """Cost-model resources (layers, and the width converters and FIFOs of every stream and of
+    the graph's input and output) and performance of a folded graph."""
+    layers = g.layers
+    parts = [estimate(x, calibration).resources for x in layers]
+    parts += [link_resources(stream_widths(layers[a])[1], stream_widths(layers[b], port)[0],
+                             fifo_depth, calibration) for a, b, port in g.edges]
+    read = {a for a, _, _ in g.edges}
+    ends = [stream_widths(layers[0])[0]] + [stream_widths(x)[1] for i, x in enumerate(layers)
+                                            if i not in read]
+    parts += [link_resources(w, w, fifo_depth, calibration) for w in ends]
+    predecessors = {x.name: [layers[a].name for a, b, _ in g.edges if b == i]
+                    for i, x in enumerate(layers)}
+    perf = pipeline_performance({x.name: layer_cycles(x) for x in layers}, clock_mhz,
+                                predecessors)
+    return HwFigures(source=ResourceSource.COST_MODEL, resources=Resources.total(parts),
+                     cycles=perf.steady_state_cycles, fps=perf.fps, bottleneck=perf.bottleneck,
+                     latency_cycles=perf.latency_cycles)
 
 
 def screen(arch: Architecture, plan: CompressionPlan, pixel_bits: int, board: Board,
@@ -186,5 +369,5 @@ def screen(arch: Architecture, plan: CompressionPlan, pixel_bits: int, board: Bo
            calibration: Calibration) -> HwFigures:
     """The cost model's figures of a plan's accelerator at the target frame rate."""
     target = max(1, int(clock_mhz * 1e6 / target_fps))
-    chain = fold(plan_layers(arch, plan, pixel_bits, board.part), target)
-    return chain_figures(chain, clock_mhz, fifo_depth, calibration)
+    g = fold(plan_layers(arch, plan, pixel_bits, board.part), target)
+    return chain_figures(g, clock_mhz, fifo_depth, calibration)

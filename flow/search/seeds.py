@@ -3,7 +3,8 @@
 - uniform: every layer at one weight width (activations the nearest allowed width), all
   channels kept, for each allowed weight width;
 - importance: channels pruned by the k·σ rule on their activation-l1 scores
-  (flow.importance.pruning.structured_keep, k = 1 and 2) at 4 and 3 bits;
+  (flow.importance.pruning.structured_keep, k = 1 and 2) at 4 and 3 bits, per channel unit
+  (flow.importance.groups: coupled layers scored together);
 - `seeds:` in the search parameters: any other method of the recipe's union (aqp, a plan file,
   and the qsparse/DFQ methods once they exist), run as the plan step would run it; its plan is
   moved to the nearest point of the space (SearchSpace.choices).
@@ -14,6 +15,7 @@ import logging
 from pathlib import Path
 
 from flow.importance.channel import activation_l1
+from flow.importance.groups import prunable_units, unit_scores, with_unit_keep
 from flow.importance.pruning import structured_keep
 from flow.methods.base import MethodContext, get_method
 from flow.methods.params import SearchParams
@@ -42,13 +44,14 @@ def uniform_seeds(ctx: SearchContext) -> list[tuple[str, Choices]]:
 def importance_seeds(ctx: SearchContext) -> list[tuple[str, Choices]]:
     """Channels pruned by their activation-l1 scores (k·σ rule) at a few uniform widths."""
     calib_x, _ = ctx.data.subset("train", CALIB_SAMPLES, ctx.seed)
-    scores = activation_l1(ctx.float_model, calib_x)
+    scores, units = activation_l1(ctx.float_model, calib_x), prunable_units(ctx.arch)
     out = []
     for bits in IMPORTANCE_BITS:
         for k in IMPORTANCE_K:
             plan = ctx.arch.uniform_plan(bits, bits, ctx.space.input_bits)
-            for name, s in scores.items():
-                plan = plan.with_layer(name, keep=structured_keep(s, k, ctx.space.min_keep))
+            for unit in units:
+                plan = with_unit_keep(plan, unit, structured_keep(unit_scores(unit, scores), k,
+                                                                  ctx.space.min_keep))
             out.append((f"importance k={k:g} W{bits}", ctx.space.choices(plan)))
     return out
 

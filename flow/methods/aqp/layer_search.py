@@ -12,7 +12,11 @@ state the earlier layers left:
 2. pruning ("prune", "combined"), at the bits step 1 chose: k(l) rises k_step, 2·k_step, ...,
    k_max; "unstructured" zeroes |w| <= k·σ(l) (the paper), "structured" removes the channels
    whose activation-l1 score is below min(scores) + k·σ(scores) (flow.importance.pruning),
-   physically, through transfer_weights; the classifier keeps all its outputs.
+   physically, through transfer_weights; the classifier keeps all its outputs. On a graph
+   network structured pruning acts on channel units (flow.importance.groups): the layers feeding
+   one residual add, and a depthwise layer with its producer, keep one channel set, scored by
+   their summed normalised activation l1; a unit is pruned at the visit of its least important
+   member (the first in AQP's order), never if it holds a fixed layer.
    `order: prune_first` swaps 1 and 2.
 Each step is a trial: the candidate plan's network is built from the float weights, calibrated
 (post-training, `calib_samples` train images), optionally fine-tuned for `trial_epochs` on
@@ -47,6 +51,13 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from flow.importance.groups import (
+    ChannelUnit,
+    channel_units,
+    unit_of,
+    unit_scores,
+    with_unit_keep,
+)
 from flow.importance.layer import LayerImportance
 from flow.importance.pruning import structured_keep
 from flow.methods.base import MethodContext
@@ -84,28 +95,46 @@ def _act_bits(p: AqpParams, min_bits: int, weight_bits: int) -> int:
     return max(weight_bits, floor) if p.act_bits == "follow" else max(p.act_bits, floor)
 
 
-def layer_steps(p: AqpParams, name: str, classifier: str, min_bits: int) -> list[tuple[str, dict]]:
-    """One layer's trial steps in order: bit-widths down, then k(l) up (or the other way)."""
+def layer_steps(p: AqpParams, min_bits: int, prunes: bool = True) -> list[tuple[str, dict]]:
+    """One layer's trial steps in order: bit-widths down, then k(l) up (or the other way);
+    `prunes` False: no pruning steps (a structured search whose unit is not this layer's turn)."""
     bit_steps, prune_steps = [], []
     if p.mode in ("quant", "combined"):
         bit_steps = [("bits", {"weight_bits": b}) for b in range(p.max_bits - 1, min_bits - 1, -1)]
-    if p.mode in ("prune", "combined") and not (p.pruning == "structured" and name == classifier):
+    if p.mode in ("prune", "combined") and prunes:
         prune_steps = [("prune", {"k": round((i + 1) * p.k_step, 6)})
                        for i in range(round(p.k_max / p.k_step))]
     return bit_steps + prune_steps if p.order == "bits_first" else prune_steps + bit_steps
 
 
 def candidate_plan(plan: CompressionPlan, p: AqpParams, name: str, phase: str, step: dict,
-                   classifier: str, min_bits: int,
+                   classifier: str, min_bits: int, units: list[ChannelUnit],
                    channel_scores: dict[str, list[float]]) -> CompressionPlan:
-    """The plan with one step applied to layer `name`."""
+    """The plan with one step applied to layer `name` (structured: to every layer of its unit,
+    thresholding the unit's summed normalised scores, flow.importance.groups)."""
     if phase == "bits":
         b = step["weight_bits"]
         act = None if name == classifier else _act_bits(p, min_bits, b)
         return plan.with_layer(name, weight_bits=b, act_bits=act)
     if p.pruning == "unstructured":
         return plan.with_layer(name, prune_k=float(step["k"]))  # Z_T(l) = k(l)·σ(l)
-    return plan.with_layer(name, keep=structured_keep(channel_scores[name], step["k"], p.min_keep))
+    unit = unit_of(units, name)
+    keep = structured_keep(unit_scores(unit, channel_scores), step["k"], p.min_keep)
+    return with_unit_keep(plan, unit, None if len(keep) == unit.channels else keep)
+
+
+def _prunes(p: AqpParams, units: list[ChannelUnit], name: str, frozen: list[str],
+            done: set[str]) -> bool:
+    """Whether layer `name`'s visit has pruning steps: always for unstructured masks; structured,
+    only at the first visit of its unit (the least important member), never for a unit that is
+    fixed (classifier, input-fed depthwise) or holds a fixed layer. Marks the unit done."""
+    if p.pruning == "unstructured":
+        return True
+    unit = unit_of(units, name)
+    if unit.fixed or unit.name in done or any(n in frozen for n in unit.layers):
+        return False
+    done.add(unit.name)
+    return True
 
 
 def search(ctx: MethodContext, importance: LayerImportance,
@@ -129,15 +158,17 @@ def search(ctx: MethodContext, importance: LayerImportance,
     trials: list[dict] = []
     frozen = p.fixed(arch.layer_names)
     searched = sum(importance.score(n) for n in arch.layer_names if n not in frozen)
+    units, pruned_units = channel_units(arch), set()
     for name in (n for n in importance.order() if n not in frozen):
         # T_margin(l) = t_margin · Importance(l), shares renormalised over the searched layers
         margin = p.t_margin * importance.score(name) / searched if searched > 0 else 0.0
         ref, layer_k, stopped = current, 0.0, set()
-        for phase, step in layer_steps(p, name, classifier, ctx.min_bits):
+        for phase, step in layer_steps(p, ctx.min_bits, _prunes(p, units, name, frozen,
+                                                                pruned_units)):
             if phase in stopped:
                 continue
             candidate = candidate_plan(plan, p, name, phase, step, classifier, ctx.min_bits,
-                                       channel_scores)
+                                       units, channel_scores)
             loss = evaluate(candidate)
             accepted = bool(loss - ref <= margin)
             clp = candidate.layers[name]

@@ -11,7 +11,10 @@ weights by backpropagation; layer i's mask is set only at layer i's step of the 
 the (1 - s) share of its channels with the largest importance ("Layerwise (A)"; "Layerwise (W)"
 ranks by the l1 norm of each channel's weights at that step instead). The L layer steps are
 spread evenly over the first `prune_fraction` of the training steps, t_i = (i+1)·P/L; the rest
-heals the network. The best validation epoch after the last mask change is kept.
+heals the network. The best validation epoch after the last mask change is kept. On a graph
+network the "layers" of the schedule are channel units (flow.importance.groups): the layers
+feeding one residual add, and a depthwise layer with its producer, share one mask, set at the
+unit's step by the sum of the members' normalised importances.
 
 The schedules compared (all but "scratch" start from the float network, train `epochs` epochs
 with the recipe's QAT optimiser settings and end at the same sparsity s in every hidden layer):
@@ -39,7 +42,8 @@ from dataclasses import dataclass, field
 import torch
 
 from flow.core.errors import DensiflowError
-from flow.importance.channel import activation_l1, hidden_layers, weight_l1
+from flow.importance.channel import activation_l1, weight_l1
+from flow.importance.groups import Keep, prunable_units, unit_scores, with_keep
 from flow.importance.pruning import keep_strongest_fraction
 from flow.methods.base import MethodContext
 from flow.methods.params import QsparseParams
@@ -78,17 +82,21 @@ def mask_events(schedule: str, layers: list[str], steps: int, sparsity: float) -
 
 class ChannelMasks:
     """Masks m_i and importance μ_i of the hidden layers, applied to a full-width float network
-    by forward hooks on its blocks (after each ReLU)."""
+    by forward hooks on its blocks (after each ReLU). Masks are set per channel unit
+    (flow.importance.groups): the layers feeding one residual add, and a depthwise layer with its
+    producer, share one mask; a unit is named by its first layer (`layers`)."""
 
     def __init__(self, model: Net, measure: str = "act_l1", min_keep: int = 2):
         self.model, self.measure, self.min_keep = model, measure, min_keep
-        self.layers = hidden_layers(model)
-        widths = {name: model.blocks[name][0].weight.shape[0] for name in self.layers}
+        self.units = {u.name: u for u in prunable_units(model.arch)}
+        self.layers = list(self.units)
+        names = [n for u in self.units.values() for n in u.layers]
+        widths = {name: model.blocks[name][0].weight.shape[0] for name in names}
         self.m = {name: torch.ones(c) for name, c in widths.items()}
         self.mu = {name: torch.zeros(c) for name, c in widths.items()}
-        self.t = dict.fromkeys(self.layers, 0)
+        self.t = dict.fromkeys(names, 0)
         self._hooks = [model.blocks[name].register_forward_hook(self._hook(name))
-                       for name in self.layers]
+                       for name in names]
 
     def _hook(self, name: str):
         def hook(_module, _inputs, out):
@@ -100,20 +108,25 @@ class ChannelMasks:
             return out
         return hook
 
-    def scores(self, name: str) -> dict[str, list[float]]:
-        """Both measures of layer i now: μ_i ("act_l1") and each channel's weight l1 norm."""
-        return {"act_l1": self.mu[name].tolist(), "weight_l1": weight_l1(self.model)[name]}
+    def scores(self, unit: str) -> dict[str, list[float]]:
+        """Both measures of unit i now, its members' normalised scores summed: μ ("act_l1") and
+        each channel's weight l1 norm."""
+        u, w = self.units[unit], weight_l1(self.model)
+        return {"act_l1": unit_scores(u, {n: self.mu[n].tolist() for n in u.layers}).tolist(),
+                "weight_l1": unit_scores(u, w).tolist()}
 
-    def set_mask(self, name: str, sparsity: float, scores: list[float]) -> None:
-        """m_i: keep the (1 - s) channels with the largest scores; every μ restarts at 0."""
-        mask = torch.zeros_like(self.m[name])
+    def set_mask(self, unit: str, sparsity: float, scores: list[float]) -> None:
+        """m_i of every layer of unit i: keep the (1 - s) channels with the largest scores; every
+        μ restarts at 0."""
+        mask = torch.zeros(self.units[unit].channels)
         mask[list(keep_strongest_fraction(scores, sparsity, self.min_keep))] = 1.0
-        self.m[name] = mask
-        for layer in self.layers:
+        for name in self.units[unit].layers:
+            self.m[name] = mask
+        for layer in self.mu:
             self.mu[layer], self.t[layer] = torch.zeros_like(self.mu[layer]), 0
 
     def keep(self) -> dict[str, tuple[int, ...]]:
-        """Kept channel indices of every hidden layer."""
+        """Kept channel indices of every prunable layer."""
         return {name: tuple(int(c) for c in torch.nonzero(m).flatten())
                 for name, m in self.m.items()}
 
@@ -164,13 +177,10 @@ def train_with_masks(model: Net, masks: ChannelMasks, events: list[Event], data,
     return rows
 
 
-def _plan(ctx: MethodContext, p: QsparseParams,
-          keep: dict[str, tuple[int, ...]]) -> CompressionPlan:
-    plan = ctx.arch.uniform_plan(p.weight_bits, p.act_bits, input_bits(ctx.data.input_bits),
-                                 quantizer="moving_average")
-    for name, channels in keep.items():
-        plan = plan.with_layer(name, keep=channels)
-    return plan
+def _plan(ctx: MethodContext, p: QsparseParams, keep: dict[str, Keep]) -> CompressionPlan:
+    return with_keep(ctx.arch.uniform_plan(p.weight_bits, p.act_bits,
+                                           input_bits(ctx.data.input_bits),
+                                           quantizer="moving_average"), keep)
 
 
 def _float_train_cfg(ctx: MethodContext, extra_epochs: int) -> TrainConfig:
@@ -185,13 +195,11 @@ def run_schedule(ctx: MethodContext, p: QsparseParams, schedule: str,
                  sparsity: float) -> ScheduleResult:
     """Prune the float network with one schedule; the pruned channels removed physically."""
     t0 = time.perf_counter()
-    layers = hidden_layers(ctx.float_model)
+    units = prunable_units(ctx.arch)
     label = f"{schedule} {round(sparsity * 100)}%"
     if schedule == "scratch":  # the pruned sizes; which channels does not matter
-        widths = {n: ctx.float_model.blocks[n][0].weight.shape[0] for n in layers}
-        plan = _plan(ctx, p, {n: tuple(range(len(keep_strongest_fraction([0.0] * c, sparsity,
-                                                                          p.min_keep))))
-                              for n, c in widths.items()})
+        plan = _plan(ctx, p, {n: tuple(range(len(keep_strongest_fraction(
+            [0.0] * u.channels, sparsity, p.min_keep)))) for u in units for n in u.layers})
         torch.manual_seed(ctx.seed)
         model = build_float(ctx.arch, ctx.data.pixel_max, plan)
         train(model, ctx.data.x_train, ctx.data.y_train, _float_train_cfg(ctx, p.epochs), label,
@@ -201,11 +209,12 @@ def run_schedule(ctx: MethodContext, p: QsparseParams, schedule: str,
     masks = ChannelMasks(full, "weight_l1" if schedule == "layerwise_w" else "act_l1", p.min_keep)
     cfg = TrainConfig(p.epochs, ctx.qat.lr, ctx.qat.batch_size, ctx.qat.weight_decay, ctx.seed)
     steps = round(p.prune_fraction * p.epochs * -(-len(ctx.data.x_train) // cfg.batch_size))
-    events = mask_events(schedule, layers, steps, sparsity)
+    events = mask_events(schedule, masks.layers, steps, sparsity)
     if schedule == "one_shot":  # importance of the converged float network, then one cut
         calib_x, _ = ctx.data.subset("train", p.calib_samples, ctx.seed)
-        for name, scores in activation_l1(ctx.float_model, calib_x).items():
-            masks.set_mask(name, sparsity, scores)
+        scores = activation_l1(ctx.float_model, calib_x)
+        for u in units:
+            masks.set_mask(u.name, sparsity, unit_scores(u, scores).tolist())
     rows = train_with_masks(full, masks, events, ctx.data, cfg, label)
     masks.remove()
     plan = _plan(ctx, p, masks.keep())
