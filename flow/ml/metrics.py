@@ -5,9 +5,11 @@ Conventions (stated once, used by every report; units in the field names: `_mbit
 - weight_mbit: every kept weight at its bit-width, dense storage, as FINN deploys it;
 - weight_mbit_sparse: nonzero weights only, each with a ceil(log2(fan-in))-bit column index (CSR),
   what unstructured pruning saves where the storage is sparse (FINN's is not);
-- act_mbit (qsparse's operating memory, with weights): the input and every hidden layer's
-  output per frame at their quantized widths; the classifier's logits are not requantized and not
-  counted;
+- act_mbit (qsparse's operating memory, with weights): every quantizer's output per frame at its
+  width: the input, every hidden layer's output (a layer without activation, feeding residual
+  adds, at the width of the add's shared quantizer) and every residual add's output; pools and
+  flattening carry values already counted, the weightless nodes hold no weights; the
+  classifier's logits are not requantized and not counted;
 - average bit-width b̄ = Σ b(l)·S(l)·N_P(l) (AQP), with N_P(l) the layer's share of the FULL
   architecture's parameters and S(l) the fraction of those it still holds (channels and zeros
   removed), so both quantization and pruning lower it; compression ratio = 32 / b̄;
@@ -20,7 +22,7 @@ import math
 import torch
 from pydantic import BaseModel
 
-from flow.models import Architecture, LayerGeometry, Net
+from flow.models import Architecture, LayerGeometry, Net, OpSpec
 from flow.recipe.plan import CompressionPlan
 
 
@@ -39,7 +41,7 @@ class LayerMetrics(BaseModel):
     macs: int
     weight_mbit: float
     weight_mbit_sparse: float
-    act_mbit: float
+    act_mbit: float  # the layer's output at the width of the quantizer after it
     avg_bits_share: float  # b(l)·S(l)·N_P(l)
 
 
@@ -86,12 +88,16 @@ def plan_metrics(arch: Architecture, plan: CompressionPlan,
             params=geo.params, nonzero=nonzero, macs=geo.macs,
             weight_mbit=geo.params * lp.weight_bits / 1e6,
             weight_mbit_sparse=nonzero * (lp.weight_bits + _index_bits(geo)) / 1e6,
-            act_mbit=geo.out_elems * (lp.act_bits or 0) / 1e6,
+            act_mbit=geo.out_elems * (output_bits(arch, plan, geo.name) or 0) / 1e6,
             avg_bits_share=lp.weight_bits * nonzero / full_params,
         ))
     input_mbit = math.prod(arch.in_shape) * plan.input_bits / 1e6
     weight_mbit = sum(r.weight_mbit for r in rows)
-    act_mbit = input_mbit + sum(r.act_mbit for r in rows)
+    shapes = arch.shapes(plan)
+    add_mbit = sum(shapes[n.name].ch * shapes[n.name].hw ** 2
+                   * plan.layers[arch.add_bits_source(n.name)].act_bits
+                   for n in arch.nodes if isinstance(n, OpSpec) and n.kind == "add") / 1e6
+    act_mbit = input_mbit + sum(r.act_mbit for r in rows) + add_mbit
     avg_bits = sum(r.avg_bits_share for r in rows)
     totals = PlanTotals(
         params=sum(r.params for r in rows), full_params=full_params,
@@ -103,11 +109,22 @@ def plan_metrics(arch: Architecture, plan: CompressionPlan,
     return PlanMetrics(layers=rows, totals=totals)
 
 
+def output_bits(arch: Architecture, plan: CompressionPlan, name: str) -> int | None:
+    """The width of a layer's quantized output: its act_bits, or for a layer without activation
+    (it feeds residual adds) the bits of the add's shared quantizer; None for the classifier."""
+    spec = arch.node(name)
+    if spec is arch.layers[-1]:
+        return None
+    if spec.act is not None:
+        return plan.layers[name].act_bits
+    return plan.layers[arch.add_bits_source(arch.consumers(name)[0])].act_bits
+
+
 def performance_density(accuracy: float, total_mbit: float) -> float:
     """Accuracy in percent per Mbit of weights + activations."""
     return 100.0 * accuracy / total_mbit
 
 
 def _index_bits(geo: LayerGeometry) -> int:
-    fan_in = geo.in_ch * geo.kernel * geo.kernel
+    fan_in = geo.in_ch // geo.groups * geo.kernel * geo.kernel
     return max(1, math.ceil(math.log2(fan_in)))

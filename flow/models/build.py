@@ -141,6 +141,8 @@ def _add(arch: Architecture, node: OpSpec, plan: CompressionPlan | None, quant: 
 def build_float(arch: Architecture, pixel_max: float,
                 plan: CompressionPlan | None = None) -> Net:
     """The float network (the baseline to train), at full width or with a plan's kept channels."""
+    if plan is not None:
+        arch.check_plan(plan)
     return _build(arch, pixel_max, plan, quant=False)
 
 
