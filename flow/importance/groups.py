@@ -67,6 +67,11 @@ def prunable_units(arch: Architecture) -> list[ChannelUnit]:
     return [u for u in channel_units(arch) if not u.fixed]
 
 
+def coupled_labels(arch: Architecture) -> list[str]:
+    """The units of two or more layers, as reports show them (`stem = layer1.0.conv2`)."""
+    return [u.label for u in channel_units(arch) if len(u.layers) > 1]
+
+
 def unit_of(units: Sequence[ChannelUnit], layer: str) -> ChannelUnit:
     """The unit holding `layer`."""
     return next(u for u in units if layer in u.layers)

@@ -5,8 +5,9 @@ the float network's weights, then evaluated on the test split:
 - "AQP (quant)", "AQP (prune)", "AQP (combined)": the three search modes;
 - "Fixed W{b}A{b}": uniform b bits for weights and activations (activations >= min_act_bits);
 - "Fixed prune {p}%": the weakest p % of channels (activation l1 on the calibration images) of
-  every hidden layer removed, at `baseline_prune_bits` (default 8) for weights and activations,
-  the precision of the paper's fixed-pruning rows (pruning alone).
+  every hidden layer removed (coupled layers of a graph network by one set: flow.importance.
+  groups), at `baseline_prune_bits` (default 8) for weights and activations, the precision of
+  the paper's fixed-pruning rows (pruning alone).
 
 Size columns (flow.ml.metrics conventions): #parameters = weights of the deployed (channel-pruned)
 network; avg bit-width b̄ = Σ b(l)·S(l)·N_P(l), S(l) counting the nonzero weights left after
@@ -31,6 +32,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from flow.core.io import atomic_write_json, atomic_write_text
+from flow.importance.groups import coupled_labels, prunable_units, unit_scores, with_unit_keep
 from flow.importance.layer import LayerImportance
 from flow.importance.pruning import keep_strongest_fraction
 from flow.methods.base import MethodContext
@@ -126,8 +128,9 @@ def baseline_plans(ctx: MethodContext, p: AqpParams, channel_scores: dict[str, l
     pb = p.baseline_prune_bits
     for frac in p.baseline_prune:
         plan = ctx.arch.uniform_plan(pb, max(pb, floor), in_bits)
-        for name, scores in channel_scores.items():
-            plan = plan.with_layer(name, keep=keep_strongest_fraction(scores, frac))
+        for unit in prunable_units(ctx.arch):  # coupled layers keep one set (groups.py)
+            plan = with_unit_keep(plan, unit, keep_strongest_fraction(
+                unit_scores(unit, channel_scores).tolist(), frac))
         plans[f"Fixed prune {round(frac * 100)}% (W{pb})"] = plan
     return plans
 
@@ -179,7 +182,7 @@ def run_report(ctx: MethodContext, p: AqpParams, aqp_plans: dict[str, Compressio
     plot_tradeoff(rows, chosen_name, out_dir / "aqp_tradeoff.png", ctx.arch.name)
     if per_layer is not None:
         plot_layers(per_layer, aqp_plans[p.mode], importance, out_dir / "aqp_layers.png",
-                    p.fixed(ctx.arch.layer_names))
+                    p.fixed(ctx.arch.layer_names), coupled_labels(ctx.arch))
     return table
 
 
@@ -264,16 +267,21 @@ def plot_tradeoff(rows: list[AqpRow], chosen: str, path: Path, model_name: str) 
 
 
 def plot_layers(per_layer: list[LayerMetrics], plan: CompressionPlan, importance: LayerImportance,
-                path: Path, fixed: list[str] | None = None) -> None:
-    """Chosen plan per layer: weight/activation bits; kept channels and nonzero-weight density."""
+                path: Path, fixed: list[str] | None = None,
+                coupled: list[str] | None = None) -> None:
+    """Chosen plan per layer: weight/activation bits; kept channels and nonzero-weight density.
+    Module-path names are slanted; `coupled` (units of two or more layers keeping one channel
+    set) is written under the kept-channel panel."""
     plt = _plt()
     names = [r.layer for r in per_layer]
     x = range(len(names))
-    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(13, 4), dpi=110)
+    slant = {"rotation": 40, "ha": "right"} if max(map(len, names)) > 6 else {}
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(13, 4 + 0.08 * max(map(len, names))
+                                                        * bool(slant)), dpi=110)
     w = 0.38
     ax1.bar([i - w / 2 for i in x], [r.weight_bits for r in per_layer], w, label="weight bits")
     ax1.bar([i + w / 2 for i in x], [r.act_bits or 0 for r in per_layer], w, label="act bits")
-    ax1.set_xticks(list(x), names)
+    ax1.set_xticks(list(x), names, **slant)
     ax1.set_ylim(0, MAX_BITS + 0.5)
     ax1.set_ylabel("bits")
     ax1.set_title("bit-widths" + (f" (left fixed: {', '.join(fixed)})" if fixed else ""))
@@ -284,10 +292,12 @@ def plot_layers(per_layer: list[LayerMetrics], plan: CompressionPlan, importance
     for i, r in enumerate(per_layer):
         ax2.annotate(f"{r.out_ch}/{r.full_out_ch}", (i, r.full_out_ch), ha="center",
                      va="bottom", fontsize=8)
-    ax2.set_xticks(list(x), names)
+    ax2.set_xticks(list(x), names, **slant)
     ax2.set_ylim(0, 1.25 * max(r.full_out_ch for r in per_layer))
     ax2.set_ylabel("output channels")
     ax2.set_title("kept channels")
+    if coupled:
+        ax2.set_xlabel("one channel set: " + "; ".join(coupled), fontsize=7, wrap=True)
     ax2.legend(fontsize=8, loc="upper left")
     density = [r.nonzero / r.params if r.params else 0 for r in per_layer]
     ax3.bar([i - w / 2 for i in x], density, w, color="tab:purple", label="nonzero weights (S)")
@@ -296,7 +306,7 @@ def plot_layers(per_layer: list[LayerMetrics], plan: CompressionPlan, importance
     for i, n in enumerate(names):
         ax3.annotate(f"k={plan.layers[n].prune_k:g}", (i - w / 2, density[i]), ha="center",
                      va="bottom", fontsize=8)
-    ax3.set_xticks(list(x), names)
+    ax3.set_xticks(list(x), names, **slant)
     ax3.set_ylim(0, 1.25)
     ax3.set_title("weight density and layer importance")
     ax3.legend(fontsize=8, loc="upper right", ncols=2)

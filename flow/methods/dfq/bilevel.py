@@ -4,9 +4,10 @@ differentiable per-layer weight bit-widths (softmax relaxation, bi-level search)
 Relaxation (Eq. 1, flow.models.quantizers.BitMixture): every layer i holds one float weight w_i,
 a BatchNorm per candidate bit-width b_j (the classifier, which has no BatchNorm, mixes its
 branches directly) and logits α_i; its output is q_i = Σ_j softmax(α_i)_j · B_j(layer(x; Q_bj(w))).
-Hidden activations are quantized to `act_bits` (Brevitas, as in the discrete network), the input
-to the data's bits. The supernet starts from the trained float network (weights, and its
-BatchNorm in every branch) with α = 0, and its activation scales are calibrated first.
+Hidden activations (and every residual add's shared quantizer) are quantized to `act_bits`
+(Brevitas, as in the discrete network), the input to the data's bits. The supernet starts from
+the trained float network (weights, and its BatchNorm in every branch) with α = 0, and its
+activation scales are calibrated first.
 
 Algorithm 1, per training batch (first-order, as DARTS [9] which the paper adopts):
 1. w descends ∇_w L_train(w, α) (Adam with the recipe's QAT learning rate, cosine decay);
@@ -23,9 +24,10 @@ network at the largest candidate everywhere costs 1:
 - "size" (the paper's expected model size): c_i(b) = b · N_i, N_i the layer's weight count;
 - "hardware" (ours): c_i(b) = LUT_i(b)/LUT + BRAM18_i(b)/BRAM18 + DSP_i(b)/DSP of the board
   (recipe.hardware), from hw_models.cost (calibrated to FINN's estimate) for layer i's RTL MVAU at
-  b-bit weights (HLS below FINN's 2-bit RTL minimum) and its thresholds, folded for the target
-  frame rate by flow.finn.folding's mvau_folding (fewest lanes meeting clock / target_fps cycles
-  per frame; thresholds at the MVAU's PE), the accumulator at its worst-case width for b.
+  b-bit weights (HLS below FINN's 2-bit RTL minimum; a depthwise layer's VVAU, PE over its
+  channels) and its thresholds, folded for the target frame rate by flow.finn.folding's
+  mvau_folding (fewest lanes meeting clock / target_fps cycles per frame; thresholds at the
+  MVAU's PE), the accumulator at its worst-case width for b.
 Discretisation: b_i = argmax_j α_ij. The method returns the discrete Brevitas network holding the
 supernet's weights and the chosen branch's BatchNorm, calibrated: the qat step fine-tunes it
 ("we retrain the quantization and fine tune the quantized weights"), starting from weights that
@@ -42,7 +44,7 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from brevitas.nn import QuantIdentity, QuantReLU
+from brevitas.nn import QuantIdentity
 from brevitas.quant import Uint8ActPerTensorFloat
 from torch import nn
 
@@ -50,7 +52,8 @@ from flow.core.errors import DensiflowError
 from flow.methods.base import MethodContext
 from flow.methods.params import DfqParams
 from flow.ml.train import mean_loss
-from flow.models import Net, build_float, calibrate
+from flow.models import Net, build_float, calibrate, graph_ops
+from flow.models.build import activation
 from flow.models.ptq import CALIB_SAMPLES
 from flow.models.quantizers import BitMixture, expected_cost
 from flow.recipe.plan import CompressionPlan
@@ -85,7 +88,8 @@ def hardware_costs(ctx: MethodContext, candidates: list[int], act_bits: int) -> 
     weights and its thresholds (hw_models.cost), folded for the target frame rate; normalised."""
     from flow.finn.folding import mvau_folding
     from hw_models.boards import get_board
-    from hw_models.cost import MvauLayer, ThresholdingLayer, acc_bits_bound, estimate
+    from hw_models.cost import MvauLayer, ThresholdingLayer, VvauLayer, acc_bits_bound, estimate
+    from hw_models.rules import divisors
 
     if ctx.recipe is None:
         raise DensiflowError("method dfq: cost 'hardware' needs the recipe's hardware section")
@@ -95,13 +99,21 @@ def hardware_costs(ctx: MethodContext, candidates: list[int], act_bits: int) -> 
     in_bits, costs = input_bits(ctx.data.input_bits), []
     geometry = ctx.arch.geometry()
     for g in geometry:
-        mw, mh, vectors = g.in_ch * g.kernel**2, g.out_ch, g.out_hw**2
-        simd, pe = mvau_folding(mw, mh, vectors, cycles)
+        mw, mh, vectors = g.in_ch // g.groups * g.kernel**2, g.out_ch, g.out_hw**2
+        simd, pe = mvau_folding(mw, mh, vectors, cycles) if g.groups == 1 else (1, next(
+            p for p in divisors(mh) if p == mh or (mh // p) * mw * vectors <= cycles))
         row = []
         for b in candidates:
             impl = "rtl" if b >= MIN_RTL_BITS else "hls"  # 1-bit weights: FINN's HLS MVAU
-            parts = [MvauLayer(mw=mw, mh=mh, simd=simd, pe=pe, vectors=vectors, weight_bits=b,
-                               input_bits=in_bits, dsp_type=board.dsp_type, impl=impl)]
+            if g.groups == 1:
+                unit: MvauLayer | VvauLayer = MvauLayer(
+                    mw=mw, mh=mh, simd=simd, pe=pe, vectors=vectors, weight_bits=b,
+                    input_bits=in_bits, dsp_type=board.dsp_type, impl=impl)
+            else:  # depthwise: a VVAU (RTL on DSP58 parts only), PE over channels
+                unit = VvauLayer(channels=mh, kernel=(g.kernel,) * 2, dim=(g.out_hw,) * 2, pe=pe,
+                                 weight_bits=b, input_bits=in_bits, dsp_type=board.dsp_type,
+                                 impl=impl if board.dsp_type == "DSP58" else "hls")
+            parts = [unit]
             if g is not geometry[-1]:
                 parts.append(ThresholdingLayer(channels=mh, pe=pe, vectors=vectors,
                                                input_bits=acc_bits_bound(mw, b, in_bits, False),
@@ -118,7 +130,9 @@ def hardware_costs(ctx: MethodContext, candidates: list[int], act_bits: int) -> 
 
 
 def supernet(ctx: MethodContext, candidates: list[int], act_bits: int) -> Net:
-    """The relaxed network: BitMixture layers from the float network's weights and BatchNorm."""
+    """The relaxed network: BitMixture layers from the float network's weights and BatchNorm,
+    each hidden layer's activation (and every add's shared quantizer) at `act_bits`."""
+    plan = ctx.arch.uniform_plan(candidates[-1], act_bits, input_bits(ctx.data.input_bits))
     blocks = {}
     for spec in ctx.arch.layers:
         src = ctx.float_model.blocks[spec.name]
@@ -127,11 +141,10 @@ def supernet(ctx: MethodContext, candidates: list[int], act_bits: int) -> Net:
         if not last:
             for norm in mix.norms:
                 norm.load_state_dict(src[1].state_dict())
-        blocks[spec.name] = nn.Sequential(mix) if last else nn.Sequential(
-            mix, QuantReLU(act_quant=Uint8ActPerTensorFloat, bit_width=act_bits))
-    in_quant = QuantIdentity(act_quant=Uint8ActPerTensorFloat,
-                             bit_width=input_bits(ctx.data.input_bits))
-    net = Net(ctx.arch, ctx.data.pixel_max, in_quant, blocks)
+        acts = [] if spec.act is None else activation(spec.act, plan.layers[spec.name], True)
+        blocks[spec.name] = nn.Sequential(mix, *acts)
+    in_quant = QuantIdentity(act_quant=Uint8ActPerTensorFloat, bit_width=plan.input_bits)
+    net = Net(ctx.arch, ctx.data.pixel_max, in_quant, blocks, graph_ops(ctx.arch, plan, True))
     calib_x, _ = ctx.data.subset("train", CALIB_SAMPLES, ctx.seed)
     return calibrate(net, [calib_x])
 
