@@ -347,3 +347,58 @@ def test_estimates_match_yosys(finn_env, tmp_path, n_out, pe):
         regs = (inst.get_outstream_width_padded() + n_out if node.op_type.startswith("Dup")
                 else inst.get_outstream_width() + 1)
         assert cells.get("FDRE", 0) + cells.get("FDSE", 0) == regs
+
+
+# ---------------------------------------------------------------------------------------------
+# Verilator: DuplicateStreams_rtl -> (Thresholding_rtl on the branch) -> AddStreams_rtl
+
+
+def _skip_input(model: ModelWrapper, add) -> int:
+    """Index of the AddStreams input that comes straight from the DuplicateStreams (the skip)."""
+    return next(k for k, t in enumerate(add.input)
+                if model.find_producer(t).op_type.startswith("DuplicateStreams"))
+
+
+@pytest.fixture(scope="module")
+def fork_join(finn_env, rtlsim_cache):
+    """The residual block folded at PE=2, FIFOs inserted (the skip path deep enough for the
+    branch), specialized, HDL generated and built; with its python (HW, unspecialized) model."""
+    from finn.transformation.fpgadataflow.insert_dwc import InsertDWC
+    from finn.transformation.fpgadataflow.insert_fifo import InsertFIFO
+    from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
+
+    from hw_models.rtlsim import build_simulator, generate_rtl
+
+    model, _ = residual_graph((1, 4, 4, 4), "INT4", "UINT2")
+    hw = to_hw(model)
+    for node in hw.graph.node:
+        getCustomOp(node).set_nodeattr("PE", 2)
+    add = next(n for n in hw.graph.node if n.op_type == "AddStreams")
+    depths = [2, 2]
+    depths[_skip_input(hw, add)] = 32  # more than the thresholding branch holds in flight
+    getCustomOp(add).set_nodeattr("inFIFODepths", depths)
+    rtl = hw.transform(InsertDWC()).transform(SpecializeLayers(PART))
+    rtl = rtl.transform(InsertFIFO(create_shallow_fifos=True)).transform(SpecializeLayers(PART))
+    rtl = generate_rtl(rtl.transform(GiveUniqueNodeNames()), finn_env / "fork_join_rtl")
+    return model, hw, rtl, build_simulator(rtl, cache_dir=rtlsim_cache)
+
+
+@pytest.mark.rtlsim
+@pytest.mark.parametrize("backpressure,gaps", [(0.0, 0.0), (0.3, 0.4), (0.7, 0.0)])
+def test_fork_join_in_verilator_matches_python(fork_join, backpressure, gaps):
+    from hw_models.rtlsim import run_frames
+
+    model, hw, _, sim = fork_join
+    frames = gen_finn_dt_tensor(DataType["INT4"], (24, 4, 4, 4)).astype(np.float32)
+    got, stats = run_frames(sim, frames, backpressure=backpressure, gaps=gaps, seed=3, shards=1)
+    want = np.stack([run(hw, {"x": f[None]})[0] for f in frames])
+    np.testing.assert_array_equal(got.reshape(want.shape), want)
+    np.testing.assert_array_equal(want, np.stack([run(model, {"x": f[None]})[0] for f in frames]))
+    if backpressure == 0.0 and gaps == 0.0:
+        # every node takes one word per cycle: a frame every 4*4*4/2 = 32 cycles, as estimated
+        ours = [n for n in stats.nodes if n.op_type in ("DuplicateStreams_rtl", "AddStreams_rtl")]
+        assert len(ours) == 2 and all(n.estimated == 32 for n in ours)
+        assert stats.steady_cycles_per_frame == 32
+        assert all(n.busy is not None and abs(n.busy - n.estimated) <= 0.5 for n in ours)
+    else:
+        assert stats.steady_cycles_per_frame > 32
