@@ -1,16 +1,35 @@
-"""Which nodes became FINN HW layers; a clear error naming the ones that did not."""
+"""Which nodes became FINN HW layers; a clear error naming the ones that did not, with the
+QONNX node each came from (`flow.finn.rewrites.origin`) and what to change in the network."""
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from flow.core.errors import ModelError
 
 SUPPORTED_OPS = (
-    "quantized MatMul/Gemm/Conv (-> MVAU/VVAU), quantized activations MultiThreshold "
-    "(-> Thresholding), Im2Col (-> ConvolutionInputGenerator), Pad (-> FMPadding), "
-    "MaxPool/AveragePool (-> Pool, HLS only), GlobalAveragePool, TopK (-> LabelSelect), "
-    "Concat, Split, elementwise Add/Mul/Sub on integers, Transpose (-> Shuffle)"
+    "quantized MatMul/Gemm/Conv incl. depthwise (-> MVAU/VVAU), quantized activations "
+    "MultiThreshold (-> Thresholding), Im2Col (-> ConvolutionInputGenerator), Pad (-> FMPadding), "
+    "MaxPool/AveragePool of integers (-> Pool), GlobalAveragePool (-> GlobalAccPool), graph "
+    "forks (-> DuplicateStreams), integer residual Add (-> AddStreams), TopK (-> LabelSelect), "
+    "Concat, Split, Transpose (-> Shuffle)"
 )
+_QUANTIZE_INPUT = "quantize its input (QuantIdentity/QuantReLU before it)"
+# what to change in the Brevitas network when a node of this type is left unconverted
+ADVICE = {
+    "MatMul": f"{_QUANTIZE_INPUT} and use a Brevitas weight quantizer (QuantConv2d/QuantLinear)",
+    "Conv": f"{_QUANTIZE_INPUT} and use a Brevitas weight quantizer (QuantConv2d/QuantLinear)",
+    "Im2Col": f"{_QUANTIZE_INPUT}: a conv or pool needs integer inputs",
+    "Add": ("call ONE signed QuantIdentity on both inputs of the residual add (one scale), and a "
+            "QuantReLU after it"),
+    "MaxPool": "put the max-pool directly after a quantized ReLU (a positive scale)",
+    "MaxPoolNHWC": "put the max-pool directly after a quantized ReLU (a positive scale)",
+    "AveragePool": f"use nn.AvgPool2d without padding and {_QUANTIZE_INPUT}",
+    "GlobalAveragePool": f"{_QUANTIZE_INPUT}",
+    "Mul": "a float scale is left between layers: follow it by a quantizer (QuantIdentity)",
+    "LeakyRelu": "follow it directly by a signed QuantIdentity",
+}
 # ops that may stay in software before/after the accelerator (layout changes, output scaling)
 SOFTWARE_EDGE_OPS = frozenset({
     "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Mul", "Div", "Add",
@@ -25,6 +44,18 @@ class SoftwareNode(BaseModel):
 
     name: str
     op_type: str
+    origin: str | None = None  # the QONNX node it came from
+
+
+class NodeCoverage(BaseModel):
+    """Where one node of the HW-layer model runs, and the QONNX node it came from."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    op_type: str
+    origin: str | None
+    runs: Literal["hw", "software", "blocking"]  # software: at the start/end; blocking: between
 
 
 def is_hw_node(node) -> bool:
@@ -64,14 +95,33 @@ def check_hw_coverage(model, source: str = "model") -> list[SoftwareNode]:
     Returns the glue nodes left in software, e.g. the input's NCHW->NHWC Transpose and the
     output's de-quantising Mul.
     """
+    from flow.finn.rewrites import origin
+
     between, edge = nodes_outside_hw(model)
     bad = between + [n for n in edge if n.op_type not in SOFTWARE_EDGE_OPS]
     if bad or not any(is_hw_node(n) for n in model.graph.node):
-        listed = ", ".join(f"{n.name} ({n.op_type})" for n in bad or edge)
         raise ModelError(
-            f"{source}: these nodes could not be converted to FINN HW layers: {listed}. "
-            f"Supported: {SUPPORTED_OPS}. A MatMul/Conv stays unconverted when its input or "
-            "weights are not quantized to integers (quantize the activation before it with a "
-            "QuantIdentity/QuantReLU and use a Brevitas weight quantizer)."
+            f"{source}: these nodes could not be converted to FINN HW layers: "
+            f"{'; '.join(_describe(n) for n in bad or edge)}. Supported: {SUPPORTED_OPS}."
         )
-    return [SoftwareNode(name=n.name, op_type=n.op_type) for n in edge]
+    return [SoftwareNode(name=n.name, op_type=n.op_type, origin=origin(n)) for n in edge]
+
+
+def _describe(node) -> str:
+    """'MatMul_1 (MatMul, from QONNX node /fc1/MatMul): <advice>'."""
+    from flow.finn.rewrites import origin
+
+    where = f", from QONNX node {o}" if (o := origin(node)) else ""
+    advice = ADVICE.get(node.op_type)
+    return f"{node.name} ({node.op_type}{where})" + (f": {advice}" if advice else "")
+
+
+def coverage_report(model) -> list[NodeCoverage]:
+    """Every node of the HW-layer model: where it runs, and its QONNX origin."""
+    from flow.finn.rewrites import origin
+
+    blocking = {n.name for n in nodes_outside_hw(model)[0]}
+    return [NodeCoverage(name=n.name, op_type=n.op_type, origin=origin(n),
+                         runs="hw" if is_hw_node(n) else
+                         "blocking" if n.name in blocking else "software")
+            for n in model.graph.node]

@@ -74,6 +74,24 @@ class InheritOrigins(Transformation):
         return model, False
 
 
+class Traced(Transformation):
+    """Run `inner`; nodes it created inherit the origin of the node whose output tensor they
+    now produce (a Quant's MultiThreshold, a Conv's last Transpose), the rest InheritOrigins'."""
+
+    def __init__(self, inner: Transformation):
+        super().__init__()
+        self.inner = inner
+
+    def apply(self, model):
+        produced = {t: o for n in model.graph.node if (o := origin(n)) for t in n.output}
+        model = model.transform(self.inner)
+        for n in model.graph.node:
+            if origin(n) is None and (o := next((produced[t] for t in n.output
+                                                 if t in produced), None)):
+                _set_origin(n, o)
+        return model.transform(InheritOrigins()), False
+
+
 def _nearest_origin(node, step) -> str | None:
     """Breadth-first along `step` from node: the first recorded origin."""
     todo, seen = list(step(node) or []), set()
@@ -90,45 +108,52 @@ def _nearest_origin(node, step) -> str | None:
 # ------------------------------------------------------------------ monotonic activations
 
 
-def _leaky_inverse(alpha: float):
-    return lambda t: np.where(t >= 0, t, t / alpha)
-
-
-def _relu_inverse(t: np.ndarray) -> np.ndarray:
-    return np.where(t > 0, t, -np.inf)  # f(x) >= t <=> x >= t for t > 0; always for t <= 0
-
-
-def _clip_inverse(lo: float, hi: float):
-    return lambda t: np.where(t <= lo, -np.inf, np.where(t > hi, np.inf, t))
-
-
-def _inverse(model, node):
-    """The threshold map t -> f^-1(t) of a monotonic elementwise node, or None."""
+def _monotonic(model, node):
+    """(f, guess of f^-1) in float32 for an elementwise non-decreasing node, else None."""
     if node.op_type == "LeakyRelu":
-        alpha = get_by_name(node.attribute, "alpha")
-        alpha = 0.01 if alpha is None else alpha.f
-        return _leaky_inverse(alpha) if alpha > 0 else None
-    if node.op_type == "Relu":
-        return _relu_inverse
+        attr = get_by_name(node.attribute, "alpha")
+        alpha = np.float32(0.01 if attr is None else attr.f)
+        if not 0 < alpha:
+            return None
+        return (lambda x: np.where(x >= 0, x, x * alpha),
+                lambda t: np.where(t >= 0, t, t / alpha))
+    if node.op_type == "Relu":  # f(x) >= t for every x when t <= 0
+        return lambda x: np.maximum(x, 0), lambda t: np.where(t > 0, t, -np.inf)
     if node.op_type == "Clip":
-        bounds = [model.get_initializer(i) if i else None for i in node.input[1:3]]
-        lo, hi = (-np.inf if b is None else float(b) for b in bounds + [None] * (2 - len(bounds)))
-        return _clip_inverse(lo, hi)
+        lo, hi = (np.float32(-np.inf if c is None else c) for c in (
+            model.get_initializer(i) if i else None
+            for i in (list(node.input[1:3]) + ["", ""])[:2]))
+        return (lambda x: np.clip(x, lo, hi),
+                lambda t: np.where(t <= lo, -np.inf, np.where(t > hi, np.inf, t)))
     return None
+
+
+def least_preimage(f, guess, t: np.ndarray, steps: int = 4) -> np.ndarray:
+    """The least float32 x with f(x) >= t (f non-decreasing), from `guess` by single ulps:
+    exact, where t / alpha rounded could miss the boundary by one ulp."""
+    t = t.astype(np.float32)
+    x = np.asarray(guess(t), dtype=np.float32)
+    for _ in range(steps):
+        lower = np.nextafter(x, np.float32(-np.inf))
+        x = np.where(f(lower) >= t, lower, x)
+    for _ in range(steps):
+        x = np.where(f(x) >= t, x, np.nextafter(x, np.float32(np.inf)))
+    return x.astype(np.float32)
 
 
 class AbsorbMonotonicIntoMultiThreshold(Transformation):
     """f -> MultiThreshold becomes MultiThreshold with thresholds f^-1(t), for an elementwise
-    increasing f (LeakyRelu with alpha > 0; Relu and Clip, non-strictly): f(x) >= t <=> x >=
-    f^-1(t), the least x reaching t. Thresholds FINN's MultiThreshold compares with >=."""
+    non-decreasing f (LeakyRelu with alpha > 0; Relu, Clip): f(x) >= t <=> x >= f^-1(t), the
+    least x reaching t (-inf: always, +inf: never; RoundAndClipThresholds later clips them to
+    the integer input's range). FINN's MultiThreshold compares x >= t."""
 
     def apply(self, model):
         for mt in model.get_nodes_by_op_type("MultiThreshold"):
             f = model.find_producer(mt.input[0])
-            if f is None or model.is_fork_node(f) or (inv := _inverse(model, f)) is None:
+            if f is None or model.is_fork_node(f) or (fns := _monotonic(model, f)) is None:
                 continue
             thr = model.get_initializer(mt.input[1])
-            model.set_initializer(mt.input[1], inv(thr.astype(np.float64)).astype(np.float32))
+            model.set_initializer(mt.input[1], least_preimage(*fns, thr))
             mt.input[0] = f.input[0]
             model.graph.node.remove(f)
             return model.transform(InferDataTypes()), True

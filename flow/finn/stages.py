@@ -71,6 +71,7 @@ def prepare_qonnx(model, input_dtype: str | None = None, source: str = "model"):
     """Clean up a QONNX model and annotate its input's integer datatype (needed by FINN)."""
     from qonnx.util.cleanup import cleanup_model
 
+    from flow.finn.rewrites import TagOrigins
     from flow.finn.zero_points import ExtractZeroPoints
 
     ops = {n.op_type for n in model.graph.node}
@@ -80,7 +81,7 @@ def prepare_qonnx(model, input_dtype: str | None = None, source: str = "model"):
             "a QONNX model. Export a Brevitas network with brevitas.export.export_qonnx."
         )
     name = model.graph.input[0].name  # as in the user's file (clean-up renames it)
-    model = fix_batch_size(model, source)
+    model = fix_batch_size(model, source).transform(TagOrigins())
     try:
         model = cleanup_model(model)
     except Exception as e:
@@ -103,8 +104,10 @@ def qonnx_to_finn(model):
         default_filter_function_generator,
     )
 
+    from flow.finn.rewrites import Traced
+
     flt = default_filter_function_generator(max_multithreshold_bit_width=MAX_BITS)
-    return model.transform(ConvertQONNXtoFINN(filter_function=flt))
+    return model.transform(Traced(ConvertQONNXtoFINN(filter_function=flt)))
 
 
 def tidy_up(model):
@@ -176,13 +179,13 @@ def streamline(model):
     from qonnx.transformation.infer_data_layouts import InferDataLayouts
     from qonnx.transformation.lower_convs_to_matmul import LowerConvsToMatMul
 
-    from flow.finn.rewrites import AbsorbMonotonicIntoMultiThreshold, InheritOrigins
+    from flow.finn.rewrites import AbsorbMonotonicIntoMultiThreshold, InheritOrigins, Traced
 
     model = model.transform(AbsorbMonotonicIntoMultiThreshold())
     model = model.transform(absorb.AbsorbScalarBiasIntoMultiThreshold())
     model = _to_fixpoint(model, _graph_passes())
     if model.get_nodes_by_op_type("Conv"):
-        model = model.transform(LowerConvsToMatMul()).transform(InheritOrigins())
+        model = model.transform(Traced(LowerConvsToMatMul()))
         model = _to_fixpoint(model, _layout_passes())
     model = model.transform(ConvertBipolarMatMulToXnorPopcount())
     model = _to_fixpoint(model, _graph_passes() + _layout_passes())
@@ -193,19 +196,14 @@ def streamline(model):
     return model
 
 
-def _not_float_tail(model, node) -> bool:
-    """False for a float elementwise op followed only by such ops up to the output.
-
-    Generalises FINN's `reject_output_dequant` (last Mul only) to a trailing Mul -> Add (e.g.
-    Brevitas' TensorNorm): float HW layers exist only as HLS and belong to the host.
-    """
-
-    def float_tail(n) -> bool:
-        if n.op_type not in ELTWISE_OPS or model.get_tensor_datatype(n.output[0]).name != "FLOAT32":
-            return False
-        return all(float_tail(s) for s in model.find_direct_successors(n) or [])
-
-    return not float_tail(node)
+def _integer_op(model, node) -> bool:
+    """Does an elementwise op compute integers from integers (a HW layer)? Float ones, i.e. the
+    de-quantising Mul/Add at the output (e.g. Brevitas' TensorNorm) or a scale streamlining
+    could not absorb, stay ONNX nodes: at the output the host runs them, between HW layers
+    `check_hw_coverage` names them (float HW layers exist only as HLS)."""
+    consts = {t.name for t in model.graph.initializer}
+    tensors = [t for t in node.input if t and t not in consts] + list(node.output)
+    return all(model.get_tensor_datatype(t).is_integer() for t in tensors)
 
 
 _HW = "finn.transformation.fpgadataflow.convert_to_hw."
@@ -231,6 +229,7 @@ HW_CONVERSIONS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("Concat",), _HW + "pad1d.InferPad1DLayer"),
     (("Concat",), _HW + "concat.InferConcatLayer"),
     (("Split",), _HW + "split.InferSplitLayer"),
+    (("Add",), "hw_models.finn_ops.infer.InferAddStreamsLayer"),  # integer residual adds
     (ELTWISE_OPS, _HW + "elementwise_binary_operation.InferElementwiseBinaryOperation"),
     (("Where",), _HW + "where.InferWhereLayer"),
     (("Relu",), _HW + "relu_as_elementwise_max.InferReLUAsElementwiseMax"),
@@ -256,8 +255,7 @@ def _conversion(path: str):
     if path == _REQUANT:
         return cls(bitwidth_threshold=MAX_BITS + 1)
     if name == "InferElementwiseBinaryOperation":
-        # float de-quantising ops at the output (the last layer's scale) stay in software
-        return cls(_not_float_tail)
+        return cls(_integer_op)
     return cls()
 
 
@@ -274,9 +272,12 @@ def convert_to_hw(model):
     from qonnx.transformation.infer_datatypes import InferDataTypes
     from qonnx.transformation.infer_shapes import InferShapes
 
+    import hw_models.finn_ops  # noqa: F401  (registers densiflow's RTL ops in FINN)
+    from flow.finn.rewrites import Traced
+
     for op_types, path in HW_CONVERSIONS:
         if not op_types or any(model.get_nodes_by_op_type(op) for op in op_types):
-            model = model.transform(_conversion(path))
+            model = model.transform(Traced(_conversion(path)))
     for t in (absorb.AbsorbConsecutiveTransposes(), RemoveCNVtoFCFlatten(),
               GiveUniqueNodeNamesRecursive(), InferDataLayouts(), InferDataTypes(), InferShapes(),
               InferReshape()):
@@ -328,6 +329,8 @@ def specialize_layers(model, part: str):
     )
     from qonnx.transformation.infer_datatypes import InferDataTypes
     from qonnx.transformation.infer_shapes import InferShapes
+
+    import hw_models.finn_ops  # noqa: F401  (registers densiflow's RTL ops in FINN)
 
     model = prefer_rtl_for_unspecialised(model).transform(SpecializeLayers(part))
     for t in (GiveUniqueNodeNamesRecursive(), InferShapes(), InferDataTypes()):
