@@ -131,6 +131,8 @@ def _arch(*nodes) -> Architecture:
     ((LayerSpec("a", "conv", 4, 3), OpSpec("add", "add", inputs=("a",))),
      "add add needs exactly two inputs"),
     ((LayerSpec("a", "conv", 4, 9),), "a shrinks the 8x8 input below 1x1"),
+    ((LayerSpec("a", "conv", 4, 3), OpSpec("p", "avgpool", 2, 2, 1)),
+     "average pool p has padding 1; FINN sums pools without padding"),
     ((LayerSpec("a", "conv", 4, 3), LayerSpec("b", "conv", 4, 3, inputs=("a",)),
       LayerSpec("c", "conv", 4, 3, inputs=("a",))), "the output of b is never used"),
 ])
@@ -318,6 +320,46 @@ def test_users_module_rebuilt_by_densiflow_computes_the_same_function():
     q = build_quant(arch, 16, arch.uniform_plan(4, 4, 5))
     calibrate(q, [torch.randint(0, 17, (16, 1, 8, 8)).float()])
     assert q(torch.randint(0, 17, (2, 1, 8, 8)).float()).shape == (2, 10)
+
+
+class LeNetStyle(nn.Module):
+    """relu(max_pool(conv(x))), as LeNet code often has it: the ReLU moves before the pool."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1, bias=False)
+        self.fc = nn.Linear(64, 10, bias=False)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(F.relu(F.max_pool2d(self.conv(x), 2)), 1))
+
+
+class PoolAndSkip(LeNetStyle):
+    """The conv's raw output also feeds an add: the ReLU cannot move before the pool."""
+
+    def forward(self, x):
+        c = self.conv(x)
+        return self.fc(torch.flatten(F.max_pool2d(F.relu(F.max_pool2d(c, 1)) + c, 2), 1))
+
+
+def test_activation_after_max_pool_moves_before_it():
+    user = LeNetStyle().eval()
+    arch = architecture_from_module(user, (1, 8, 8), "lenet_style")
+    assert [(n.name, n.kind, n.act) for n in arch.nodes] == [
+        ("conv", "conv", "relu"), ("max_pool2d", "maxpool", None), ("flatten", "flatten", None),
+        ("fc", "linear", None)]
+    net = build_float(arch, 1).eval()
+    with torch.no_grad():
+        net.blocks["conv"][0].weight.copy_(user.conv.weight)
+        net.blocks["conv"][1].weight.fill_(1.0)
+        net.blocks["fc"][0].weight.copy_(user.fc.weight)
+    bn = net.blocks["conv"][1]
+    x = torch.randn(4, 1, 8, 8)
+    ref = user.fc(torch.flatten(F.relu(F.max_pool2d(user.conv(x), 2)) / (1 + bn.eps) ** 0.5, 1))
+    np.testing.assert_allclose(net(x).detach(), ref.detach(), atol=1e-5)
+    with pytest.raises(ConfigError, match="model p: relu after max-pool max_pool2d applies to "
+                                          "conv, which also feeds add; apply the activation"):
+        architecture_from_module(PoolAndSkip(), (1, 8, 8), "p")
 
 
 # ----------------------------------------------------------------------------- QONNX export

@@ -103,6 +103,7 @@ class _Tracer:
         self.layers: dict[str, nn.Module] = {}  # DAG layer name -> the user's layer
         self.value: dict[str, str] = {}  # fx node name -> the DAG node whose output it is
         self.names: set[str] = set()
+        self.moved: dict[str, tuple[str, str]] = {}  # layer -> (activation, max-pool) moved past
 
     def run(self) -> list[Node]:
         for fx in self.graph.nodes:
@@ -112,6 +113,12 @@ class _Tracer:
                 self._output(fx)
             else:
                 self._visit(fx)
+        for layer, (act, pool) in self.moved.items():
+            users = [n.name for n in self.nodes if layer in n.inputs]
+            if users != [pool]:
+                raise ConfigError(f"model {self.model}: {act} after max-pool {pool} applies to "
+                                  f"{layer}, which also feeds {users[-1]}; apply the activation "
+                                  "before the pool")
         return self.nodes
 
     # ------------------------------------------------------------------ one fx node
@@ -146,6 +153,9 @@ class _Tracer:
         src = self._in(fx.args[0])
         node = self._node(src)
         _check_act_args(fx, target, act, where, self.model)
+        if isinstance(node, OpSpec) and node.kind == "maxpool" and self._open(node.inputs[0]):
+            self.moved[node.inputs[0]] = (where, node.name)
+            node = self._node(node.inputs[0])  # act(maxpool(x)) = maxpool(act(x)): act monotonic
         if isinstance(node, OpSpec) and node.kind == "add" and node.act is None and act == "relu":
             self._replace(replace(node, act="relu"))
         elif isinstance(node, LayerSpec) and node.act is None:

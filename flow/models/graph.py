@@ -16,7 +16,6 @@ quantized values through.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -107,7 +106,7 @@ class Shape:
 @dataclass(frozen=True)
 class Architecture:
     """A named network: input shape (channels, height, width) and its nodes in topological
-    order; the last node is the classifier."""
+    order; the last node is the classifier (its act is None, whatever a chain gave it)."""
 
     name: str
     in_shape: tuple[int, int, int]
@@ -345,6 +344,9 @@ def _check_node(node: Node, where: str) -> None:
             raise ConfigError(f"{where}: add {node.name} needs exactly two inputs")
         if node.act not in (None, "relu"):
             raise ConfigError(f"{where}: {node.name}: only a ReLU may follow an add")
+        if node.kind == "avgpool" and node.padding:
+            raise ConfigError(f"{where}: average pool {node.name} has padding {node.padding}; "
+                              "FINN sums pools without padding: use padding 0")
         return
     if node.act is not None and node.act not in ACTS:
         raise ConfigError(f"{where}: {node.name} has activation {node.act!r}; allowed: "
@@ -389,9 +391,3 @@ def _flattened(arch: Architecture, name: str) -> bool:
 
 def _fmt(s: Shape) -> str:
     return f"{s.ch}x{s.hw}x{s.hw}"
-
-
-def walk(arch: Architecture) -> Iterator[tuple[Node, tuple[str, ...]]]:
-    """Each node with its resolved input names, in order."""
-    for node in arch.nodes:
-        yield node, arch.inputs_of(node.name)
