@@ -382,3 +382,33 @@ def test_quantized_graphs_export_to_qonnx_equal_to_pytorch(name, tmp_path):
     assert ("MaxPool" in ops) == (name == "digits_vgg")
     assert ("Add" in ops) == (name == "digits_resnet")
     assert verify_export(qmodel, q, x)["prediction_agreement"] == 1.0
+
+
+class Functional(nn.Module):
+    """The functional spellings: torch.add, +=, F.relu6, torch.relu, F.avg_pool2d,
+    F.adaptive_avg_pool2d and .flatten."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.conv3, self.fc = nn.Conv2d(8, 8, 1), nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = F.relu6(self.conv1(x))
+        y = F.avg_pool2d(F.relu(torch.add(self.conv2(x), x)), 2)
+        z = self.conv3(y)
+        z += y
+        return self.fc(F.adaptive_avg_pool2d(torch.relu(z), 1).flatten(1))
+
+
+def test_functional_spellings_trace_to_the_same_dag():
+    arch = architecture_from_module(Functional(), (1, 8, 8), "f")
+    assert [(n.name, n.kind, n.inputs, n.act) for n in arch.nodes] == [
+        ("conv1", "conv", ("input",), "relu6"), ("conv2", "conv", ("conv1",), None),
+        ("add", "add", ("conv2", "conv1"), "relu"), ("avg_pool2d", "avgpool", ("add",), None),
+        ("conv3", "conv", ("avg_pool2d",), None),
+        ("add_1", "add", ("conv3", "avg_pool2d"), "relu"),
+        ("adaptive_avg_pool2d", "gap", ("add_1",), None),
+        ("flatten", "flatten", ("adaptive_avg_pool2d",), None),
+        ("fc", "linear", ("flatten",), None)]
+    assert arch.channel_groups() == [("conv1", "conv2", "conv3")]
