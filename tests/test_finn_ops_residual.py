@@ -402,3 +402,52 @@ def test_fork_join_in_verilator_matches_python(fork_join, backpressure, gaps):
         assert all(n.busy is not None and abs(n.busy - n.estimated) <= 0.5 for n in ours)
     else:
         assert stats.steady_cycles_per_frame > 32
+
+
+def two_input_graph(shape) -> ModelWrapper:
+    """s1 = a + b (UINT7 + INT3), s2 = a + a: `a` forks three ways (one node takes it twice)."""
+    n1 = helper.make_node("Add", ["a", "b"], ["s1"], name="mixed")
+    n2 = helper.make_node("Add", ["a", "a"], ["s2"], name="double")
+    graph = helper.make_graph([n1, n2], "two_in", [_vi("a", shape), _vi("b", shape)],
+                              [_vi("s1", shape), _vi("s2", shape)])
+    model = ModelWrapper(qonnx_make_model(graph))
+    model.set_tensor_datatype("a", DataType["UINT7"])
+    model.set_tensor_datatype("b", DataType["INT3"])
+    return model.transform(InferShapes()).transform(InferDataTypes())
+
+
+@pytest.mark.rtlsim
+def test_three_way_fork_and_mixed_add_in_verilator(finn_env, rtlsim_cache):
+    from finn.transformation.fpgadataflow.insert_fifo import InsertFIFO
+    from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
+
+    from hw_models.rtlsim import build_simulator, generate_rtl
+    from hw_models.rtlsim.runner import run_streams
+
+    shape = (1, 2, 2, 6)
+    model = two_input_graph(shape)
+    hw = to_hw(model)
+    assert sorted(n.op_type for n in hw.graph.node) == ["AddStreams", "AddStreams",
+                                                        "DuplicateStreams"]
+    dup = getCustomOp(next(n for n in hw.graph.node if n.op_type == "DuplicateStreams"))
+    assert dup.get_nodeattr("NumOutputStreams") == 3
+    assert [hw.get_tensor_datatype(t) for t in ("s1", "s2")] == [DataType["INT9"],
+                                                                  DataType["UINT8"]]
+    for node in hw.graph.node:
+        getCustomOp(node).set_nodeattr("PE", 3)
+    rtl = hw.transform(SpecializeLayers(PART)).transform(InsertFIFO(create_shallow_fifos=True))
+    rtl = rtl.transform(SpecializeLayers(PART)).transform(GiveUniqueNodeNames())
+    sim = build_simulator(generate_rtl(rtl, finn_env / "two_in_rtl"), cache_dir=rtlsim_cache)
+    a = gen_finn_dt_tensor(DataType["UINT7"], (16, *shape[1:])).astype(np.float32)
+    b = gen_finn_dt_tensor(DataType["INT3"], (16, *shape[1:])).astype(np.float32)
+    (s1, s2), stats = run_streams(sim, [a, b], backpressure=0.5, gaps=0.3, seed=5, shards=1)
+    ref = [run_all(model, {"a": x[None], "b": y[None]}) for x, y in zip(a, b)]
+    np.testing.assert_array_equal(s1.reshape(a.shape), np.stack([r["s1"][0] for r in ref]))
+    np.testing.assert_array_equal(s2.reshape(a.shape), np.stack([r["s2"][0] for r in ref]))
+    assert stats.frames == 16
+
+
+def run_all(model: ModelWrapper, inputs: dict) -> dict:
+    import finn.core.onnx_exec as oxe
+
+    return oxe.execute_onnx(model, inputs, return_full_exec_context=True)
