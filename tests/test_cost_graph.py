@@ -224,3 +224,226 @@ def test_dag_performance_equals_finn_dataflow_performance():
     for name in ("dup", "dw"):
         node = model.get_node_from_name(name)
         assert layer_cycles(layer_from_node(node, ZU)) == cycles[name]
+
+
+# ----------------------------------------------------------------------------- folding on a DAG
+
+RTL, HLS = "finn.custom_op.fpgadataflow.rtl", "finn.custom_op.fpgadataflow.hls"
+
+
+class Graph:
+    """Builds a FINN dataflow graph of specialised HW nodes on named NHWC tensors."""
+
+    def __init__(self):
+        import numpy as np
+
+        self.nodes, self.shapes, self.dtypes, self.inits = [], {}, {}, {}
+        self.rng = np.random.default_rng(0)
+
+    def tensor(self, name, shape, dt):
+        self.shapes[name], self.dtypes[name] = list(shape), dt
+        return name
+
+    def node(self, op, ins, outs, **attrs):
+        from onnx import helper
+
+        domain = RTL if op.endswith("_rtl") else HLS
+        self.nodes.append(helper.make_node(op, ins, outs, domain=domain,
+                                           name=f"{op}_{len(self.nodes)}",
+                                           backend="fpgadataflow", **attrs))
+
+    def init(self, name, value, dt):
+        self.inits[name] = (value, dt)
+        return name
+
+    def model(self, inp, outp):
+        import numpy as np
+        from onnx import TensorProto, helper
+        from qonnx.core.datatype import DataType
+        from qonnx.core.modelwrapper import ModelWrapper
+        from qonnx.util.basic import qonnx_make_model
+
+        vi = {t: helper.make_tensor_value_info(t, TensorProto.FLOAT, s)
+              for t, s in self.shapes.items()}
+        graph = helper.make_graph(self.nodes, "g", [vi[inp]], [vi[outp]],
+                                  value_info=[v for t, v in vi.items() if t not in (inp, outp)])
+        m = ModelWrapper(qonnx_make_model(graph))
+        for t, dt in self.dtypes.items():
+            m.set_tensor_datatype(t, DataType[dt])
+        for t, (value, dt) in self.inits.items():
+            m.set_initializer(t, value.astype(np.float32))
+            m.set_tensor_datatype(t, DataType[dt])
+        return m
+
+
+def residual_block(c=8, hw=4):
+    """in -> DuplicateStreams -> (FMPadding -> depthwise SWG 3x3 -> VVAU -> Thresholding | skip)
+    -> AddStreams -> depthwise SWG 2x2/2 -> Pool (max) -> GlobalAccPool: every graph kind."""
+    import numpy as np
+
+    g = Graph()
+    x = g.tensor("x", [1, hw, hw, c], "UINT4")
+    d0, d1 = g.tensor("d0", [1, hw, hw, c], "UINT4"), g.tensor("d1", [1, hw, hw, c], "UINT4")
+    g.node("DuplicateStreams_rtl", [x], [d0, d1], NumChannels=c, PE=1, NumOutputStreams=2,
+           inputDataType="UINT4", numInputVectors=[1, hw, hw])
+    p = g.tensor("pad", [1, hw + 2, hw + 2, c], "UINT4")
+    g.node("FMPadding_rtl", [d0], [p], ImgDim=[hw, hw], Padding=[1, 1, 1, 1], NumChannels=c,
+           SIMD=1, inputDataType="UINT4", numInputVectors=1)
+    win = g.tensor("win", [1, hw, hw, 9 * c], "UINT4")
+    g.node("ConvolutionInputGenerator_rtl", [p], [win], IFMChannels=c, IFMDim=[hw + 2] * 2,
+           OFMDim=[hw, hw], ConvKernelDim=[3, 3], Stride=[1, 1], Dilation=[1, 1], SIMD=1,
+           depthwise=1, parallel_window=0, inputDataType="UINT4", outputDataType="UINT4")
+    w = g.init("w", g.rng.integers(-7, 8, (c, 1, 3, 3)), "INT4")
+    acc = g.tensor("acc", [1, hw, hw, c], "INT12")
+    g.node("VVAU_hls", [win, w], [acc], Channels=c, Kernel=[3, 3], Dim=[hw, hw], PE=1, SIMD=1,
+           inputDataType="UINT4", weightDataType="INT4", outputDataType="INT12",
+           accDataType="INT12", noActivation=1, ActVal=0, resType="lut",
+           mem_mode="internal_decoupled")
+    t = g.init("t", np.sort(g.rng.integers(-64, 64, (c, 15)), 1), "INT12")
+    r = g.tensor("r", [1, hw, hw, c], "UINT4")
+    g.node("Thresholding_rtl", [acc, t], [r], NumChannels=c, PE=1, numSteps=15,
+           numInputVectors=[1, hw, hw], inputDataType="INT12", weightDataType="INT12",
+           outputDataType="UINT4", ActVal=0)
+    s = g.tensor("sum", [1, hw, hw, c], "UINT5")
+    g.node("AddStreams_rtl", [r, d1], [s], NumChannels=c, PE=1,
+           inputDataTypes=["UINT4", "UINT4"], numInputVectors=[1, hw, hw])
+    o = hw // 2
+    pw = g.tensor("pwin", [1, o, o, 4 * c], "UINT5")
+    g.node("ConvolutionInputGenerator_rtl", [s], [pw], IFMChannels=c, IFMDim=[hw, hw],
+           OFMDim=[o, o], ConvKernelDim=[2, 2], Stride=[2, 2], Dilation=[1, 1], SIMD=1,
+           depthwise=1, parallel_window=0, inputDataType="UINT5", outputDataType="UINT5")
+    pool = g.tensor("pool", [1, o, o, c], "UINT5")
+    g.node("Pool_rtl", [pw], [pool], Channels=c, PE=1, KernelSize=[2, 2], Function="MaxPool",
+           OutImgDims=[o, o], InputDataType="UINT5", OutputDataType="UINT5", BatchSize=1)
+    gap = g.tensor("gap", [1, 1, 1, c], "UINT7")
+    g.node("GlobalAccPool_rtl", [pool], [gap], NumChannels=c, PE=1, inputDataType="UINT5",
+           numInputVectors=[1, o, o])
+    return g.model(x, gap)
+
+
+def _needs_densiflow_ops():
+    missing = [op for op in DENSIFLOW_OPS if not _registered(op)]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not registered by hw_models.finn_ops yet")
+
+
+def _edges(model):
+    """(producer, consumer, input index) of every stream edge between nodes."""
+    out = []
+    for node in model.graph.node:
+        for k, tensor in enumerate(node.input):
+            prod = model.find_producer(tensor)
+            if prod is not None:
+                out.append((prod, node, k))
+    return out
+
+
+def assert_graph_legal(model):
+    """Each node's own checks, the depthwise word layout and integer-ratio edges."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    for node in model.graph.node:
+        inst = getCustomOp(node)
+        inst.verify_node()  # densiflow's ops raise on an illegal folding; FINN's assert below
+        inst.get_folded_input_shape(0), inst.get_folded_output_shape(0)
+        types = inst.get_nodeattr_types()
+        for attr, dim in (("PE", "NumChannels"), ("PE", "Channels"), ("SIMD", "IFMChannels"),
+                          ("SIMD", "NumChannels")):
+            if dim in types and attr in types:
+                assert inst.get_nodeattr(dim) % inst.get_nodeattr(attr) == 0, node.name
+        if node.op_type.startswith("VVAU"):
+            k = math.prod(inst.get_nodeattr("Kernel"))
+            assert k % inst.get_nodeattr("SIMD") == 0
+    for prod, node, k in _edges(model):
+        p, c = getCustomOp(prod), getCustomOp(node)
+        if prod.op_type.startswith("ConvolutionInputGenerator") and p.get_nodeattr("depthwise"):
+            # FINN's SetFolding rule: the depthwise SWG's SIMD is its consumer's PE
+            assert p.get_nodeattr("SIMD") == c.get_nodeattr("PE"), (prod.name, node.name)
+            whole = node.op_type.startswith("VVAU") and c.get_nodeattr("SIMD") > 1
+            assert bool(p.get_nodeattr("parallel_window")) == whole
+        a, b = p.get_outstream_width(), c.get_instream_width(k)
+        assert max(a, b) % min(a, b) == 0, (prod.name, node.name, a, b)
+
+
+@pytest.mark.parametrize("fps", [2e5, 1e6, 5e6, 5e7])
+def test_optimiser_folds_a_residual_graph_legally(fps):
+    _needs_densiflow_ops()
+    from finn.analysis.fpgadataflow.dataflow_performance import dataflow_performance
+    from finn.transformation.fpgadataflow.annotate_cycles import AnnotateCycles
+
+    from hw_models.folding import optimise_folding, with_dwc_fifo
+
+    model = residual_block()
+    folded, report = optimise_folding(model, "zcu104", fps, compare_with_finn=False)
+    assert_graph_legal(folded)
+    assert report.cost_model.fits
+    # the optimiser's cycles are FINN's (and densiflow's ops') own get_exp_cycles
+    finn = folded.transform(AnnotateCycles()).analysis(dataflow_performance)
+    assert finn["max_cycles"] == report.cost_model.cycles
+    target = int(200e6 / fps)
+    floor = max(min(c for c in _all_cycles(model, n)) for n in model.graph.node)
+    assert report.cost_model.cycles <= max(target, floor)
+    full = with_dwc_fifo(folded, get_board_part())  # FINN's passes accept it
+    # both branches of the fork reach the add at its PE: no converter in front of the add
+    add = next(n for n in full.graph.node if n.op_type == "AddStreams_rtl")
+    feeding = [full.find_producer(t).op_type for t in add.input]
+    assert not any(op.startswith("StreamingDataWidthConverter") for op in feeding), feeding
+
+
+def get_board_part():
+    from hw_models.boards import get_board
+
+    return get_board("zcu104").part
+
+
+def _all_cycles(model, node):
+    """FINN's get_exp_cycles of every legal PE (and SIMD) of one node, for the floor."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    from hw_models.rules import divisors
+
+    inst = getCustomOp(node)
+    types = inst.get_nodeattr_types()
+    dims = {"PE": next((d for d in ("NumChannels", "Channels") if d in types), None),
+            "SIMD": next((d for d in ("IFMChannels", "NumChannels") if d in types), None)}
+    if node.op_type.startswith("VVAU"):
+        dims["SIMD"] = None
+    values = []
+    for attr, dim in dims.items():
+        if attr in types and dim is not None:
+            for v in divisors(inst.get_nodeattr(dim)):
+                inst.set_nodeattr(attr, v)
+                values.append(int(inst.get_exp_cycles()))
+    return values or [int(inst.get_exp_cycles())]
+
+
+@pytest.mark.parametrize("target", [40, 150])
+def test_setfolding_view_folds_densiflow_ops_as_their_hls_twins(target):
+    """FINN's SetFolding names only the HLS Pool/GlobalAccPool/DuplicateStreams; the view folds
+    densiflow's RTL ops by the same rules: legal, names kept, every node at the target where it
+    can be, and the optimiser (cost model) at least as fast."""
+    _needs_densiflow_ops()
+    from qonnx.custom_op.registry import getCustomOp
+
+    from hw_models.folding import finn_setfolding, optimise_folding
+
+    model = residual_block()
+    folded = finn_setfolding(model, target)
+    assert [n.name for n in folded.graph.node] == [n.name for n in model.graph.node]
+    assert [n.op_type for n in folded.graph.node] == [n.op_type for n in model.graph.node]
+    assert_graph_legal(folded)
+    from hw_models.rules import divisors
+
+    cycles = {n.name: int(getCustomOp(n).get_exp_cycles()) for n in folded.graph.node}
+    for op in ("DuplicateStreams_rtl", "AddStreams_rtl", "Pool_rtl", "GlobalAccPool_rtl"):
+        node = next(n for n in folded.graph.node if n.op_type == op)
+        assert cycles[node.name] <= target, op
+        if op in ("DuplicateStreams_rtl", "AddStreams_rtl"):  # SetFolding's PE rule: smallest
+            inst = getCustomOp(node)
+            pe = inst.get_nodeattr("PE")
+            smaller = [d for d in divisors(inst.get_nodeattr("NumChannels")) if d < pe]
+            if smaller:
+                inst.set_nodeattr("PE", smaller[-1])
+                assert inst.get_exp_cycles() > target, op
+    _, report = optimise_folding(model, "zcu104", 200e6 / target, compare_with_finn=False)
+    assert report.cost_model.cycles <= max(cycles.values())

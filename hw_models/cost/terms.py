@@ -233,13 +233,13 @@ def _pool_terms(x: PoolLayer) -> TermTable:
 
 def _global_acc_pool_terms(x: GlobalAccPoolLayer) -> TermTable:
     """PE adders of the output's width; the running sums of channels/PE folds (registers for one
-    fold, else a memory: LUTRAM tiles of 64 words, or what Yosys maps by its costs); fold and
-    pixel counters."""
+    fold, else a memory: RAM32M tiles of 32 words x 6 bits, or what Yosys maps by its costs);
+    fold and pixel counters."""
     folds, lanes = x.channels // x.pe, x.pe * x.output_bits
     lutram, bram = yosys_memory(folds, lanes) if folds > 1 else (0.0, 0.0)
     return {"lut": {**shared(const=1.0, width=float(x.pe * x.input_bits), lanes=float(lanes),
                              counters=_bits_to_count(folds) + _bits_to_count(x.vectors)),
-                    **finn_only(sums_lutram=float(lanes * math.ceil(folds / 64))
+                    **finn_only(sums_lutram=float(math.ceil(lanes / 6) * math.ceil(folds / 32))
                                 if folds > 1 else 0.0),
                     **synthesis_only(yosys_sums_lutram=lutram)},
             "bram18": synthesis_only(yosys_sums=bram), "uram": {}, "dsp": {}}

@@ -1,4 +1,4 @@
-"""The folding optimiser: dynamic programming over the chain's legal foldings, Lagrangian weights
+"""The folding optimiser: dynamic programming over the graph's legal foldings, Lagrangian weights
 on the resources that overflow, bisection on the cycle cap (see hw_models.folding)."""
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from hw_models.cost import (
     load_calibration,
 )
 from hw_models.folding.ceiling import resource_ceiling
-from hw_models.folding.choices import Choice, Slot, foldable_chain, node_slot
+from hw_models.folding.choices import Choice, Slot, foldable_graph, node_slot
 from hw_models.folding.finn_view import finn_figures, finn_setfolding
 from hw_models.folding.report import (
     Budget,
@@ -34,8 +34,8 @@ from hw_models.rules import DEFAULT_FIFO_DEPTH, mvau_simd_ok
 
 def _edge_ok(p: Choice, c: Choice, producer: Slot) -> bool:
     """May producer choice p feed consumer choice c without a fractional width converter?"""
-    if producer.depthwise_swg:
-        return p.out_elems == c.in_elems
+    if producer.depthwise_swg:  # the same word layout (FINN: SWG SIMD = consumer PE)
+        return p.out_elems == c.in_elems and p.window_word == c.window_word
     a, b = p.out_elems, c.in_elems
     if isinstance(c.layer, MvauLayer) and c.layer.impl == "rtl" and isinstance(
             p.layer, SlidingWindowLayer):
@@ -52,7 +52,7 @@ def link_resources(w_out: int, w_in: int, fifo_depth: int, cal: Calibration) -> 
     return Resources.total(estimate(x, cal).resources for x in parts)
 
 
-# ------------------------------------------------------------ DP over the chain
+# ------------------------------------------------------------ DP over the graph
 
 
 @dataclass
@@ -63,6 +63,14 @@ class _Problem:
     cal: Calibration
     links: dict[tuple[int, int], Resources] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # the last slot reading each slot's output (-1: none, the output goes to the graph's)
+        self.last_use = [-1] * len(self.slots)
+        for i, slot in enumerate(self.slots):
+            for p in slot.producers:
+                if p is not None:
+                    self.last_use[p] = i
+
     def link(self, w_out: int, w_in: int) -> Resources:
         """FIFOs and converter between two stream widths (cached)."""
         key = (w_out, w_in)
@@ -70,62 +78,81 @@ class _Problem:
             self.links[key] = link_resources(w_out, w_in, self.fifo_depth, self.cal)
         return self.links[key]
 
-    def widths(self, i: int, p: Choice, c: Choice) -> tuple[int, int]:
-        return p.out_elems * self.slots[i - 1].out_bits, c.in_elems * self.slots[i].in_bits
-
-    def edge(self, i: int, p: Choice, c: Choice) -> Resources | None:
-        """Resources between slot i-1 (choice p) and slot i (choice c); None if not allowed."""
-        if not _edge_ok(p, c, self.slots[i - 1]):
-            return None
-        return self.link(*self.widths(i, p, c))
-
-    def ends(self, first: Choice, last: Choice) -> Resources:
-        """FIFOs at the chain's input and output."""
-        a = first.in_elems * self.slots[0].in_bits
-        b = last.out_elems * self.slots[-1].out_bits
-        return self.link(a, a) + self.link(b, b)
+    def inputs(self, i: int, c: Choice, chosen: dict[int, Choice]) -> Resources | None:
+        """Resources of the streams into slot i (choice c) from the chosen producers; the FIFO
+        of a graph input; None if an edge is not allowed."""
+        total, slot = Resources(), self.slots[i]
+        for k, p in enumerate(slot.producers):
+            w_in = c.in_elems * slot.in_bits[k]
+            if p is None:
+                total = total + self.link(w_in, w_in)
+                continue
+            pc = chosen[p]
+            if not _edge_ok(pc, c, self.slots[p]):
+                return None
+            total = total + self.link(pc.out_elems * self.slots[p].out_bits, w_in)
+        if self.last_use[i] < 0:  # a graph output: its FIFO
+            w = c.out_elems * slot.out_bits
+            total = total + self.link(w, w)
+        return total
 
 
 def _scalar(res: Resources, weights: dict[str, float]) -> float:
     return sum(w * res.get(r) for r, w in weights.items())
 
 
+@dataclass(frozen=True)
+class _Path:
+    """Choices made so far, newest first (shared tails, no copying)."""
+
+    choice: Choice
+    rest: _Path | None
+
+    def choices(self) -> list[Choice]:
+        out, node = [], self
+        while node is not None:
+            out.append(node.choice)
+            node = node.rest
+        return out[::-1]
+
+
 def _solve(prob: _Problem, cap_cycles: int, weights: dict[str, float]) -> list[Choice] | None:
-    """Cheapest (weighted) legal choices with every node at most cap_cycles; None if none."""
-    layers = []
-    for slot in prob.slots:
+    """Cheapest (weighted) legal choices with every node at most cap_cycles; None if none.
+
+    Dynamic programming over the nodes in topological order; a state holds the choices of the
+    nodes whose outputs still feed nodes to come (one on a chain; the fork as well inside a
+    residual block), keyed by what those consumers see of them (word size and layout), so
+    choices that look the same downstream are merged to the cheapest.
+    """
+    states: dict[tuple, tuple[float, _Path | None, dict[int, Choice]]] = {(): (0.0, None, {})}
+    for i, slot in enumerate(prob.slots):
         fast = [c for c in slot.choices if c.cycles <= cap_cycles]
-        if not fast:
-            return None
-        layers.append(fast)
-    best = {id(c): (_scalar(c.resources, weights), [c]) for c in layers[0]}
-    for i in range(1, len(layers)):
-        nxt = {}
-        for c in layers[i]:
-            node = _scalar(c.resources, weights)
-            cand = None
-            for p in layers[i - 1]:
-                if id(p) not in best:
-                    continue
-                e = prob.edge(i, p, c)
+        nxt: dict[tuple, tuple[float, _Path | None, dict[int, Choice]]] = {}
+        for cost, path, open_ in states.values():
+            for c in fast:
+                e = prob.inputs(i, c, open_)
                 if e is None:
                     continue
-                total = best[id(p)][0] + _scalar(e, weights) + node
-                if cand is None or total < cand[0]:
-                    cand = (total, p)
-            if cand is not None:
-                nxt[id(c)] = (cand[0], best[id(cand[1])][1] + [c])
+                total = cost + _scalar(e, weights) + _scalar(c.resources, weights)
+                still = {p: pc for p, pc in open_.items() if prob.last_use[p] > i}
+                if prob.last_use[i] > i:
+                    still[i] = c
+                key = tuple((p, pc.out_elems, pc.window_word) for p, pc in sorted(still.items()))
+                if key not in nxt or total < nxt[key][0]:
+                    nxt[key] = (total, _Path(c, path), still)
         if not nxt:
             return None
-        best = nxt
-    return min(best.values(), key=lambda v: v[0])[1]
+        states = nxt
+    best = min(states.values(), key=lambda v: v[0])[1]
+    return best.choices() if best is not None else None
 
 
 def _design_resources(prob: _Problem, chosen: Sequence[Choice]) -> Resources:
     """Layers + width converters + FIFOs of a chosen folding."""
+    picked = dict(enumerate(chosen))
     parts = [c.resources for c in chosen]
-    parts += [prob.link(*prob.widths(i, chosen[i - 1], chosen[i])) for i in range(1, len(chosen))]
-    return Resources.total(parts) + prob.ends(chosen[0], chosen[-1])
+    parts += [prob.inputs(i, c, picked) or Resources() for i, c in enumerate(chosen)]
+    return Resources.total(parts)
 
 
 def _fit_at(prob: _Problem, cap_cycles: int, rounds: int = 12) -> tuple[list[Choice] | None, str]:
@@ -206,7 +233,7 @@ def optimise_folding(
     compare_with_finn: bool = True,
     progress: Callable[[str], None] | None = None,
 ):
-    """Fold a specialised FINN dataflow chain for `board`; returns (folded model, FoldingReport).
+    """Fold a specialised FINN dataflow graph for `board`; returns (folded model, FoldingReport).
 
     The model is not modified. `compare_with_finn` adds FINN's estimate of the result and of
     FINN's SetFolding at the same target (a few seconds on larger models).
@@ -221,8 +248,8 @@ def optimise_folding(
     clock = float(clock_mhz or board.clock_mhz)
     cal = calibration or load_calibration()
     say = progress or (lambda _msg: None)
-    nodes = foldable_chain(model)
-    slots = [node_slot(n, board.part, cal) for n in nodes]
+    nodes, producers = foldable_graph(model)
+    slots = [node_slot(n, board.part, cal, p) for n, p in zip(nodes, producers)]
     prob = _Problem(slots, budget.caps(board), fifo_depth, cal)
     target_cycles = max(1, int(clock * 1e6 / target_fps))
     say(f"folding {len(slots)} layers, {sum(len(s.choices) for s in slots)} choices")
