@@ -3,8 +3,8 @@
 The models come from FINN's own conversions: MaxPoolNHWC / QuantAvgPool2d -> InferPool ->
 InferConvInpGen (a depthwise sliding window + Pool), GlobalAveragePool -> InferGlobalAccPoolLayer.
 The unspecialized HW model, executed by FINN in python, is the reference; the RTL (Verilator,
-hw_models.rtlsim) must match it word for word, also under random output backpressure, and take
-exactly get_exp_cycles() cycles per frame where it is the slowest node.
+hw_models.rtlsim) must match it word for word, also under random output backpressure and random
+gaps in the input's valid, and take exactly get_exp_cycles() cycles per frame when it is alone.
 """
 
 from __future__ import annotations
@@ -250,15 +250,16 @@ def test_estimates_closed_form():
 @rtlsim
 @pytest.mark.parametrize("case", list(CASES))
 def test_rtl_matches_python(built, case):
-    """Word for word equal to FINN's python execution, with and without backpressure."""
+    """Word for word equal to FINN's python execution, with and without output backpressure and
+    random gaps in the input's valid."""
     from hw_models.rtlsim import run_frames
 
     hw, gen, sim = built(case)
     assert {n.op_type for n in gen.graph.node} & set(NEW_OPS)
     frames = frames_for(hw, 8)
     want = python_exec(hw, frames)
-    for bp, seed in ((0.0, 0), (0.5, 1)):
-        got, stats = run_frames(sim, frames, backpressure=bp, seed=seed)
+    for bp, gaps, seed in ((0.0, 0.0, 0), (0.5, 0.0, 1), (0.3, 0.4, 2), (0.0, 0.6, 3)):
+        got, stats = run_frames(sim, frames, backpressure=bp, gaps=gaps, seed=seed)
         np.testing.assert_array_equal(got, want)
     assert stats.frames == 8
 
