@@ -207,6 +207,12 @@ def test_residual_block_becomes_duplicate_and_add_streams(projection, tmp_path):
     (add,) = hw.get_nodes_by_op_type("AddStreams")
     assert hw.get_tensor_datatype(add.output[0]).name == "INT5"
     assert hw.find_consumer(add.output[0]).op_type == "Thresholding"
+    # every HW layer knows the QONNX node it came from
+    origins = {c.name: c.origin for c in coverage_report(hw)}
+    assert origins[add.name] == "/Add"
+    assert {origins[n.name] for n in hw.get_nodes_by_op_type("MVAU")} == {
+        "/stem/Conv", "/conv1/Conv", "/conv2/Conv", "/fc/MatMul"} | (
+        {"/shortcut/shortcut.0/Conv"} if projection else set())
 
 
 @pytest.mark.slow

@@ -75,20 +75,28 @@ class InheritOrigins(Transformation):
 
 
 class Traced(Transformation):
-    """Run `inner`; nodes it created inherit the origin of the node whose output tensor they
-    now produce (a Quant's MultiThreshold, a Conv's last Transpose), the rest InheritOrigins'."""
+    """Run `inner`; a node it created inherits the origin of the node it replaced: the one
+    whose parameter (weights, thresholds) it reads, else whose output tensor it produces (a
+    Quant's MultiThreshold, a Conv's last Transpose), else as InheritOrigins says."""
 
     def __init__(self, inner: Transformation):
         super().__init__()
         self.inner = inner
 
     def apply(self, model):
-        produced = {t: o for n in model.graph.node if (o := origin(n)) for t in n.output}
+        params = {t.name for t in model.graph.initializer}
+        used, produced = {}, {}
+        for n in model.graph.node:
+            if (o := origin(n)) is not None:
+                used.update({t: o for t in n.input if t in params})
+                produced.update({t: o for t in n.output})
         model = model.transform(self.inner)
         for n in model.graph.node:
-            if origin(n) is None and (o := next((produced[t] for t in n.output
-                                                 if t in produced), None)):
-                _set_origin(n, o)
+            if origin(n) is None:
+                found = ([used[t] for t in n.input if t in used]
+                         + [produced[t] for t in n.output if t in produced])
+                if found:
+                    _set_origin(n, found[0])
         return model.transform(InheritOrigins()), False
 
 

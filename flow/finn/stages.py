@@ -152,9 +152,10 @@ def _graph_passes():
 
     from flow.finn import rewrites
 
-    return (rewrites.AbsorbMonotonicIntoMultiThreshold(), Streamline(), MoveMulPastFork(),
-            MoveLinearPastEltwiseAdd(), rewrites.MoveScalarMulPastAveragePool(),
-            rewrites.AveragePoolToSumPool(), InferGlobalAccPoolLayer(), rewrites.InheritOrigins())
+    return tuple(rewrites.Traced(t) for t in (
+        rewrites.AbsorbMonotonicIntoMultiThreshold(), Streamline(), MoveMulPastFork(),
+        MoveLinearPastEltwiseAdd(), rewrites.MoveScalarMulPastAveragePool(),
+        rewrites.AveragePoolToSumPool(), InferGlobalAccPoolLayer()))
 
 
 def _layout_passes():
@@ -164,9 +165,12 @@ def _layout_passes():
     from finn.transformation.streamline import absorb, reorder
     from finn.transformation.streamline.remove import RemoveIdentityTranspose
 
-    return (reorder.MakeMaxPoolNHWC(), absorb.AbsorbTransposeIntoMultiThreshold(),
-            reorder.MoveTransposePastFork(), reorder.MoveTransposePastJoinAdd(),
-            absorb.AbsorbConsecutiveTransposes(), RemoveIdentityTranspose())
+    from flow.finn.rewrites import Traced
+
+    return tuple(Traced(t) for t in (
+        reorder.MakeMaxPoolNHWC(), absorb.AbsorbTransposeIntoMultiThreshold(),
+        reorder.MoveTransposePastFork(), reorder.MoveTransposePastJoinAdd(),
+        absorb.AbsorbConsecutiveTransposes(), RemoveIdentityTranspose()))
 
 
 def streamline(model):
