@@ -281,7 +281,7 @@ def test_cycles_equal_estimate(built, case):
     assert stats.steady_cycles_per_frame == exp
 
 
-@pytest.mark.slow
+@pytest.mark.synth
 @pytest.mark.parametrize("case", ["max_alone_int4", "avg_alone_uint4", "gap_int4_pe2"])
 def test_lut_estimate_near_yosys(env, case, tmp_path):
     """Yosys (xc7) synthesises the generated HDL (read_slang); the LUT estimate is within 1.6x."""
