@@ -382,6 +382,18 @@ def test_quantized_graphs_export_to_qonnx_equal_to_pytorch(name, tmp_path):
     assert ("MaxPool" in ops) == (name == "digits_vgg")
     assert ("Add" in ops) == (name == "digits_resnet")
     assert verify_export(qmodel, q, x)["prediction_agreement"] == 1.0
+    # every node records the network node it belongs to, by module path
+    from flow.finn.rewrites import origin
+
+    owners = {n.op_type: [] for n in qmodel.graph.node}
+    for n in qmodel.graph.node:
+        owners[n.op_type].append(origin(n))
+    layers = [o.split(" (")[1][:-1] for o in owners["Conv"] + owners["MatMul"]]
+    assert sorted(layers) == sorted(arch.layer_names)  # ONNX order may differ on a DAG
+    assert all(o.startswith("Conv_") for o in owners["Conv"])
+    if name == "digits_resnet":
+        assert [o.split(" (")[1] for o in owners["Add"]] == [
+            "layer1.0.add)", "layer2.0.add)", "layer3.0.add)"]
 
 
 class Functional(nn.Module):

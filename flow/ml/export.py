@@ -7,29 +7,49 @@ from pathlib import Path
 import numpy as np
 import torch
 from brevitas.export import export_qonnx
+from onnx import StringStringEntryProto
 from qonnx.core.datatype import DataType
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.core.onnx_exec import execute_onnx
 from qonnx.util.cleanup import cleanup_model
 
 from flow.core.errors import VerificationError
-from flow.models import Net
+from flow.finn.rewrites import ORIGIN
+from flow.models import INPUT, Architecture, Net
 
 log = logging.getLogger(__name__)
 
 
 def export_model(model: Net, in_shape: tuple[int, ...], input_bits: int,
                  path: Path) -> ModelWrapper:
-    """Export to QONNX at `path` (batch 1); the input is annotated UINT<input_bits>."""
+    """Export to QONNX at `path` (batch 1); the input is annotated UINT<input_bits>; every node
+    records the network node it belongs to (`flow.finn.rewrites.origin`, e.g.
+    "Conv_5 (layer2.0.conv1)"), so FINN's messages name module paths."""
     model.eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.onnx")
     export_qonnx(model, input_t=torch.zeros(1, *in_shape), export_path=str(tmp), dynamo=False)
-    qmodel = cleanup_model(ModelWrapper(str(tmp)))
+    raw = ModelWrapper(str(tmp))
+    for node in raw.graph.node:
+        if (owner := network_node(model.arch, node.name)) is not None:
+            node.metadata_props.append(StringStringEntryProto(key=ORIGIN, value=owner))
+    qmodel = cleanup_model(raw)
+    for node in qmodel.graph.node:  # cleanup renamed the nodes: "<new name> (<network node>)"
+        for prop in node.metadata_props:
+            if prop.key == ORIGIN:
+                prop.value = f"{node.name} ({prop.value})"
     qmodel.set_tensor_datatype(qmodel.graph.input[0].name, DataType[f"UINT{input_bits}"])
     qmodel.save(str(tmp))
     tmp.replace(path)
     return ModelWrapper(str(path))
+
+
+def network_node(arch: Architecture, onnx_name: str) -> str | None:
+    """The architecture node (or INPUT, the input quantizer) an exported ONNX node belongs to,
+    read from its torch scope name (`/layer2/0/conv1/...`: ModuleDict keys keep dots as '/')."""
+    scopes = {"input_quant": INPUT, **{n.name.replace(".", "/"): n.name for n in arch.nodes}}
+    found = [s for s in scopes if onnx_name.startswith(f"/{s}/")]
+    return scopes[max(found, key=len)] if found else None
 
 
 def qonnx_outputs(qmodel: ModelWrapper, x: torch.Tensor) -> np.ndarray:
