@@ -17,7 +17,7 @@ from finn.custom_op.fpgadataflow.rtl import register_custom_op
 from finn.custom_op.fpgadataflow.rtlbackend import RTLBackend
 
 from hw_models.errors import HardwareError
-from hw_models.finn_ops.duplicate_streams import (
+from hw_models.finn_ops.hdl import (
     install_core,
     ipi_commands,
     rtl_file_list,
