@@ -424,3 +424,15 @@ def test_functional_spellings_trace_to_the_same_dag():
         ("flatten", "flatten", ("adaptive_avg_pool2d",), None),
         ("fc", "linear", ("flatten",), None)]
     assert arch.channel_groups() == [("conv1", "conv2", "conv3")]
+
+
+def test_an_explicit_flatten_exports_once(tmp_path):
+    """A user's torch.flatten before the classifier is the export's one Flatten (FINN removes
+    one; a second after it would stay in software)."""
+    from flow.ml.export import export_model
+
+    arch = architecture_from_module(LeNetStyle(), (1, 8, 8), "lenet_style")
+    q = build_quant(arch, 16, arch.uniform_plan(4, 4, 5))
+    calibrate(q, [torch.randint(0, 17, (16, 1, 8, 8)).float()])
+    qmodel = export_model(q, arch.in_shape, 5, tmp_path / "m.onnx")
+    assert [n.op_type for n in qmodel.graph.node].count("Flatten") == 1

@@ -97,7 +97,8 @@ class Net(nn.Module):
         for node in arch.nodes:
             ins = [values[i] for i in arch.inputs_of(node.name)]
             if isinstance(node, LayerSpec):
-                h = ins[0].flatten(1) if node.kind == "linear" else ins[0]
+                flat = node.kind == "linear" and ins[0].dim() > 2  # one Flatten in the export
+                h = ins[0].flatten(1) if flat else ins[0]
                 values[node.name] = self.blocks[node.name](h)
             else:
                 values[node.name] = self.ops[node.name](*ins)
