@@ -436,3 +436,16 @@ def test_an_explicit_flatten_exports_once(tmp_path):
     calibrate(q, [torch.randint(0, 17, (16, 1, 8, 8)).float()])
     qmodel = export_model(q, arch.in_shape, 5, tmp_path / "m.onnx")
     assert [n.op_type for n in qmodel.graph.node].count("Flatten") == 1
+
+
+def test_dfq_bit_mixture_of_a_depthwise_conv_is_depthwise():
+    from flow.models.quantizers import BitMixture, fake_quant_weight
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False)
+    mix = BitMixture(conv, [2, 4], norm=False)
+    ref = nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False)
+    x = torch.randn(2, 4, 5, 5)
+    with torch.no_grad():
+        ref.weight.copy_(fake_quant_weight(conv.weight, 4))
+        np.testing.assert_allclose(mix.branch(x, 1), ref(x), atol=1e-6)

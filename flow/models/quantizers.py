@@ -187,7 +187,8 @@ class BitMixture(nn.Module):
         """B_j(layer(x; Q_{b_j}(w))): candidate j's output."""
         w = fake_quant_weight(self.layer.weight, self.candidates[j])
         if isinstance(self.layer, nn.Conv2d):
-            y = nn.functional.conv2d(x, w, None, self.layer.stride, self.layer.padding)
+            y = nn.functional.conv2d(x, w, None, self.layer.stride, self.layer.padding,
+                                     groups=self.layer.groups)  # depthwise: groups = channels
         else:
             y = nn.functional.linear(x, w)
         return self.norms[j](y) if self.norms is not None else y
