@@ -326,7 +326,11 @@ def create_dataflow_partition(model, partition_dir: Path):
 
 
 def specialize_layers(model, part: str):
-    """Pick the RTL variant of every HW layer where FINN has one for `part`, else HLS."""
+    """Pick the RTL variant of every HW layer where FINN has one for `part`, else HLS.
+
+    A depthwise VVAU becomes VVAU_rtl on every part its widths fit (SpecializeVvauRtl: FINN
+    allows it only on Versal, and VVAU_hls has no RTL without Vitis HLS).
+    """
     from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
     from finn.transformation.qonnx.give_unique_node_names_recursive import (
         GiveUniqueNodeNamesRecursive,
@@ -335,8 +339,10 @@ def specialize_layers(model, part: str):
     from qonnx.transformation.infer_shapes import InferShapes
 
     import hw_models.finn_ops  # noqa: F401  (registers densiflow's RTL ops in FINN)
+    from hw_models.finn_ops.vvau import SpecializeVvauRtl
 
-    model = prefer_rtl_for_unspecialised(model).transform(SpecializeLayers(part))
+    model = prefer_rtl_for_unspecialised(model).transform(SpecializeVvauRtl(part))
+    model = model.transform(SpecializeLayers(part))
     for t in (GiveUniqueNodeNamesRecursive(), InferShapes(), InferDataTypes()):
         model = model.transform(t)
     return model
