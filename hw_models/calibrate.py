@@ -2,6 +2,7 @@
 
     python -m hw_models.calibrate [--samples N] [--seed S]            # FINN's estimate
     python -m hw_models.calibrate --source yosys --family xc7 [--design MODEL.onnx ...]
+    python -m hw_models.calibrate --source yosys --family xc7 --graph-ops
 
 FINN's estimate: each sample is one specialised FINN node (MVAU_rtl/_hls, Thresholding_rtl/_hls,
 ConvolutionInputGenerator_rtl, FMPadding_rtl, StreamingDataWidthConverter_rtl/_hls,
@@ -18,6 +19,10 @@ paddings), plus every node of the folded dataflow models given with --design, ge
 generated for the family's part and are synthesised by hw_models.synth one Yosys process at a
 time (per-node cache: --cache, else $DENSIFLOW_SYNTH_CACHE, else build/out/synth_cache). The fit
 also measures each node type's leave-one-out error; written to calibration/yosys_<family>.json.
+--graph-ops synthesises only the kinds graph networks add (YOSYS_GRAPH_SWEEP: densiflow's
+Pool_rtl, GlobalAccPool_rtl, DuplicateStreams_rtl, AddStreams_rtl, and FINN's VVAU_rtl, whose
+RTL FINN has for Versal's DSP58 only: its fabric is synthesised for the family, its DSP58s counted
+as DSPs) and adds their fit to the stored file (about 12 s a node cold).
 Cold, the xc7 sweep and the digits design (105 nodes) take about 11 minutes on one core; from the
 cache about 4 s.
 """
@@ -35,6 +40,7 @@ from pathlib import Path
 from hw_models.cost import (
     Calibration,
     CalibrationSample,
+    acc_bits_bound,
     calibration_path,
     fit_calibration,
     layer_from_node,
@@ -92,8 +98,6 @@ def _int(bits: int, signed: bool = True) -> str:
 
 
 def _acc(rng: random.Random, mw: int, w: int, a: int) -> str:
-    from hw_models.cost import acc_bits_bound
-
     return _int(max(2, acc_bits_bound(mw, w, a, False) - rng.choice((0, 0, 1, 3))))
 
 
@@ -309,19 +313,29 @@ FAMILY_PARTS = {"xc7": "xc7z020clg400-1", "xcup": "xczu7ev-ffvc1156-2-e"}
 def hw_model(op_type: str, in_shape: list[int], out_shape: list[int], in_dt: str, out_dt: str,
              name: str, inits: dict | None = None, **attrs):
     """A one-node FINN HW model 'inp' -> 'outp' (unspecialised op_type) named `name`."""
+    return hw_graph_model(op_type, {"inp": (in_shape, in_dt)}, {"outp": (out_shape, out_dt)},
+                          name, inits, **attrs)
+
+
+def hw_graph_model(op_type: str, inputs: dict[str, tuple[list[int], str]],
+                   outputs: dict[str, tuple[list[int], str]], name: str,
+                   inits: dict | None = None, **attrs):
+    """A one-node FINN HW model with the given stream inputs and outputs ({tensor: (shape,
+    datatype)}), e.g. the two inputs of an add or the two outputs of a fork."""
     from onnx import TensorProto, helper
     from qonnx.core.datatype import DataType
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.util.basic import qonnx_make_model
 
     inits = inits or {}
-    inp = helper.make_tensor_value_info("inp", TensorProto.FLOAT, in_shape)
-    outp = helper.make_tensor_value_info("outp", TensorProto.FLOAT, out_shape)
-    node = helper.make_node(op_type, ["inp", *inits], ["outp"], name=name,
+    vi = {t: helper.make_tensor_value_info(t, TensorProto.FLOAT, shape)
+          for t, (shape, _dt) in (inputs | outputs).items()}
+    node = helper.make_node(op_type, [*inputs, *inits], list(outputs), name=name,
                             domain="finn.custom_op.fpgadataflow", backend="fpgadataflow", **attrs)
-    m = ModelWrapper(qonnx_make_model(helper.make_graph([node], name, [inp], [outp])))
-    m.set_tensor_datatype("inp", DataType[in_dt])
-    m.set_tensor_datatype("outp", DataType[out_dt])
+    graph = helper.make_graph([node], name, [vi[t] for t in inputs], [vi[t] for t in outputs])
+    m = ModelWrapper(qonnx_make_model(graph))
+    for t, (_shape, dt) in (inputs | outputs).items():
+        m.set_tensor_datatype(t, DataType[dt])
     for tensor, (dt, values) in inits.items():
         m.set_tensor_datatype(tensor, DataType[dt])
         m.set_initializer(tensor, values)
@@ -404,6 +418,83 @@ def yosys_padding(channels: int, dim: int, simd: int, bits: int):
                     numInputVectors=1)
 
 
+def yosys_pool(channels: int, pe: int, kernel: int, out_dim: int, bits: int,
+               function: str = "MaxPool"):
+    """densiflow's Pool (max, or AccPool: the window's sum) over kernel x kernel windows."""
+    dt = f"UINT{bits}"
+    acc = dt if function == "MaxPool" else f"UINT{bits + math.ceil(math.log2(kernel ** 2))}"
+    return hw_model("Pool", [1, out_dim, out_dim, kernel * kernel * channels],
+                    [1, out_dim, out_dim, channels], dt, acc,
+                    f"cal_pool_{function}_{channels}_{pe}_{kernel}_{out_dim}_{bits}",
+                    Channels=channels, PE=pe, KernelSize=[kernel, kernel], Function=function,
+                    OutImgDims=[out_dim, out_dim], InputDataType=dt, OutputDataType=acc,
+                    BatchSize=1)
+
+
+def yosys_global_acc_pool(channels: int, pe: int, dim: int, bits: int):
+    """GlobalAccPool: per-channel sums over a dim x dim image."""
+    dt = f"INT{bits}"
+    out = f"INT{bits + math.ceil(math.log2(dim * dim)) + 1}"
+    return hw_model("GlobalAccPool", [1, dim, dim, channels], [1, 1, 1, channels], dt, out,
+                    f"cal_gap_{channels}_{pe}_{dim}_{bits}", NumChannels=channels, PE=pe,
+                    inputDataType=dt, numInputVectors=[1, dim, dim])
+
+
+def yosys_duplicate_streams(channels: int, pe: int, dim: int, bits: int, outputs: int = 2):
+    """DuplicateStreams: one stream to `outputs` streams."""
+    dt, shape = f"UINT{bits}", [1, dim, dim, channels]
+    return hw_graph_model("DuplicateStreams", {"inp": (shape, dt)},
+                          {f"out{i}": (shape, dt) for i in range(outputs)},
+                          f"cal_dup_{channels}_{pe}_{dim}_{bits}_{outputs}",
+                          NumChannels=channels, PE=pe, NumOutputStreams=outputs,
+                          inputDataType=dt, numInputVectors=[1, dim, dim])
+
+
+def yosys_add_streams(channels: int, pe: int, dim: int, bits_a: int, bits_b: int):
+    """AddStreams: the sum of two signed streams."""
+    shape, a, b = [1, dim, dim, channels], f"INT{bits_a}", f"INT{bits_b}"
+    out = f"INT{max(bits_a, bits_b) + 1}"
+    return hw_graph_model("AddStreams", {"in0": (shape, a), "in1": (shape, b)},
+                          {"outp": (shape, out)},
+                          f"cal_add_{channels}_{pe}_{dim}_{bits_a}_{bits_b}", NumChannels=channels,
+                          PE=pe, inputDataTypes=[a, b], numInputVectors=[1, dim, dim])
+
+
+def yosys_vvau(channels: int, kernel: int, dim: int, pe: int, simd: int, wbits: int, abits: int):
+    """A depthwise VVAU with seeded random narrow-range weights, noActivation (DSP58 RTL)."""
+    import numpy as np
+
+    top = 2 ** (wbits - 1) - 1
+    weights = np.random.default_rng(channels * kernel).integers(
+        -top, top + 1, size=(channels, 1, kernel, kernel))
+    idt, wdt = f"UINT{abits}", f"INT{wbits}"
+    acc = f"INT{acc_bits_bound(kernel * kernel, wbits, abits, False)}"
+    return hw_model("VVAU", [1, dim, dim, kernel * kernel * channels], [1, dim, dim, channels],
+                    idt, acc, f"cal_vvau_{channels}_{kernel}_{dim}_{pe}_{simd}_{wbits}_{abits}",
+                    {"weights": (wdt, weights.astype(np.float32))}, Channels=channels,
+                    Kernel=[kernel, kernel], Dim=[dim, dim], PE=pe, SIMD=simd,
+                    inputDataType=idt, weightDataType=wdt, outputDataType=acc,
+                    accDataType=acc, ActVal=0, noActivation=1, resType="dsp",
+                    mem_mode="internal_decoupled")
+
+
+# densiflow's RTL ops (hw_models.finn_ops) for the Yosys calibration: lanes, widths and folds.
+YOSYS_GRAPH_SWEEP: tuple[tuple[Callable, tuple], ...] = (
+    *((yosys_pool, p) for p in ((8, 2, 2, 2, 4), (16, 4, 3, 2, 6), (32, 8, 2, 4, 8),
+                                (16, 16, 2, 2, 4), (8, 1, 2, 2, 4, "AccPool"),
+                                (32, 4, 3, 2, 6, "AccPool"), (16, 16, 2, 1, 8, "AccPool"))),
+    *((yosys_global_acc_pool, p) for p in ((8, 2, 4, 4), (16, 4, 8, 6), (64, 2, 4, 4),
+                                           (32, 32, 2, 8), (128, 4, 7, 5), (16, 1, 4, 8))),
+    *((yosys_duplicate_streams, p) for p in ((8, 2, 4, 4), (16, 16, 2, 8), (32, 4, 4, 6, 3),
+                                             (64, 8, 2, 2))),
+    *((yosys_add_streams, p) for p in ((8, 2, 4, 4, 4), (16, 16, 2, 8, 6), (32, 4, 4, 5, 5),
+                                       (64, 8, 2, 3, 7))),
+    *((yosys_vvau, p) for p in ((4, 3, 2, 2, 9, 4, 4), (16, 3, 4, 4, 1, 4, 4),
+                                (32, 3, 4, 8, 3, 3, 5), (8, 5, 2, 2, 5, 6, 6),
+                                (64, 3, 2, 4, 9, 4, 2))),
+)
+
+
 # Single nodes synthesised for the Yosys calibration: each kind over the parameters that change
 # its structure (width converters with integer and fractional ratios, both directions).
 YOSYS_SWEEP: tuple[tuple[Callable, tuple], ...] = (
@@ -427,12 +518,17 @@ YOSYS_SWEEP: tuple[tuple[Callable, tuple], ...] = (
 
 
 def _specialised(model, part: str):
-    """The one-node model specialised to its RTL variant, keeping the node's name."""
+    """The one-node model specialised to its RTL variant, keeping the node's name (a VVAU for a
+    Versal part: FINN has its RTL for DSP58 only)."""
     from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
     from qonnx.custom_op.registry import getCustomOp
 
+    from hw_models.rtlsim.hdl import VVAU_SIM_PART
+
     name = model.graph.node[0].name
     getCustomOp(model.graph.node[0]).set_nodeattr("preferred_impl_style", "rtl")
+    if model.graph.node[0].op_type == "VVAU":
+        part = VVAU_SIM_PART
     model = model.transform(SpecializeLayers(part))
     model.graph.node[0].name = name
     return model
@@ -452,17 +548,19 @@ def synth_samples(rtl_model, family: str, cache: Path,
 
 
 def yosys_samples(family: str, work: Path, cache: Path, designs: Sequence[Path] = (),
-                  progress: Callable[[str], None] | None = None) -> list[CalibrationSample]:
-    """Samples of the single-node sweep and of every node of the given folded designs."""
+                  progress: Callable[[str], None] | None = None,
+                  nodes: Sequence[tuple[Callable, tuple]] = YOSYS_SWEEP,
+                  ) -> list[CalibrationSample]:
+    """Samples of a single-node sweep (`nodes`) and of every node of the given folded designs."""
     from hw_models.rtlsim import generate_rtl
 
     init_finn()
     part, say = FAMILY_PARTS[family], progress or (lambda _msg: None)
     out: list[CalibrationSample] = []
-    for i, (builder, params) in enumerate(YOSYS_SWEEP):
+    for i, (builder, params) in enumerate(nodes):
         model = _specialised(builder(*params), part)
         name = model.graph.node[0].name
-        say(f"[{i + 1}/{len(YOSYS_SWEEP)}] {name}")
+        say(f"[{i + 1}/{len(nodes)}] {name}")
         rtl = generate_rtl(model, work / family / name, fpgapart=part)
         out += synth_samples(rtl, family, cache)
     for design in designs:
@@ -490,6 +588,22 @@ def calibrate_yosys(family: str, work: Path, cache: Path, designs: Sequence[Path
                     + (f" and the nodes of {named}" if designs else "")
                     + f" on {FAMILY_PARTS[family]}; `python -m hw_models.calibrate --source "
                     f"yosys --family {family}`")
+
+
+def calibrate_yosys_graph(family: str, work: Path, cache: Path,
+                          progress: Callable[[str], None] | None = None) -> Calibration:
+    """The stored Yosys calibration of a family extended by a fit to densiflow's graph ops
+    (YOSYS_GRAPH_SWEEP), each with its leave-one-out error; the other node types unchanged."""
+    from hw_models.cost import load_calibration
+
+    samples = yosys_samples(family, work, cache, (), progress, YOSYS_GRAPH_SWEEP)
+    kinds = sorted({s.layer.node_type for s in samples})
+    added = fit_calibration(
+        samples, family=family, held_out=True,
+        description=f"{', '.join(kinds)} from {len(YOSYS_GRAPH_SWEEP)} single nodes "
+                    f"synthesised the same way (VVAU_rtl's DSP58s as blackboxes); `python -m "
+                    f"hw_models.calibrate --source yosys --family {family} --graph-ops`")
+    return load_calibration(ResourceSource.YOSYS, family).extended(added)
 
 
 def yosys_name() -> str:
@@ -524,6 +638,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--design", type=Path, action="append", default=[],
                         help="yosys: also every node of this folded dataflow model (.onnx)")
+    parser.add_argument("--graph-ops", action="store_true",
+                        help="yosys: synthesise densiflow's graph ops only (YOSYS_GRAPH_SWEEP) "
+                             "and add their fit to the stored calibration")
     parser.add_argument("--work", type=Path, default=Path("build/out/calibrate"),
                         help="yosys: where the nodes' HDL is generated")
     parser.add_argument("--cache", type=Path, default=None, help="yosys: synthesis cache")
@@ -532,7 +649,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("finn_logger").setLevel(logging.ERROR)  # FIFO style notes per sample
     source = ResourceSource(args.source)
-    if source == ResourceSource.YOSYS:
+    if source == ResourceSource.YOSYS and args.graph_ops:
+        cal = calibrate_yosys_graph(args.family, args.work.resolve(),
+                                    args.cache or _default_cache(), log.info)
+        out = args.out or calibration_path(source, args.family)
+    elif source == ResourceSource.YOSYS:
         cal = calibrate_yosys(args.family, args.work.resolve(), args.cache or _default_cache(),
                               args.design, log.info)
         out = args.out or calibration_path(source, args.family)

@@ -447,3 +447,38 @@ def test_setfolding_view_folds_densiflow_ops_as_their_hls_twins(target):
                 assert inst.get_exp_cycles() > target, op
     _, report = optimise_folding(model, "zcu104", 200e6 / target, compare_with_finn=False)
     assert report.cost_model.cycles <= max(cycles.values())
+
+
+# ----------------------------------------------------------------------------- Yosys calibration
+
+GRAPH_KINDS = ("VVAU_rtl", "Pool_rtl", "GlobalAccPool_rtl", "DuplicateStreams_rtl",
+               "AddStreams_rtl")
+
+
+def test_stored_yosys_calibration_has_the_graph_kinds_with_their_held_out_error():
+    from hw_models.cost import synthesis_calibration
+
+    cal = synthesis_calibration("xc7")
+    for kind in GRAPH_KINDS:
+        assert cal.coefficients[kind]["lut"], kind
+        loo = cal.held_out[kind]["lut"]  # the stated error on nodes the fit has not seen
+        assert loo.samples >= 4 and loo.median_rel_error < 0.15, (kind, loo)
+    # DSPs of the RTL VVAU are the DSP58 slices it instantiates, exactly
+    layer = layer_from_node(vvau_node(ch=32, k=3, dim=4, pe=8, simd=9), Z7)
+    assert estimate(layer, cal).resources.dsp == 8 * 3
+
+
+@pytest.mark.synth
+def test_yosys_calibration_prices_held_out_graph_nodes(tmp_path):
+    """Nodes not in the calibration sweep: the Yosys-calibrated estimate within 15 % of Yosys."""
+    _needs_densiflow_ops()
+    import hw_models.calibrate as c
+    from hw_models.cost import synthesis_calibration
+
+    cal = synthesis_calibration("xc7")
+    nodes = [(c.yosys_add_streams, (32, 8, 2, 6, 6)), (c.yosys_pool, (16, 8, 2, 2, 6)),
+             (c.yosys_global_acc_pool, (32, 8, 4, 6))]
+    samples = c.yosys_samples("xc7", tmp_path / "work", tmp_path / "cache", nodes=nodes)
+    for s in samples:
+        got = estimate(s.layer, cal).resources.lut
+        assert got == pytest.approx(s.resources.lut, rel=0.15), s.layer.node_type

@@ -191,6 +191,66 @@ def test_xcup_lutram_mapping_failure_falls_back_with_a_note(env):
 
 
 # ---------------------------------------------------------------------------------------------
+# the graph networks' kinds: densiflow's fork/join RTL and FINN's (DSP58) VVAU
+
+
+def graph_rtl(env, builder, params, tag):
+    """One node of hw_models.calibrate's graph sweep, specialised (VVAU: for Versal) with HDL."""
+    import hw_models.finn_ops  # noqa: F401 - densiflow's RTL ops in FINN's registries
+    from hw_models.calibrate import _specialised
+    from hw_models.rtlsim import generate_rtl
+
+    model = _specialised(builder(*params), PARTS["xc7"])
+    return generate_rtl(model, env["root"] / tag, fpgapart=PARTS["xc7"])
+
+
+@pytest.mark.synth
+@pytest.mark.parametrize("pe, bits", [(4, 4), (2, 7)])
+def test_add_streams_is_one_adder_per_sum_bit(env, pe, bits):
+    """Hand bound: a carry-chain adder (one LUT per sum bit, CARRY4s) per lane, the output
+    register (PE x sum bits) and its valid flop; no memory, no DSP."""
+    from hw_models.calibrate import yosys_add_streams
+
+    model = graph_rtl(env, yosys_add_streams, (8, pe, 2, bits, bits), f"add_{pe}_{bits}")
+    node = synth(env, model).nodes[0]
+    sum_bits = pe * (bits + 1)
+    assert node.op_type == "AddStreams_rtl"
+    assert sum_bits <= node.counts.lut <= sum_bits + 4
+    assert node.counts.ff == sum_bits + 1
+    assert node.counts.carry >= pe * math.ceil((bits + 1) / 4)
+    assert node.counts.bram18 == node.counts.dsp == node.counts.lutram == 0
+
+
+@pytest.mark.synth
+def test_vvau_dsp58s_equal_instantiated_with_a_note(env):
+    """FINN's RTL VVAU is DSP58 RTL: PE x ceil(SIMD/3) DSP58 slices (three 8x9 products each),
+    blackboxed and counted as DSPs, the report saying so."""
+    from hw_models.calibrate import yosys_vvau
+
+    model = graph_rtl(env, yosys_vvau, (4, 3, 2, 2, 9, 4, 4), "vvau")
+    report = synth(env, model)
+    node = report.nodes[0]
+    assert node.op_type == "VVAU_rtl"
+    assert node.cells.get("DSP58") == 2 * math.ceil(9 / 3) == node.counts.dsp
+    assert any("DSP58" in n and node.name in n for n in report.notes)
+    assert not report.totals.unknown
+
+
+def test_dsp58_stub_has_the_instance_parameters_and_ports():
+    from hw_models.rtlsim.sources import rtllib_dir
+    from hw_models.synth.stubs import dsp58_stub, used_primitives
+
+    text = (rtllib_dir() / "mvu/mvu_vvu_8sx9_dsp58.sv").read_text()
+    assert "DSP58" in used_primitives([text])
+    stub = dsp58_stub([text])
+    for decl in ("parameter USE_SIMD = 0;", "output [57:0] P;", "input [33:0] A;",
+                 "input [26:0] D;", "input CLK;", "output [7:0] XOROUT;"):
+        assert decl in stub
+    with pytest.raises(SynthesisError, match="no instance"):
+        dsp58_stub(["module x; endmodule"])
+
+
+# ---------------------------------------------------------------------------------------------
 # patches and cache keys (no Yosys run)
 
 

@@ -57,6 +57,18 @@ class Calibration(BaseModel):
                              **self.coefficients},
             "description": self.description + note})
 
+    def extended(self, other: Calibration) -> Calibration:
+        """This calibration with `other`'s node types added (theirs replace any of the same
+        name); both must come from the same source and family."""
+        if (other.source, other.family) != (self.source, self.family):
+            raise CostModelError(
+                f"cannot extend a {self.source.value}/{self.family} calibration with a "
+                f"{other.source.value}/{other.family} one")
+        return self.model_copy(update={
+            "coefficients": {**self.coefficients, **other.coefficients},
+            "fit": {**self.fit, **other.fit}, "held_out": {**self.held_out, **other.held_out},
+            "description": f"{self.description} Added: {other.description}"})
+
     def digest(self) -> str:
         """Hash of the coefficients (what changes the estimates)."""
         import hashlib

@@ -27,7 +27,7 @@ FFS = ("FDRE", "FDSE", "FDCE", "FDPE", "LDCE", "LDPE")
 RAMB18 = ("RAMB18E1", "RAMB18E2")
 RAMB36 = ("RAMB36E1", "RAMB36E2")
 URAMS = ("URAM288", "URAM288_BASE")
-DSPS = ("DSP48E1", "DSP48E2")
+DSPS = ("DSP48E1", "DSP48E2", "DSP58")  # DSP58: FINN's RTL VVAU (Versal), see synth.yosys
 # placed without using any of the above (carry chains, wide-function muxes, constants)
 ROUTING = ("CARRY4", "CARRY8", "MUXF7", "MUXF8", "MUXF9", "VCC", "GND")
 KNOWN = {*LOGIC_LUTS, *LUTRAM_LUTS, *SRLS, *FFS, *RAMB18, *RAMB36, *URAMS, *DSPS, *ROUTING}

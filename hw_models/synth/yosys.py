@@ -28,7 +28,7 @@ from hw_models.rtlsim.sources import collect_node_sources
 from hw_models.rtlsim.stitch import TOP_MODULE, find_ports, node_info, render_top
 from hw_models.synth.errors import SynthesisError
 from hw_models.synth.patches import synth_text
-from hw_models.synth.stubs import primitive_stubs, used_primitives
+from hw_models.synth.stubs import dsp58_stub, primitive_stubs, used_primitives
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,9 @@ TIMEOUT_S = 1800
 # it, so that scripts do not depend on where the folder lies.
 MOUNT = "/job"
 STUBS, TECHMAP, STAT, LOG, SCRIPT = "stubs.v", "bmux2shiftx.v", "stat.json", "yosys.log", "synth.ys"
+# Yosys' cell library has no DSP58: its blackbox (stubs.dsp58_stub) is also read as a library
+# module, so that hierarchy sees its parameters as it sees the library's DSP48E1/E2.
+DSP58_LIB = "dsp58_lib.v"
 
 # slang elaborates a variable index into an array as $bmux; Yosys' SRL inference
 # (xilinx_srl -variable) wants one $shiftx per bit. Split the word in halves recursively down to
@@ -101,6 +104,7 @@ class NodeJob:
     hashed: dict[str, bytes] = field(default_factory=dict)  # content for the key, where it differs
     cost: int = 0  # stream bits: a rough measure of how long it takes
     fallback: tuple[str, ...] = ()  # options added if Yosys' LUTRAM mapping fails (runs alone)
+    notes: tuple[str, ...] = ()  # what the report should say about this node's counts
 
     @property
     def top(self) -> str:
@@ -170,13 +174,13 @@ def prepare_node(node, lib: Path, family: str) -> NodeJob:
     files[f"tops/{node.name}.sv"] = _rename_top(top, top_module(node.name)).encode()
     sources.append(f"tops/{node.name}.sv")
     generated = [files[r].decode() for r in sources if r.startswith("gen/")]
-    _check_dsp_version(node.name, family, generated)
+    notes = _check_dsp_version(node.name, node.op_type, family, generated)
     weights = 0 if streamer is None else _stream_width(files, node.name)
     return NodeJob(
         name=node.name, op_type=node.op_type, family=family, files=files, sources=sources,
         primitives=used_primitives([files[r].decode() for r in sources]),
         options=synth_options(family), hashed=hashed, cost=info.in_width + info.out_width + weights,
-        fallback=fallback_options(family, node.op_type),
+        fallback=fallback_options(family, node.op_type), notes=notes,
     )
 
 
@@ -196,18 +200,25 @@ def _stream_width(files: dict[str, bytes], name: str) -> int:
     return int(m.group(1)) if m else 0
 
 
-def _check_dsp_version(name: str, family: str, generated: list[str]) -> None:
-    """Refuse an MVAU whose HDL was generated for another family's DSP slice."""
+def _check_dsp_version(name: str, op_type: str, family: str, generated: list[str]
+                       ) -> tuple[str, ...]:
+    """Refuse an MVAU whose HDL was generated for another family's DSP slice; a VVAU's is always
+    DSP58 (FINN generates the RTL VVAU for Versal only): synthesised with DSP58 blackboxes, and
+    noted."""
     want = {"xc7": "DSP48E1", "xcup": "DSP48E2"}[family]
     for text in generated:
         m = re.search(r"^\s*parameter\s+VERSION\s*=\s*(\d+)", text, re.MULTILINE)
         if m:
             got = {"1": "DSP48E1", "2": "DSP48E2", "3": "DSP58"}.get(m.group(1), m.group(1))
+            if op_type == "VVAU_rtl" and got == "DSP58":
+                return (f"{name}: FINN's RTL VVAU exists for Versal's DSP58 only; its fabric "
+                        f"logic is synthesised for {family} and its DSP58 slices counted as DSPs",)
             if got != want:
                 raise SynthesisError(
                     f"node {name}: its HDL was generated for {got} but family {family} has "
                     f"{want}; regenerate the HDL for the board's part"
                 )
+    return ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,7 +254,10 @@ class Batch:
                 if out.setdefault(rel, content) != content:
                     raise SynthesisError(f"nodes {', '.join(self.names)} disagree on {rel}")
         prims = sorted({p for j in self.jobs for p in j.primitives})
-        out[STUBS] = primitive_stubs(prims).encode()
+        texts = [c.decode() for rel, c in out.items() if rel.endswith((".sv", ".v"))]
+        out[STUBS] = primitive_stubs(prims, texts).encode()
+        if "DSP58" in prims:
+            out[DSP58_LIB] = dsp58_stub(texts).encode()
         out[TECHMAP] = BMUX_TO_SHIFTX.encode()
         return out
 
@@ -264,6 +278,8 @@ class Batch:
             "setattr -mod -unset top",  # keep every node's top (hierarchy would keep one)
             "read_verilog -lib -specify +/xilinx/cells_sim.v",
             "read_verilog -lib +/xilinx/cells_xtra.v",
+            *([f"read_verilog -lib {MOUNT}/{DSP58_LIB}"]
+              if any("DSP58" in j.primitives for j in self.jobs) else []),
             "hierarchy -check",
             *PREPARE,
             NO_MULTIPLIERS,
@@ -408,7 +424,7 @@ def _runs(batch: Batch, result: dict, cached: bool) -> list[NodeRun]:
     share = result["seconds"] / len(batch.jobs)
     notes = result.get("notes", [])
     return [NodeRun(j.name, j.op_type, j.key, result["cells"][j.name], share, len(batch.jobs),
-                    cached, notes) for j in batch.jobs]
+                    cached, [*notes, *j.notes]) for j in batch.jobs]
 
 
 def _failure(batch: Batch, work: Path, res: subprocess.CompletedProcess) -> str:
