@@ -150,12 +150,19 @@ def test_search_space_per_unit(ctx):
     space = SearchSpace.build(ctx.arch, ranking, (2, 4), (2, 4), (0.5, 1.0), 2, 4)
     keeps = {k for k in space.distributions() if k.endswith(".keep")}
     assert keeps == {f"{u.name}.keep" for u in prunable_units(ctx.arch)}
+    # the projection shortcut is the add's second input: requantized at the main branch's bits
+    shared = {"digits_resnet": {"layer2.0.shortcut": "layer2.0.conv2"}}.get(ctx.arch.name, {})
+    assert space.act_from == shared
+    acts = {k.removesuffix(".a") for k in space.distributions() if k.endswith(".a")}
+    assert acts == set(ctx.arch.layer_names[:-1]) - set(shared)
     rng = np.random.default_rng(0)
     for _ in range(5):
         choices = {k: v[rng.integers(len(v))] for k, v in space.distributions().items()}
         plan = space.plan(choices)
         _check_coupled(ctx.arch, plan)
         assert space.choices(plan) == choices
+        for name, main in shared.items():
+            assert plan.layers[name].act_bits == plan.layers[main].act_bits
     half = space.plan({k: v[0] for k, v in space.distributions().items()})
     scores = activation_l1(ctx.float_model, ctx.data.x_train[:64])
     units = prunable_units(ctx.arch)

@@ -287,7 +287,7 @@ def _build(ctx: SearchContext, plan: CompressionPlan, model: Net, work: Path):
 def _build_figures(build, source: ResourceSource, resources: Resources) -> HwFigures:
     perf = build.performance
     return HwFigures(source=source, resources=resources, cycles=perf.steady_state_cycles,
-                     fps=perf.fps, bottleneck=perf.bottleneck)
+                     fps=perf.fps, bottleneck=perf.bottleneck, latency_cycles=perf.latency_cycles)
 
 
 def _build_and_compare(ctx: SearchContext, plan: CompressionPlan, model: Net, key: str,

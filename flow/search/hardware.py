@@ -3,10 +3,11 @@
 For every plan the search derives the HW layers FINN builds for the network's nodes, with the
 widths the plan gives them and the worst-case accumulator (what is known before FINN sees the
 weights): input Thresholding; per convolution FMPadding if padded, a sliding window and an MVAU
-(a depthwise one: a depthwise sliding window and a VVAU); a Thresholding after every quantized
+(a depthwise one: a depthwise sliding window and a VVAU, RTL on every part as
+hw_models.finn_ops.vvau specialises it); a Thresholding after every quantized
 layer output (an add's inputs: the add's shared quantizer, the bits of its first producer); an
-MVAU per linear layer; per max/average pool a depthwise sliding window and a Pool (average: an
-accumulating Pool re-quantized by a Thresholding); per global average pool a GlobalAccPool; per
+MVAU per linear layer; per max/average pool a depthwise sliding window and a Pool (average: a sum
+pool, its 1/k² absorbed into the next thresholds); per global average pool a GlobalAccPool; per
 residual add an AddStreams (one bit wider than its wider input) and the Thresholding of its ReLU;
 a DuplicateStreams wherever a stream feeds more than one node. Each layer takes the fewest lanes
 that meet the target cycles per frame (SetFolding's rule; an RTL MVAU's SIMD fits its sliding
@@ -119,7 +120,7 @@ def _conv(g: HwGraph, spec, geo, lp, src: _Stream, dsp, prefix: str) -> int:
     if depthwise:
         acc = acc_bits_bound(spec.kernel ** 2, lp.weight_bits, src.bits, False)
         return g.add(VvauLayer(
-            name=f"{prefix}.vvau", impl="rtl" if rtl and dsp == "DSP58" else "hls",
+            name=f"{prefix}.vvau", impl="rtl" if rtl else "hls",
             channels=geo.out_ch, kernel=(spec.kernel,) * 2, dim=(geo.out_hw,) * 2,
             weight_bits=lp.weight_bits, input_bits=src.bits, output_bits=acc, dsp_type=dsp), tail)
     mw = geo.in_ch * spec.kernel ** 2
@@ -130,7 +131,8 @@ def _conv(g: HwGraph, spec, geo, lp, src: _Stream, dsp, prefix: str) -> int:
 
 
 def _pool(g: HwGraph, node, src: _Stream) -> _Stream:
-    """Sliding window and Pool of a max/average pool (average: accumulate, then thresholds)."""
+    """Sliding window and Pool of a max/average pool (average: a sum pool, its 1/k² in the next
+    layer's thresholds, flow.finn.rewrites)."""
     out_hw = (src.hw + 2 * node.padding - node.kernel) // node.stride + 1
     tail, ifm, p = src.tail, src.hw + 2 * node.padding, node.padding
     if p:
@@ -150,9 +152,7 @@ def _pool(g: HwGraph, node, src: _Stream) -> _Stream:
     tail = g.add(PoolLayer(name=f"{node.name}.pool", impl="rtl", channels=src.channels,
                            kernel=window, out_pixels=out_hw ** 2, input_bits=src.bits,
                            output_bits=acc, function="AccPool"), tail)
-    tail = g.add(ThresholdingLayer(name=f"{node.name}.thr", channels=src.channels,
-                                   vectors=out_hw ** 2, input_bits=acc, output_bits=src.bits), tail)
-    return _Stream(tail, src.channels, out_hw, src.bits)
+    return _Stream(tail, src.channels, out_hw, acc)
 
 
 def _layer(g: HwGraph, arch: Architecture, node, geo, plan: CompressionPlan,
@@ -195,8 +195,8 @@ def _add(g: HwGraph, arch: Architecture, node, plan: CompressionPlan,
 
 
 def _gap(g: HwGraph, node, src: _Stream) -> _Stream:
-    """GlobalAccPool: the per-channel sum of every pixel (the mean's 1/N goes into the next
-    layer's thresholds)."""
+    """GlobalAccPool: the per-channel sum of every pixel (the mean's 1/N moves into the next
+    linear layer's output scale, flow.finn.rewrites)."""
     acc = src.bits + math.ceil(math.log2(src.hw ** 2))
     tail = g.add(GlobalAccPoolLayer(name=f"{node.name}.gap", channels=src.channels,
                                     vectors=src.hw ** 2, input_bits=src.bits, output_bits=acc),

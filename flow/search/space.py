@@ -1,7 +1,9 @@
 """The search space: per-layer weight bits, activation bits and kept output channels.
 
 A point of the space (a trial's `choices`) names, for every layer l: `l.w` (weight bits), `l.a`
-(output activation bits; not for the classifier, whose logits are not requantized) and `l.keep`
+(output activation bits; not for the classifier, whose logits are not requantized, nor for a
+layer whose output only a residual add's shared quantizer requantizes at its main branch's
+bits, e.g. a projection shortcut: it takes that branch's `.a`) and `l.keep`
 (the share f of output channels kept; not for the classifier, which keeps every class).
 
 Channels are removed in the order of their importance: each hidden layer's channels are ranked
@@ -38,6 +40,17 @@ def channel_ranking(float_model: Net, calib_x: torch.Tensor) -> dict[str, list[i
     return {u.name: ranking(unit_scores(u, scores)) for u in prunable_units(float_model.arch)}
 
 
+def _act_from(arch: Architecture) -> dict[str, str]:
+    """Hidden layers whose act_bits quantize nothing of their own: a layer without activation
+    feeds adds only, quantized by the add's shared quantizer at its main branch's bits."""
+    out = {}
+    for spec in arch.layers[:-1]:
+        adds = arch.consumers(spec.name) if spec.act is None else []
+        if adds and arch.add_bits_source(adds[0]) != spec.name:
+            out[spec.name] = arch.add_bits_source(adds[0])
+    return out
+
+
 def _nearest(value: float, allowed: tuple) -> int | float:
     """The allowed value closest to `value` (ties: the larger)."""
     return min(allowed, key=lambda a: (abs(a - value), -a))
@@ -49,6 +62,9 @@ class SearchSpace(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     layers: tuple[str, ...]
+    # a layer without an activation quantizer of its own (the second input of a residual add)
+    # -> the layer whose `.a` sets its act_bits (the add's main branch)
+    act_from: dict[str, str] = {}
     units: dict[str, tuple[str, ...]]  # prunable unit (its first layer) -> its layers
     out_channels: dict[str, int]  # full width of each unit
     ranking: dict[str, list[int]]  # each unit's channels, most important first
@@ -63,7 +79,8 @@ class SearchSpace(BaseModel):
               keep_fractions, min_keep: int, input_bits: int) -> SearchSpace:
         """The space of an architecture (the classifier's channels are never pruned)."""
         units = prunable_units(arch)
-        return cls(layers=tuple(arch.layer_names), units={u.name: u.layers for u in units},
+        return cls(layers=tuple(arch.layer_names), act_from=_act_from(arch),
+                   units={u.name: u.layers for u in units},
                    out_channels={u.name: u.channels for u in units}, ranking=ranking,
                    weight_bits=tuple(weight_bits), act_bits=tuple(act_bits),
                    keep_fractions=tuple(keep_fractions), min_keep=min_keep, input_bits=input_bits)
@@ -77,7 +94,7 @@ class SearchSpace(BaseModel):
         out: dict[str, tuple] = {}
         for name in self.layers:
             out[f"{name}.w"] = self.weight_bits
-            if name != self.classifier:
+            if name != self.classifier and name not in self.act_from:
                 out[f"{name}.a"] = self.act_bits
             if name in self.units:
                 out[f"{name}.keep"] = self.keep_fractions
@@ -106,7 +123,8 @@ class SearchSpace(BaseModel):
                 keep.update(dict.fromkeys(members, sorted(self.ranking[unit][:n])))
         layers = {
             name: {"weight_bits": int(choices[f"{name}.w"]),
-                   "act_bits": None if name == self.classifier else int(choices[f"{name}.a"]),
+                   "act_bits": None if name == self.classifier
+                   else int(choices[f"{self.act_from.get(name, name)}.a"]),
                    "keep": keep[name]}
             for name in self.layers
         }
@@ -120,7 +138,7 @@ class SearchSpace(BaseModel):
         for name in self.layers:
             lp = plan.layers[name]
             out[f"{name}.w"] = _nearest(lp.weight_bits, self.weight_bits)
-            if name != self.classifier:
+            if name != self.classifier and name not in self.act_from:
                 out[f"{name}.a"] = _nearest(lp.act_bits or max(self.act_bits), self.act_bits)
             if name in self.units:
                 share = 1.0 if lp.keep is None else len(lp.keep) / self.out_channels[name]

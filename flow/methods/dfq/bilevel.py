@@ -109,10 +109,11 @@ def hardware_costs(ctx: MethodContext, candidates: list[int], act_bits: int) -> 
                 unit: MvauLayer | VvauLayer = MvauLayer(
                     mw=mw, mh=mh, simd=simd, pe=pe, vectors=vectors, weight_bits=b,
                     input_bits=in_bits, dsp_type=board.dsp_type, impl=impl)
-            else:  # depthwise: a VVAU (RTL on DSP58 parts only), PE over channels
+            else:  # depthwise: a VVAU (hw_models.finn_ops.vvau: RTL on every part), PE over
+                # its channels
                 unit = VvauLayer(channels=mh, kernel=(g.kernel,) * 2, dim=(g.out_hw,) * 2, pe=pe,
                                  weight_bits=b, input_bits=in_bits, dsp_type=board.dsp_type,
-                                 impl=impl if board.dsp_type == "DSP58" else "hls")
+                                 impl=impl)
             parts = [unit]
             if g is not geometry[-1]:
                 parts.append(ThresholdingLayer(channels=mh, pe=pe, vectors=vectors,
