@@ -76,6 +76,12 @@ def critical_path_cycles(
     return max(done.values(), default=0)
 
 
+def graph_predecessors(model) -> dict[str, list[str]]:
+    """{node name: names of the nodes feeding it} of a FINN/ONNX model (ModelWrapper)."""
+    return {n.name: [p.name for p in model.find_direct_predecessors(n) or []]
+            for n in model.graph.node}
+
+
 def pipeline_performance(
     layer_cycles: Mapping[str, int],
     clock_mhz: float,

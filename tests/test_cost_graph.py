@@ -226,6 +226,20 @@ def test_dag_performance_equals_finn_dataflow_performance():
         assert layer_cycles(layer_from_node(node, ZU)) == cycles[name]
 
 
+def test_model_cost_latency_follows_the_graph():
+    _needs_densiflow_ops()
+    from finn.analysis.fpgadataflow.dataflow_performance import dataflow_performance
+    from finn.transformation.fpgadataflow.annotate_cycles import AnnotateCycles
+
+    from hw_models.cost import model_cost
+
+    model = residual_block()
+    cost = model_cost(model, ZU)
+    finn = model.transform(AnnotateCycles()).analysis(dataflow_performance)
+    assert cost.latency_cycles == finn["critical_path_cycles"]
+    assert cost.max_cycles == finn["max_cycles"]
+
+
 # ----------------------------------------------------------------------------- folding on a DAG
 
 RTL, HLS = "finn.custom_op.fpgadataflow.rtl", "finn.custom_op.fpgadataflow.hls"

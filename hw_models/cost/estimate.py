@@ -2,7 +2,7 @@
 (`cost_layers`) and of every specialised HW node of a FINN dataflow model (`model_cost`)."""
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict
 
@@ -11,6 +11,7 @@ from hw_models.cost.layer_cycles import layer_cycles
 from hw_models.cost.layers import Layer
 from hw_models.cost.nodes import model_layers
 from hw_models.cost.terms import layer_terms
+from hw_models.cycles import critical_path_cycles, graph_predecessors
 from hw_models.resources import BUDGETED, Resources, ResourceSource
 
 
@@ -46,18 +47,25 @@ class ModelCost(BaseModel):
     layers: list[LayerCost]
     total: Resources
     max_cycles: int  # the slowest layer's cycles per frame
+    latency_cycles: int  # first frame along the longest path (hw_models.cycles)
 
 
-def cost_layers(layers: Iterable[Layer], calibration: Calibration | None = None) -> ModelCost:
-    """Estimate each layer and sum them."""
+def cost_layers(layers: Iterable[Layer], calibration: Calibration | None = None,
+                predecessors: Mapping[str, Sequence[str]] | None = None) -> ModelCost:
+    """Estimate each layer and sum them; the latency over the graph `predecessors` describes
+    (by layer name), else over a chain."""
     cal = calibration or load_calibration()
     rows = [estimate(x, cal) for x in layers]
     return ModelCost(source=cal.source, layers=rows,
                      total=Resources.total(r.resources for r in rows),
-                     max_cycles=max((r.cycles for r in rows), default=0))
+                     max_cycles=max((r.cycles for r in rows), default=0),
+                     latency_cycles=critical_path_cycles({r.name: r.cycles for r in rows},
+                                                         predecessors))
 
 
 def model_cost(model, part: str, calibration: Calibration | None = None,
                from_geometry: bool = False) -> ModelCost:
-    """Cost every HW node of a folded FINN dataflow model (ModelWrapper) with the cost model."""
-    return cost_layers(model_layers(model, part, from_geometry), calibration)
+    """Cost every HW node of a folded FINN dataflow model (ModelWrapper) with the cost model,
+    its latency along the model's longest path (through forks and joins)."""
+    return cost_layers(model_layers(model, part, from_geometry), calibration,
+                       graph_predecessors(model))
