@@ -286,3 +286,50 @@ def test_screen_follows_pruned_units():
     full = screen(arch, arch.uniform_plan(4, 4, 4), 4, PYNQ, 5000, 100.0, 32, load_calibration())
     small = screen(arch, plan, 4, PYNQ, 5000, 100.0, 32, load_calibration())
     assert small.resources.lut < full.resources.lut
+
+
+def _described(layer) -> tuple:
+    """A HW layer's kind and what does not depend on folding or on the weights' values."""
+    fields = {
+        "MVAU": ("mw", "mh", "vectors", "weight_bits", "input_bits"),
+        "VVAU": ("channels", "kernel", "dim", "weight_bits", "input_bits"),
+        "Thresholding": ("channels", "vectors", "output_bits"),
+        "ConvolutionInputGenerator": ("channels", "ifm_dim", "ofm_dim", "kernel", "stride",
+                                      "depthwise", "input_bits"),
+        "FMPadding": ("channels", "img_dim", "padding", "input_bits"),
+        "Pool": ("channels", "kernel", "out_pixels", "input_bits", "function"),
+        "GlobalAccPool": ("channels", "vectors", "input_bits", "output_bits"),
+        "DuplicateStreams": ("channels", "vectors", "outputs", "input_bits"),
+        "AddStreams": ("channels", "vectors", "input_bits", "output_bits"),
+    }[layer.kind]
+    return (layer.kind, *(getattr(layer, f) for f in fields))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", GRAPHS + ("digits_vgg",))
+def test_screen_builds_finns_layers(name, tmp_path, torch_one_thread):
+    """The screen's HW layers are FINN's own (counted and described from the specialised FINN
+    model of the same plan), widths converters and FIFOs aside."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    import hw_models.finn_ops  # noqa: F401  (densiflow's RTL ops, before loading their model)
+    from flow.finn import build_dataflow
+    from flow.ml.export import export_model
+    from flow.models import ptq_model
+    from hw_models.cost.nodes import model_layers
+
+    data = load_dataset("digits", seed=0, limit=300)
+    arch = get_architecture(name)
+    torch.manual_seed(0)
+    plan = arch.uniform_plan(4, 3, 4).with_layer(arch.layer_names[1], weight_bits=2)
+    units = prunable_units(arch)
+    for layer, k in coupled_keep(units, {s.name: list(range(s.out)) for s in arch.layers},
+                                 {u.name: u.channels * 3 // 4 for u in units}).items():
+        plan = plan.with_layer(layer, keep=k)
+    q = ptq_model(arch, build_float(arch, data.pixel_max).eval(), plan, data.x_train[:64]).eval()
+    qonnx = export_model(q, data.in_shape, data.input_bits, tmp_path / "model.qonnx.onnx")
+    build = build_dataflow(qonnx, "pynq-z1", 5000, tmp_path / "finn", verify_frames=0, source=name)
+    finn = model_layers(ModelWrapper(str(build.path("specialize_layers"))),
+                        PYNQ.part, from_geometry=True)
+    ours = plan_layers(arch, plan, data.input_bits, PYNQ.part).layers
+    assert sorted(map(_described, ours)) == sorted(map(_described, finn))

@@ -4,19 +4,19 @@ For every plan the search derives the HW layers FINN builds for the network's no
 widths the plan gives them and the worst-case accumulator (what is known before FINN sees the
 weights): input Thresholding; per convolution FMPadding if padded, a sliding window and an MVAU
 (a depthwise one: a depthwise sliding window and a VVAU, RTL on every part as
-hw_models.finn_ops.vvau specialises it); a Thresholding after every quantized
-layer output (an add's inputs: the add's shared quantizer, the bits of its first producer); an
-MVAU per linear layer; per max/average pool a depthwise sliding window and a Pool (average: a sum
-pool, its 1/k² absorbed into the next thresholds); per global average pool a GlobalAccPool; per
-residual add an AddStreams (one bit wider than its wider input) and the Thresholding of its ReLU;
-a DuplicateStreams wherever a stream feeds more than one node. Each layer takes the fewest lanes
-that meet the target cycles per frame (SetFolding's rule; an RTL MVAU's SIMD fits its sliding
-window's, `flow.finn.folding.mvau_folding`; a depthwise sliding window runs at its consumer's
-PE); where a layer cannot reach the target, the graph is refolded at the rate it can reach. The
-calibrated cost model (hw_models.cost) prices the layers, and the width converters and FIFOs their
-stream widths imply on every edge (hw_models.folding.link_resources). Throughput is the slowest
-layer's, latency the longest input-to-output path (hw_models.cycles). One plan takes a few
-milliseconds.
+hw_models.finn_ops.vvau specialises it); a Thresholding after every quantized layer output, and on
+every input of a residual add, identity skips too (the add's shared quantizer, at its main
+branch's bits); an MVAU per linear layer; per max/average pool a depthwise sliding window and a
+Pool (average: a sum pool, its 1/k² absorbed into the next thresholds); per global average pool a
+GlobalAccPool; per residual add an AddStreams (one bit wider than its wider input) and the
+Thresholding of its ReLU; a DuplicateStreams wherever a stream feeds more than one node (tests:
+the same layers as FINN's build of the plan). Each layer takes the fewest lanes that meet the
+target cycles per frame (SetFolding's rule; an RTL MVAU's SIMD fits its sliding window's,
+`flow.finn.folding.mvau_folding`; a depthwise sliding window runs at its consumer's PE); where a
+layer cannot reach the target, the graph is refolded at the rate it can reach. The calibrated
+cost model (hw_models.cost) prices the layers, and the width converters and FIFOs their stream
+widths imply on every edge (hw_models.folding.link_resources). Throughput is the slowest layer's,
+latency the longest input-to-output path (hw_models.cycles). One plan takes a few milliseconds.
 
 The FINN build may fold otherwise (densiflow's folding optimiser finds cheaper foldings): the
 search reports the screen's error against FINN's estimate on every candidate FINN estimated.
@@ -179,15 +179,25 @@ def _layer(g: HwGraph, arch: Architecture, node, geo, plan: CompressionPlan,
 
 def _add(g: HwGraph, arch: Architecture, node, plan: CompressionPlan,
          srcs: list[_Stream]) -> _Stream:
-    """AddStreams of a residual add (one bit wider than its wider input), then its ReLU's
-    Thresholding at the add's quantizer bits."""
-    a, b = srcs
+    """AddStreams of a residual add (one bit wider than its wider input) and its ReLU's
+    Thresholding, at the bits of the add's shared quantizer; an input that is another node's
+    activation (an identity skip) passes that quantizer as a Thresholding of its own."""
+    bits = plan.layers[arch.add_bits_source(node.name)].act_bits
+    ports = []
+    for port, (src, s) in enumerate(zip(arch.inputs_of(node.name), srcs)):
+        spec = arch.node(src)
+        if not (spec.kind in LAYER_KINDS and spec.act is None):  # not yet at the add's quantizer
+            tail = g.add(ThresholdingLayer(name=f"{node.name}.in{port}.thr", channels=s.channels,
+                                           vectors=s.hw ** 2, input_bits=s.bits,
+                                           output_bits=bits), s.tail)
+            s = _Stream(tail, s.channels, s.hw, bits)
+        ports.append(s)
+    a, b = ports
     tail = g.add(AddStreamsLayer(name=f"{node.name}.add", channels=a.channels, vectors=a.hw ** 2,
                                  input_bits=(a.bits, b.bits), output_bits=max(a.bits, b.bits) + 1),
                  a.tail, b.tail)
     if node.act is None:
         return _Stream(tail, a.channels, a.hw, g.layers[tail].output_bits)
-    bits = plan.layers[arch.add_bits_source(node.name)].act_bits
     tail = g.add(ThresholdingLayer(name=f"{node.name}.thr", channels=a.channels,
                                    vectors=a.hw ** 2, input_bits=g.layers[tail].output_bits,
                                    output_bits=bits), tail)
