@@ -20,9 +20,9 @@ generated for the family's part and are synthesised by hw_models.synth one Yosys
 time (per-node cache: --cache, else $DENSIFLOW_SYNTH_CACHE, else build/out/synth_cache). The fit
 also measures each node type's leave-one-out error; written to calibration/yosys_<family>.json.
 --graph-ops synthesises only the kinds graph networks add (YOSYS_GRAPH_SWEEP: densiflow's
-Pool_rtl, GlobalAccPool_rtl, DuplicateStreams_rtl, AddStreams_rtl, and FINN's VVAU_rtl, whose
-RTL FINN has for Versal's DSP58 only: its fabric is synthesised for the family, its DSP58s counted
-as DSPs) and adds their fit to the stored file (about 12 s a node cold).
+Pool_rtl, GlobalAccPool_rtl, DuplicateStreams_rtl, AddStreams_rtl, and VVAU_rtl: off Versal with
+behavioural multipliers Yosys maps to DSP48s, or, where its HDL is Versal's, its DSP58s kept as
+blackboxes and counted as DSPs) and adds their fit to the stored file (about 12 s a node cold).
 Cold, the xc7 sweep and the digits design (105 nodes) take about 11 minutes on one core; from the
 cache about 4 s.
 """
@@ -518,18 +518,16 @@ YOSYS_SWEEP: tuple[tuple[Callable, tuple], ...] = (
 
 
 def _specialised(model, part: str):
-    """The one-node model specialised to its RTL variant, keeping the node's name (a VVAU for a
-    Versal part: FINN has its RTL for DSP58 only)."""
+    """The one-node model specialised to its RTL variant, keeping the node's name (a VVAU by
+    densiflow's SpecializeVvauRtl: FINN's own has its RTL on Versal only)."""
     from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
     from qonnx.custom_op.registry import getCustomOp
 
-    from hw_models.rtlsim.hdl import VVAU_SIM_PART
+    from hw_models.finn_ops.vvau import SpecializeVvauRtl
 
     name = model.graph.node[0].name
     getCustomOp(model.graph.node[0]).set_nodeattr("preferred_impl_style", "rtl")
-    if model.graph.node[0].op_type == "VVAU":
-        part = VVAU_SIM_PART
-    model = model.transform(SpecializeLayers(part))
+    model = model.transform(SpecializeVvauRtl(part)).transform(SpecializeLayers(part))
     model.graph.node[0].name = name
     return model
 
@@ -543,6 +541,9 @@ def synth_samples(rtl_model, family: str, cache: Path,
     report = synthesise_design(rtl_model, family, cache_dir=cache, jobs=1, progress=progress)
     part = FAMILY_PARTS[family]
     layers = {n.name: layer_from_node(n, part) for n in rtl_model.graph.node}
+    for n in report.nodes:  # a VVAU whose HDL was generated for Versal's DSP58, as built
+        if "DSP58" in n.cells:
+            layers[n.name] = layers[n.name].model_copy(update={"dsp_type": "DSP58"})
     return [CalibrationSample(layer=layers[n.name], resources=n.resources,
                               source=ResourceSource.YOSYS) for n in report.nodes]
 
@@ -601,7 +602,7 @@ def calibrate_yosys_graph(family: str, work: Path, cache: Path,
     added = fit_calibration(
         samples, family=family, held_out=True,
         description=f"{', '.join(kinds)} from {len(YOSYS_GRAPH_SWEEP)} single nodes "
-                    f"synthesised the same way (VVAU_rtl's DSP58s as blackboxes); `python -m "
+                    f"synthesised the same way; `python -m "
                     f"hw_models.calibrate --source yosys --family {family} --graph-ops`")
     return load_calibration(ResourceSource.YOSYS, family).extended(added)
 

@@ -39,14 +39,19 @@ def vvau_node(ch=16, k=3, dim=5, pe=4, simd=3, impl="rtl", w=4, a=4, **extra):
 # ----------------------------------------------------------------------------- cycles per node
 
 
-def test_vvau_cycles_and_dsps_closed_form_match_finn():
-    # (channels / PE) * (k*k / SIMD) * H * W; DSP58: PE * ceil(SIMD / 3)
+VERSAL = "xcve2802-vsvh1760-2MP-e-S"
+
+
+@pytest.mark.parametrize("part, dsps", [(VERSAL, 8 * math.ceil(9 / 3)), (ZU, 8 * 9)])
+def test_vvau_cycles_and_dsps_closed_form_match_finn(part, dsps):
+    # (channels / PE) * (k*k / SIMD) * H * W; DSP58 (Versal): PE * ceil(SIMD / 3), FINN's;
+    # elsewhere the behavioural multipliers, one DSP48 per product (hw_models.finn_ops.vvau)
     node = vvau_node(ch=32, k=3, dim=7, pe=8, simd=9)
-    layer = layer_from_node(node, ZU)
+    layer = layer_from_node(node, part)
     assert isinstance(layer, VvauLayer) and layer.node_type == "VVAU_rtl"
-    ref, cycles = finn_estimate(node, ZU)
+    ref, cycles = finn_estimate(node, part)
     assert layer_cycles(layer) == (32 // 8) * (9 // 9) * 7 * 7 == cycles == 196
-    assert estimate(layer).resources.dsp == 8 * math.ceil(9 / 3) == ref.dsp == 24
+    assert estimate(layer).resources.dsp == dsps == ref.dsp
 
 
 @pytest.mark.parametrize("impl", ["rtl", "hls"])
@@ -477,9 +482,11 @@ def test_stored_yosys_calibration_has_the_graph_kinds_with_their_held_out_error(
         assert cal.coefficients[kind]["lut"], kind
         loo = cal.held_out[kind]["lut"]  # the stated error on nodes the fit has not seen
         assert loo.samples >= 4 and loo.median_rel_error < 0.15, (kind, loo)
-    # DSPs of the RTL VVAU are the DSP58 slices it instantiates, exactly
+    # DSPs of the RTL VVAU: one per product on xc7 (behavioural multipliers), the DSP58s where
+    # its HDL is Versal's
     layer = layer_from_node(vvau_node(ch=32, k=3, dim=4, pe=8, simd=9), Z7)
-    assert estimate(layer, cal).resources.dsp == 8 * 3
+    assert estimate(layer, cal).resources.dsp == 8 * 9
+    assert estimate(layer.model_copy(update={"dsp_type": "DSP58"}), cal).resources.dsp == 8 * 3
 
 
 @pytest.mark.synth

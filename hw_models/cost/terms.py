@@ -174,9 +174,10 @@ def _vvau_weight_memory(x: VvauLayer) -> tuple[float, float]:
 
 
 def vvu_dsp_lanes(x: VvauLayer) -> int:
-    """DSP58s finn-rtllib's mvu_vvu_8sx9_dsp58 instantiates for a VVU: PE x ceil(SIMD / 3)
-    (three 8x9-bit products per DSP58)."""
-    return x.pe * math.ceil(x.simd / 3)
+    """DSP slices of FINN's RTL VVU (finn-rtllib mvu_vvu_8sx9_dsp58): on DSP58, PE x ceil(SIMD/3)
+    (three 8x9-bit products per slice); elsewhere its behavioural multipliers (hw_models.finn_ops
+    .vvau forces them off Versal) map one product to one DSP48: PE x SIMD."""
+    return x.pe * (math.ceil(x.simd / 3) if x.dsp_type == "DSP58" else x.simd)
 
 
 def _vvau_terms(x: VvauLayer) -> TermTable:

@@ -86,7 +86,8 @@ PREPARE = (
 )
 # finn-rtllib instantiates its DSP slices (mvu.sv) and has no multiplier outside simulation-only
 # code, so DSP inference (-nodsp off) would only cost time (xilinx_dsp: 10 s on a wide FIFO).
-# Checked: a multiplier in the netlist stops synthesis with this message.
+# Checked: a multiplier in the netlist stops synthesis with this message. The exception is a
+# VVAU_rtl with behavioural multipliers (BEHAVIOURAL_VVU): its node runs alone, DSPs inferred.
 NO_MULTIPLIERS = "select -assert-none t:$mul t:$macc t:$macc_v2"
 
 
@@ -105,6 +106,7 @@ class NodeJob:
     cost: int = 0  # stream bits: a rough measure of how long it takes
     fallback: tuple[str, ...] = ()  # options added if Yosys' LUTRAM mapping fails (runs alone)
     notes: tuple[str, ...] = ()  # what the report should say about this node's counts
+    infer_dsp: bool = False  # behavioural multipliers Yosys maps to DSP slices (runs alone)
 
     @property
     def top(self) -> str:
@@ -174,14 +176,27 @@ def prepare_node(node, lib: Path, family: str) -> NodeJob:
     files[f"tops/{node.name}.sv"] = _rename_top(top, top_module(node.name)).encode()
     sources.append(f"tops/{node.name}.sv")
     generated = [files[r].decode() for r in sources if r.startswith("gen/")]
-    notes = _check_dsp_version(node.name, node.op_type, family, generated)
+    behavioural = node.op_type == "VVAU_rtl" and any(
+        BEHAVIOURAL_VVU.search(_strip_ifdefs(t)) for t in generated)
+    notes = () if behavioural else _check_dsp_version(node.name, node.op_type, family, generated)
     weights = 0 if streamer is None else _stream_width(files, node.name)
     return NodeJob(
         name=node.name, op_type=node.op_type, family=family, files=files, sources=sources,
         primitives=used_primitives([files[r].decode() for r in sources]),
         options=synth_options(family), hashed=hashed, cost=info.in_width + info.out_width + weights,
-        fallback=fallback_options(family, node.op_type), notes=notes,
+        fallback=fallback_options(family, node.op_type), notes=notes, infer_dsp=behavioural,
     )
+
+
+# A VVAU_rtl whose wrapper selects the core's behavioural multipliers in synthesis
+# (hw_models.finn_ops.vvau off Versal): Yosys infers its DSP slices (FINN_SIMULATION-only
+# settings, inside `ifdef blocks, do not count).
+BEHAVIOURAL_VVU = re.compile(r"\.FORCE_BEHAVIORAL\s*\(\s*1\s*\)")
+_IFDEF = re.compile(r"`ifdef\b.*?`endif", re.DOTALL)
+
+
+def _strip_ifdefs(text: str) -> str:
+    return _IFDEF.sub("", text)
 
 
 def _rename_top(text: str, name: str) -> str:
@@ -269,8 +284,9 @@ class Batch:
             s for s in sources if not s.endswith("_pkg.sv")
         ]
         job = self.jobs[0]
-        synth = " ".join(["synth_xilinx", "-family", job.family, "-noiopad", "-noclkbuf", "-nodsp",
-                          *job.options, "-run"])
+        infer = any(j.infer_dsp for j in self.jobs)
+        synth = " ".join(["synth_xilinx", "-family", job.family, "-noiopad", "-noclkbuf",
+                          *([] if infer else ["-nodsp"]), *job.options, "-run"])
         return "\n".join([
             " ".join(["read_slang --threads 1 --ignore-assertions --allow-use-before-declare",
                       *(f"--top {j.top}" for j in self.jobs),
@@ -282,7 +298,7 @@ class Batch:
               if any("DSP58" in j.primitives for j in self.jobs) else []),
             "hierarchy -check",
             *PREPARE,
-            NO_MULTIPLIERS,
+            *([] if infer else [NO_MULTIPLIERS]),
             f"{synth} map_dsp:fine",
             f"techmap -map {MOUNT}/{TECHMAP}",
             f"{synth} fine:check",
@@ -294,14 +310,15 @@ class Batch:
 def plan_batches(jobs: list[NodeJob], max_cost: int, max_nodes: int) -> list[Batch]:
     """Group nodes (in order) into batches of at most max_nodes and max_cost stream bits.
 
-    A node of max_cost or more, or with fallback options, runs alone; only nodes of the same
+    A node of max_cost or more, with fallback options or with multipliers to infer, runs alone;
+    only nodes of the same
     family and options share a run. The grouping depends only on the nodes, so the same design
     always makes the same batches (and finds them in the cache).
     """
     batches: list[Batch] = []
     open_: dict[tuple, Batch] = {}
     for job in jobs:
-        if job.fallback or job.cost >= max_cost:
+        if job.fallback or job.infer_dsp or job.cost >= max_cost:
             batches.append(Batch([job]))
             continue
         group = (job.family, job.options)
