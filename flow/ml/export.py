@@ -12,6 +12,7 @@ from qonnx.core.datatype import DataType
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.core.onnx_exec import execute_onnx
 from qonnx.util.cleanup import cleanup_model
+from torch import nn
 
 from flow.core.errors import VerificationError
 from flow.finn.rewrites import ORIGIN
@@ -20,17 +21,17 @@ from flow.models import INPUT, Architecture, Net
 log = logging.getLogger(__name__)
 
 
-def export_model(model: Net, in_shape: tuple[int, ...], input_bits: int,
+def export_model(model: nn.Module, in_shape: tuple[int, ...], input_bits: int,
                  path: Path) -> ModelWrapper:
-    """Export to QONNX at `path` (batch 1); the input is annotated UINT<input_bits>; every node
-    records the network node it belongs to (`flow.finn.rewrites.origin`, e.g.
+    """Export to QONNX at `path` (batch 1); the input is annotated UINT<input_bits>; in a Net's
+    export every node records the network node it belongs to (`flow.finn.rewrites.origin`, e.g.
     "Conv_5 (layer2.0.conv1)"), so FINN's messages name module paths."""
     model.eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.onnx")
     export_qonnx(model, input_t=torch.zeros(1, *in_shape), export_path=str(tmp), dynamo=False)
     raw = ModelWrapper(str(tmp))
-    for node in raw.graph.node:
+    for node in raw.graph.node if isinstance(model, Net) else ():
         if (owner := network_node(model.arch, node.name)) is not None:
             node.metadata_props.append(StringStringEntryProto(key=ORIGIN, value=owner))
     qmodel = cleanup_model(raw)
