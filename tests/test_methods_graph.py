@@ -333,3 +333,24 @@ def test_screen_builds_finns_layers(name, tmp_path, torch_one_thread):
                         PYNQ.part, from_geometry=True)
     ours = plan_layers(arch, plan, data.input_bits, PYNQ.part).layers
     assert sorted(map(_described, ours)) == sorted(map(_described, finn))
+
+
+@pytest.mark.slow
+def test_search_on_a_residual_network(tmp_path, torch_one_thread):
+    """The whole search (seeds, trials, the screen, QAT of the best, FINN on the final plans) on
+    digits_resnet: every plan it made fits the coupled groups."""
+    from helpers import tiny_recipe
+
+    from flow.recipe.config import parse_recipe
+    from flow.search import run_search
+
+    data = tiny_recipe("resnet", trials=2, population=2, finn="none", qat_top=1, report=False,
+                       builtin_seeds=["importance"], weight_bits=[3, 4], act_bits=[3, 4])
+    recipe = parse_recipe(data | {"model": {"arch": "digits_resnet"}})
+    outcome = run_search(recipe, tmp_path, workers=1)
+    arch = get_architecture("digits_resnet")
+    assert outcome.candidates and outcome.chosen is not None
+    plans = [CompressionPlan.from_dict(c.plan) for c in outcome.candidates]
+    for plan in plans:
+        _check_coupled(arch, plan)
+    assert any(lp.keep is not None for plan in plans for lp in plan.layers.values())
