@@ -10,6 +10,8 @@ word, also under random output backpressure and gaps in the input's valid.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -247,6 +249,9 @@ def test_rtl_matches_python(built, case):
 
     hw, gen, sim = built(case)
     assert [n.op_type for n in gen.graph.node][-1] == "VVAU_rtl"
+    inst = vvau_of(gen)
+    wrapper = Path(inst.get_nodeattr("code_gen_dir_ipgen"), inst.get_nodeattr("gen_top_module"))
+    assert "\t.FORCE_BEHAVIORAL(1),  // densiflow" in Path(f"{wrapper}_wrapper.v").read_text()
     frames = frames_for(hw, 8)
     want = python_exec(hw, frames)
     for bp, gaps, seed in ((0.0, 0.0, 0), (0.5, 0.0, 1), (0.3, 0.4, 2)):
