@@ -14,10 +14,11 @@ from flow.importance.groups import channel_units, coupled_keep, prunable_units, 
 from flow.importance.layer import layer_importance
 from flow.methods.aqp.layer_search import search as aqp_search
 from flow.methods.base import MethodContext
+from flow.methods.dfq.bilevel import discrete_weights, mixtures
 from flow.methods.dfq.bilevel import search as dfq_search
 from flow.methods.params import AqpParams, DfqParams, PlanFileParams, QsparseParams, UniformParams
 from flow.methods.plan_file import make_plan as plan_file_plan
-from flow.methods.qsparse.schedule import ChannelMasks, run_schedule
+from flow.methods.qsparse.schedule import ChannelMasks, quant_start, run_schedule
 from flow.methods.uniform import make_plan as uniform_plan
 from flow.ml.data import load_dataset
 from flow.ml.train import TrainConfig, predict, train
@@ -27,6 +28,7 @@ from flow.models import (
     OpSpec,
     build_float,
     get_architecture,
+    ptq_model,
     transfer_weights,
 )
 from flow.recipe.plan import CompressionPlan
@@ -193,6 +195,8 @@ def test_qsparse_schedules_prune_units(ctx, schedule):
         assert len(r.plan.layers[u.name].keep) == u.channels // 2
     out = predict(r.model, ctx.data.x_test[:8])
     assert out.shape == (8, 10) and torch.isfinite(out).all()
+    start = quant_start(ctx, r)  # the qat step's start: the plan's Brevitas network
+    assert torch.isfinite(predict(start, ctx.data.x_test[:8])).all()
 
 
 def test_masked_graph_network_equals_the_physically_pruned_one(ctx):
@@ -218,6 +222,9 @@ def test_dfq_plan_on_a_graph(ctx):
     r = dfq_search(ctx, p, "size")
     _check_coupled(ctx.arch, r.plan)
     assert {lp.weight_bits for lp in r.plan.layers.values()} <= {2, 8}
+    start = ptq_model(ctx.arch, discrete_weights(ctx, r.net), r.plan, ctx.data.x_train[:64])
+    for spec, mix in zip(ctx.arch.layers, mixtures(r.net)):  # the supernet's weights carried
+        torch.testing.assert_close(start.blocks[spec.name][0].weight, mix.layer.weight)
 
 
 def test_importance_per_node(ctx):
@@ -228,11 +235,15 @@ def test_importance_per_node(ctx):
     a = activation_l1(ctx.float_model, ctx.data.x_train[:16])
     assert set(a) == set(ctx.arch.layer_names[:-1])
     assert all(len(a[s.name]) == s.out for s in ctx.arch.layers[:-1])
-    li = layer_importance(ctx.arch, ctx.float_model, ctx.data, weights={"data_free": 0.5,
-                          "hessian": 0.5}, hutchinson_samples=2, hessian_samples=32)
-    params = [g.params for g in ctx.arch.geometry()]
-    assert li.raw["data_free"] == [float(n) for n in params]
-    assert all(np.isfinite(li.raw["hessian"]))
+    weights = dict.fromkeys(("quant", "hessian", "prune", "data_free"), 0.25)
+    li = layer_importance(ctx.arch, ctx.float_model, ctx.data, weights=weights, calib_samples=64,
+                          hutchinson_samples=2, hessian_samples=32)
+    for spec, raw in zip(ctx.arch.layers, li.raw["data_free"]):  # weights per layer
+        src = ctx.arch.carrier(ctx.arch.inputs_of(spec.name)[0])
+        in_ch = ctx.arch.in_shape[0] if src is None else src.out  # after GAP: one per channel
+        assert raw == spec.out * (1 if spec.depthwise else in_ch) * spec.kernel ** 2, spec.name
+    assert li.layers == ctx.arch.layer_names
+    assert all(np.isfinite(li.raw[m]).all() for m in weights)
 
 
 # ----------------------------------------------------------------------------- the screen
@@ -315,7 +326,6 @@ def test_screen_builds_finns_layers(name, tmp_path, torch_one_thread):
     import hw_models.finn_ops  # noqa: F401  (densiflow's RTL ops, before loading their model)
     from flow.finn import build_dataflow
     from flow.ml.export import export_model
-    from flow.models import ptq_model
     from hw_models.cost.nodes import model_layers
 
     data = load_dataset("digits", seed=0, limit=300)
