@@ -180,3 +180,23 @@ def test_users_network_in_the_search(tmp_path):
         assert set(point.candidate.compression_plan().layers) == {
             "features.0", "features.3", "features.5", "head.2"}
         assert load_recipe(point.recipe_file).model.factory == "test_custom_model:make"
+
+
+def make_graph() -> nn.Module:
+    """A user's graph network: a residual block, max-pooling, a depthwise conv, ReLU6, GAP."""
+    from test_graph_models import UserGraphNet
+
+    return UserGraphNet()
+
+
+@pytest.mark.slow
+@pytest.mark.rtlsim
+def test_users_graph_network_simulates_bit_exactly(bit_exact_run):
+    """Ordinary PyTorch (x + self.body(x), nn.MaxPool2d, a depthwise conv, nn.ReLU6,
+    nn.AdaptiveAvgPool2d(1)) through `model: {factory: ...}` unedited, uniform W4A4, QONNX, FINN
+    and the RTL simulation: every output word equal to FINN's execution and PyTorch's classes."""
+    recipe = user_recipe("user_graph", {"name": "uniform", "weight_bits": 4, "act_bits": 4},
+                         simulate={"frames": 20})
+    recipe["model"] = {"factory": "test_custom_model:make_graph"}
+    plan = bit_exact_run(recipe)
+    assert set(plan.layers) == {"stem.0", "layer1.0.body.0", "layer1.0.body.3", "dw", "pw", "fc"}
