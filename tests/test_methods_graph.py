@@ -320,13 +320,16 @@ def _described(layer) -> tuple:
 @pytest.mark.parametrize("name", GRAPHS + ("digits_vgg",))
 def test_screen_builds_finns_layers(name, tmp_path, torch_one_thread):
     """The screen's HW layers are FINN's own (counted and described from the specialised FINN
-    model of the same plan), widths converters and FIFOs aside."""
+    model of the same plan), widths converters and FIFOs aside; its throughput is SetFolding's
+    and its resources near FINN's estimate of that folding."""
     from qonnx.core.modelwrapper import ModelWrapper
 
     import hw_models.finn_ops  # noqa: F401  (densiflow's RTL ops, before loading their model)
     from flow.finn import build_dataflow
     from flow.ml.export import export_model
     from hw_models.cost.nodes import model_layers
+    from hw_models.folding import Budget
+    from hw_models.folding.finn_view import finn_figures, finn_setfolding
 
     data = load_dataset("digits", seed=0, limit=300)
     arch = get_architecture(name)
@@ -339,10 +342,20 @@ def test_screen_builds_finns_layers(name, tmp_path, torch_one_thread):
     q = ptq_model(arch, build_float(arch, data.pixel_max).eval(), plan, data.x_train[:64]).eval()
     qonnx = export_model(q, data.in_shape, data.input_bits, tmp_path / "model.qonnx.onnx")
     build = build_dataflow(qonnx, "pynq-z1", 5000, tmp_path / "finn", verify_frames=0, source=name)
-    finn = model_layers(ModelWrapper(str(build.path("specialize_layers"))),
-                        PYNQ.part, from_geometry=True)
+    specialised = ModelWrapper(str(build.path("specialize_layers")))
+    finn = model_layers(specialised, PYNQ.part, from_geometry=True)
     ours = plan_layers(arch, plan, data.input_bits, PYNQ.part).layers
     assert sorted(map(_described, ours)) == sorted(map(_described, finn))
+    # FINN's SetFolding at the same target (densiflow's RTL ops by their HLS twins' rules), and
+    # FINN's estimate of it with its width converters and FIFOs
+    target = build.target_cycles_per_frame
+    setfolding = finn_figures(finn_setfolding(specialised, target), PYNQ, build.clock_mhz,
+                              Budget(), build.fifo_depth)
+    fig = screen(arch, plan, data.input_bits, PYNQ, build.target_fps, build.clock_mhz,
+                 build.fifo_depth, load_calibration())
+    assert fig.cycles == setfolding.cycles
+    assert fig.resources.lut == pytest.approx(setfolding.resources.lut, rel=0.1)
+    assert fig.resources.bram18 == pytest.approx(setfolding.resources.bram18, abs=2)
 
 
 @pytest.mark.slow
