@@ -427,6 +427,22 @@ def test_backpressure_bit_exact_and_slower(chain):
 
 
 @rtlsim
+def test_input_gaps_bit_exact_and_paced_by_the_input(chain):
+    """Random gaps in the input's TVALID: the same words, and the input sets the pace (each word
+    waits a geometric 1 / (1 - gaps) cycles on average to be offered)."""
+    frames = frames_for(chain.hw, 10)
+    free = chain.check(frames)
+    gaps = 0.9
+    in_words = chain.sim.inputs[0].words
+    assert in_words / (1 - gaps) > 1.5 * free.steady_cycles_per_frame  # the input is the limit
+    sparse = chain.check(frames, gaps=gaps, backpressure=0.3, seed=3)
+    assert sparse.steady_cycles_per_frame == pytest.approx(in_words / (1 - gaps), rel=0.25)
+    assert sparse.gaps == gaps
+    again = chain.check(frames, gaps=gaps, backpressure=0.3, seed=3)
+    assert again.frame_done == sparse.frame_done  # seeded: reproducible
+
+
+@rtlsim
 def test_shards_pool_to_the_single_run(chain):
     """Frames split over processes give the same words; the pooled steady rate stays."""
     from hw_models.rtlsim import run_frames

@@ -1,6 +1,6 @@
-"""Verilator build of a generated chain, cached by a hash of everything that goes into it.
+"""Verilator build of a generated dataflow graph, cached by a hash of everything that goes into it.
 
-The chain is verilated as one model, then its C++ units are compiled in parallel (one progress
+The graph is verilated as one model, then its C++ units are compiled in parallel (one progress
 step per unit) and linked with Verilator's run-time library, which is compiled once per cache
 (from a one-module stand-in, while the real design is verilated).
 Measured alternatives that did not pay on the digits design: a Verilator library per node
@@ -43,15 +43,17 @@ from hw_models.rtlsim.compile import (
     verilator_root,
     verilator_version,
 )
-from hw_models.rtlsim.hdl import check_rtl_chain, ensure_finn_settings, load_model
+from hw_models.rtlsim.hdl import check_rtl_graph, ensure_finn_settings, load_model
+from hw_models.rtlsim.residual import ResidualBlock, residual_blocks
 from hw_models.rtlsim.sources import NodeSources, collect_node_sources, patched_text, rtllib_dir
 from hw_models.rtlsim.stitch import (
+    DataflowGraph,
+    Edge,
     NodeInfo,
-    chain_nodes,
-    check_links,
+    dataflow_graph,
     find_ports,
-    node_info,
     render_top,
+    top_streams,
 )
 
 log = logging.getLogger(__name__)
@@ -60,11 +62,27 @@ HARNESS = Path(__file__).with_name("harness.cpp")
 GAUGE_SV = Path(__file__).with_name("fifo_gauge_limit.sv")
 GAUGE_LIB = "fifo/hdl/fifo_gauge.sv"  # finn-rtllib's unbounded FIFO for sizing
 _DATA = "@DATA@"  # placeholder for the build folder's data path while hashing
+STREAMS_H = "rtlsim_streams.h"  # the top's stream list for the harness
+
+
+@dataclass(frozen=True)
+class IoStream:
+    """One input or output stream of the top (a graph input or output tensor; JSON-able)."""
+
+    tensor: str
+    dtype: str  # FINN DataType name
+    shape: list[int]  # normal shape of one frame (batch 1), NHWC
+    folded: list[int]
+    width: int  # padded (bus) width
+    bits: int
+    words: int  # words per frame
+    elems: int  # elements per word
 
 
 @dataclass
 class Simulator:
-    """A built simulator of one chain: where it is and what its streams carry (JSON-able)."""
+    """A built simulator of one dataflow graph: where it is and what its streams carry
+    (JSON-able). The in_*/out_* fields are those of the first input and output stream."""
 
     build_dir: str
     key: str
@@ -83,6 +101,10 @@ class Simulator:
     verilator: str = ""
     fifo_gauges: list[str] = field(default_factory=list)  # FIFO nodes built as sizing gauges
     extra: dict = field(default_factory=dict)
+    edges: list[Edge] = field(default_factory=list)  # every stream (stitch.Edge)
+    inputs: list[IoStream] = field(default_factory=list)  # the top's in{k}_V
+    outputs: list[IoStream] = field(default_factory=list)  # the top's out{k}_V
+    blocks: list[ResidualBlock] = field(default_factory=list)  # fork/join pairs (residual.py)
 
     @property
     def binary(self) -> Path:
@@ -105,7 +127,15 @@ def load_simulator(build_dir: str | Path) -> Simulator:
     if not path.is_file():
         raise SimulationError(f"{build_dir} holds no built simulator (no simulator.json)")
     data = json.loads(path.read_text())
-    data["nodes"] = [NodeInfo(**n) for n in data["nodes"]]
+    if data.get("format") != FORMAT:
+        raise SimulationError(f"{build_dir} was built by another version of densiflow's rtlsim "
+                              f"(format {data.get('format')}, this one {FORMAT}); build it again")
+    data.pop("format")
+    data["nodes"] = [NodeInfo.from_json(n) for n in data["nodes"]]
+    data["edges"] = [Edge(**e) for e in data["edges"]]
+    data["inputs"] = [IoStream(**x) for x in data["inputs"]]
+    data["outputs"] = [IoStream(**x) for x in data["outputs"]]
+    data["blocks"] = [ResidualBlock(**b) for b in data["blocks"]]
     sim = Simulator(**data)
     sim.cached = True
     sim.build_seconds = 0.0
@@ -125,7 +155,7 @@ def default_cache_dir() -> Path:
 class _Design:
     """Everything a build needs, gathered from the model (texts keyed by build-folder path)."""
 
-    infos: list[NodeInfo]
+    graph: DataflowGraph
     texts: dict[str, str]
     hashed: dict[str, bytes]
     data: dict[str, Path]
@@ -135,16 +165,15 @@ class _Design:
 
 
 def _gather(model: ModelWrapper, fifo_gauges: bool) -> _Design:
-    """Sources, memory files and top of the chain (FIFOs as gauges if asked)."""
-    nodes = chain_nodes(model)
-    infos = [node_info(n) for n in nodes]
-    check_links(infos)
+    """Sources, memory files and top of the graph (FIFOs as gauges if asked)."""
+    graph = dataflow_graph(model)
+    nodes, infos = graph.nodes, graph.infos
     lib = rtllib_dir()
     gauged = {i.name for i in infos if fifo_gauges and i.op_type.startswith("StreamingFIFO")}
     srcs: list[NodeSources | None] = [
         None if n.name in gauged else collect_node_sources(n, lib) for n in nodes
     ]
-    d = _Design(infos, {}, {}, {}, [], "", [i.name for i in infos if i.name in gauged])
+    d = _Design(graph, {}, {}, {}, [], "", [i.name for i in infos if i.name in gauged])
     libs = [GAUGE_LIB] if gauged else []
     for src in srcs:
         if src is not None:
@@ -165,8 +194,19 @@ def _gather(model: ModelWrapper, fifo_gauges: bool) -> _Design:
         )
         if src is not None:
             _add_node_files(d, src)
-    d.top_tmpl = render_top(infos, srcs, ports, streamer_ports, _DATA)
+    d.top_tmpl = render_top(infos, srcs, ports, streamer_ports, _DATA, graph.edges)
     return d
+
+
+def streams_header(edges: list[Edge]) -> str:
+    """The harness's view of the top's streams: RTLSIM_FOR_IN(X) expands to X(k) per input."""
+    ins, outs = top_streams(edges)
+    return (
+        "// Generated by hw_models.rtlsim.build: the top's AXI streams.\n"
+        f"#define RTLSIM_INS {len(ins)}\n#define RTLSIM_OUTS {len(outs)}\n"
+        "#define RTLSIM_FOR_IN(X) " + " ".join(f"X({k})" for k in range(len(ins))) + "\n"
+        "#define RTLSIM_FOR_OUT(X) " + " ".join(f"X({k})" for k in range(len(outs))) + "\n"
+    )
 
 
 def _add_node_files(d: _Design, src: NodeSources) -> None:
@@ -185,28 +225,47 @@ def _add_node_files(d: _Design, src: NodeSources) -> None:
 def _key(d: _Design, args: list[str]) -> str:
     h = hashlib.sha256()
     h.update(f"format={FORMAT}\n{verilator_version()}\n{args!r}\n{MAKE_VARS!r}\n".encode())
-    for part in (d.top_tmpl, HARNESS.read_text()):
+    for part in (d.top_tmpl, HARNESS.read_text(), streams_header(d.graph.edges)):
         h.update(hashlib.sha256(part.encode()).digest())
     for dest in sorted(d.hashed):
         h.update(dest.encode() + b"\0" + hashlib.sha256(d.hashed[dest]).digest())
     return h.hexdigest()
 
 
-def _simulator(model: ModelWrapper, d: _Design, key: str, build_dir: Path) -> Simulator:
+def _io_stream(model: ModelWrapper, graph: DataflowGraph, j: int) -> IoStream:
+    """The top stream on edge j, from the node it feeds or is fed by."""
     from qonnx.custom_op.registry import getCustomOp
 
-    nodes = chain_nodes(model)
-    first, last = getCustomOp(nodes[0]), getCustomOp(nodes[-1])
+    e = graph.edges[j]
+    if e.src < 0:
+        inst, port = getCustomOp(graph.nodes[e.dst]), e.dst_port
+        shape, folded = inst.get_normal_input_shape(port), inst.get_folded_input_shape(port)
+    else:
+        inst, port = getCustomOp(graph.nodes[e.src]), e.src_port
+        shape, folded = inst.get_normal_output_shape(port), inst.get_folded_output_shape(port)
+    return IoStream(tensor=e.tensor, dtype=model.get_tensor_datatype(e.tensor).name,
+                    shape=[int(x) for x in shape], folded=[int(x) for x in folded],
+                    width=e.width, bits=e.bits, words=e.words, elems=e.elems)
+
+
+def _simulator(model: ModelWrapper, d: _Design, key: str, build_dir: Path) -> Simulator:
+    ins, outs = top_streams(d.graph.edges)
+    inputs = [_io_stream(model, d.graph, j) for j in ins]
+    outputs = [_io_stream(model, d.graph, j) for j in outs]
     return Simulator(
         build_dir=str(build_dir),
         key=key,
-        nodes=d.infos,
-        in_dtype=model.get_tensor_datatype(model.graph.input[0].name).name,
-        out_dtype=model.get_tensor_datatype(model.graph.output[0].name).name,
-        in_shape=[int(x) for x in first.get_normal_input_shape(0)],
-        out_shape=[int(x) for x in last.get_normal_output_shape(0)],
-        in_folded=[int(x) for x in first.get_folded_input_shape(0)],
-        out_folded=[int(x) for x in last.get_folded_output_shape(0)],
+        nodes=d.graph.infos,
+        in_dtype=inputs[0].dtype,
+        out_dtype=outputs[0].dtype,
+        in_shape=inputs[0].shape,
+        out_shape=outputs[0].shape,
+        in_folded=inputs[0].folded,
+        out_folded=outputs[0].folded,
+        edges=d.graph.edges,
+        inputs=inputs,
+        outputs=outputs,
+        blocks=residual_blocks(model),
         data_files=[str(build_dir / p) for p in sorted(d.data)],
         data_sha256=[hashlib.sha256(d.hashed[p]).hexdigest() for p in sorted(d.data)],
         verilator=verilator_version(),
@@ -221,7 +280,8 @@ def build_simulator(
     progress: Progress | None = None,
     fifo_gauges: bool = False,
 ) -> Simulator:
-    """Verilate the chain of an HDL-generated model (see generate_rtl); reuse a cached build.
+    """Verilate the dataflow graph of an HDL-generated model (see generate_rtl); reuse a cached
+    build.
 
     The cache key hashes every RTL source (finn-rtllib files after patching, generated files),
     every memory init file, the top level, the harness, the Verilator version and flags.
@@ -232,9 +292,9 @@ def build_simulator(
     """
     ensure_finn_settings()
     model = load_model(model)
-    check_rtl_chain(model)
+    check_rtl_graph(model)
     d = _gather(model, fifo_gauges)
-    args = verilator_args(len(d.infos) + 1, len(d.gauges))
+    args = verilator_args(len(d.graph.edges), len(d.gauges))
     key = _key(d, args)
     cache = usable_cache_dir(cache_dir if cache_dir is not None else default_cache_dir(),
                              CACHE_ENV)
@@ -243,7 +303,7 @@ def build_simulator(
     if (build_dir / "simulator.json").is_file():
         damage = entry_damage(sim)
         if damage is None:
-            log.info("rtlsim: cache hit %s (%d nodes)", build_dir, len(d.infos))
+            log.info("rtlsim: cache hit %s (%d nodes)", build_dir, len(d.graph.nodes))
             sim.cached = True
             return sim
         log.warning("rtlsim: damaged cache entry %s (%s); building it again", build_dir, damage)
@@ -257,7 +317,8 @@ def build_simulator(
         _build(d, args, tmp, cache, jobs or default_jobs(), progress)
         sim.build_seconds = time.monotonic() - t0
         sim.binary_sha256 = sha256_file(tmp / BINARY)
-        (tmp / "simulator.json").write_text(json.dumps(sim.to_json(), indent=1))
+        (tmp / "simulator.json").write_text(
+            json.dumps({"format": FORMAT, **sim.to_json()}, indent=1))
         if build_dir.exists():  # a concurrent build finished first
             shutil.rmtree(tmp, ignore_errors=True)
         else:
@@ -309,6 +370,7 @@ def _stage(d: _Design, tmp: Path, build_dir: Path) -> None:
         shutil.copyfile(f, tmp / dest)
     (tmp / "top.sv").write_text(d.top_tmpl.replace(_DATA, str(build_dir / "data")))
     shutil.copyfile(HARNESS, tmp / "harness.cpp")
+    (tmp / STREAMS_H).write_text(streams_header(d.graph.edges))
 
 
 def _build(d: _Design, args: list[str], tmp: Path, cache: Path, jobs: int,
@@ -320,7 +382,7 @@ def _build(d: _Design, args: list[str], tmp: Path, cache: Path, jobs: int,
     ]
     cmd = [str(verilator_root() / "bin" / "verilator"), *args, "-j", str(jobs), *files, "top.sv",
            "harness.cpp"]
-    log.info("rtlsim: verilating %d nodes (%d files) in %s with -j %d ...", len(d.infos),
+    log.info("rtlsim: verilating %d nodes (%d files) in %s with -j %d ...", len(d.graph.nodes),
              len(files), tmp, jobs)
     obj_dir = tmp / "obj_dir"
     with open(tmp / "build.log", "w") as logf:
@@ -345,7 +407,7 @@ def _build(d: _Design, args: list[str], tmp: Path, cache: Path, jobs: int,
             logf.flush()
             tail = (tmp / "build.log").read_text().splitlines()[-30:]
             raise SimulationError(
-                f"Verilator build of the chain ({', '.join(i.name for i in d.infos)}) failed "
+                f"Verilator build of the graph ({', '.join(i.name for i in d.graph.infos)}) failed "
                 f"in {exc.cmd} (exit {exc.returncode}); log {tmp / 'build.log'}:\n"
                 + "\n".join(tail)
             ) from exc

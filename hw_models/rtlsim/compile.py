@@ -23,7 +23,7 @@ from hw_models.rtlsim.stitch import (
 
 log = logging.getLogger(__name__)
 
-FORMAT = 4  # bump when the build layout or harness protocol changes (4: checksums, MAX_CYCLES)
+FORMAT = 5  # bump when the build layout or harness protocol changes (5: graphs, run.cfg)
 BINARY = "V" + TOP_MODULE
 Progress = Callable[[str, int, int], None]
 """progress(phase, done, total): build phases 'verilate', 'compile' (one step per C++ unit) and

@@ -14,13 +14,15 @@ MAX_CYCLES = 200_000_000
 
 
 def expected_cycles(frames: int, cycles_per_frame: int, fill_cycles: int, out_words: int,
-                    backpressure: float) -> float:
-    """Cycles a run of `frames` should take: the pipeline's fill, then per frame the slower of
-    its bottleneck (`cycles_per_frame`) and its output, whose `out_words` words each wait
-    1 / (1 - backpressure) cycles on average for a ready consumer."""
-    if backpressure >= 1.0:
+                    backpressure: float, in_words: int = 0, gaps: float = 0.0) -> float:
+    """Cycles a run of `frames` should take: the pipeline's fill, then per frame the slowest of
+    its bottleneck (`cycles_per_frame`), its output, whose `out_words` words each wait
+    1 / (1 - backpressure) cycles on average for a ready consumer, and its input, whose
+    `in_words` words each wait 1 / (1 - gaps) cycles on average to be offered."""
+    if backpressure >= 1.0 or gaps >= 1.0:
         return float("inf")
-    return fill_cycles + frames * max(cycles_per_frame, out_words / (1.0 - backpressure))
+    return fill_cycles + frames * max(cycles_per_frame, out_words / (1.0 - backpressure),
+                                      in_words / (1.0 - gaps))
 
 
 def check_cycle_bound(expected: float, frames: int, backpressure: float) -> None:
@@ -35,7 +37,7 @@ def check_cycle_bound(expected: float, frames: int, backpressure: float) -> None
 
 @dataclass
 class NodeCycles:
-    """Measured cycles per frame of one chain node, next to FINN's estimate (JSON-able).
+    """Measured cycles per frame of one node, next to FINN's estimate (JSON-able).
 
     All values are per frame, over the node's steady window (from the end of its first output
     frame to the end of its last one), so None with fewer than two frames. In a pipeline every

@@ -4,13 +4,15 @@ from __future__ import annotations
 import re
 import signal
 
+from hw_models.errors import SimulationError
 from hw_models.rtlsim.build import Simulator
 from hw_models.rtlsim.cycles import NodeCycles, expected_cycles
+from hw_models.rtlsim.stitch import node_edges
 
 
 def edge_words_per_frame(sim: Simulator) -> list[int]:
-    """Stream words per frame of every edge: the chain input, then each node's output."""
-    return [sim.nodes[0].in_words] + [n.out_words for n in sim.nodes]
+    """Stream words per frame of every edge (stitch.Edge order)."""
+    return [e.words for e in sim.edges]
 
 
 def _pooled(stats: list[dict], last: str, first: str, idx: int, e: int, k: int) -> float:
@@ -19,10 +21,11 @@ def _pooled(stats: list[dict], last: str, first: str, idx: int, e: int, k: int) 
 
 
 def node_cycles(sim: Simulator, stats: list[dict]) -> list[NodeCycles]:
-    """Per-node steady cycles per frame, pooled over the shards' per-edge / per-node counters."""
+    """Per-node steady cycles per frame, pooled over the shards' per-edge / per-node counters
+    (a node's frames are those of its out0_V)."""
     res = []
     for i, node in enumerate(sim.nodes):
-        e = i + 1
+        e = node_edges(sim.edges, i)[1][0]
         k = sum(st["edge_frames"][e] - 1 for st in stats if st["edge_frames"][e] > 0)
         interval = busy = blocked = starved = span = None
         if k >= 1:
@@ -39,44 +42,81 @@ def node_cycles(sim: Simulator, stats: list[dict]) -> list[NodeCycles]:
     return res
 
 
-def sim_cycles(sim: Simulator, frames: int, backpressure: float) -> float:
-    """expected_cycles of `frames` through this chain (FINN's per-node estimates)."""
+def sim_cycles(sim: Simulator, frames: int, backpressure: float, gaps: float = 0.0) -> float:
+    """expected_cycles of `frames` through this graph (FINN's per-node estimates)."""
     est = [n.exp_cycles for n in sim.nodes]
-    return expected_cycles(frames, max(est), sum(est), sim.nodes[-1].out_words, backpressure)
+    return expected_cycles(frames, max(est), sum(est), max(s.words for s in sim.outputs),
+                           backpressure, max(s.words for s in sim.inputs), gaps)
 
 
-def default_stall_cycles(sim: Simulator, backpressure: float) -> int:
-    """No-output bound: generous against FINN's per-node estimates, scaled for backpressure."""
+def default_stall_cycles(sim: Simulator, backpressure: float, gaps: float = 0.0) -> int:
+    """No-output bound: generous against FINN's per-node estimates, scaled for backpressure and
+    input gaps."""
     total = sum(n.exp_cycles for n in sim.nodes)
-    return int((20_000 + 8 * total) / max(1e-3, 1.0 - backpressure))
+    return int((20_000 + 8 * total) / max(1e-3, 1.0 - backpressure) / max(1e-3, 1.0 - gaps))
+
+
+def _node_state(xf: list, vld: list, rdy: list, ins: list[int], outs: list[int],
+                exp: list[int]) -> str:
+    """What one node was doing where the stream stopped, from its edges' counts and handshakes."""
+    if all(xf[j] >= exp[j] for j in outs):
+        return "done"
+    if any(vld[j] and not rdy[j] for j in outs):
+        return "output not accepted downstream"
+    if all(xf[j] >= exp[j] for j in ins):
+        return "received all its input, output incomplete"
+    if any(vld[j] and not rdy[j] for j in ins):
+        return "neither accepts input nor produces output"
+    return "waiting for input"
+
+
+class DeadlockError(SimulationError):
+    """No output word came for the stall window while input was pending (message: where)."""
+
+
+def residual_deadlock(sim: Simulator, st: dict) -> str | None:
+    """One line naming the residual block whose fork waits on a full skip path while its join
+    waits on the branch (the skip FIFO too shallow for the branch), or None."""
+    index = {n.name: i for i, n in enumerate(sim.nodes)}
+    vld, rdy = st["edge_vld"], st["edge_rdy"]
+    for b in sim.blocks:
+        skip_out = node_edges(sim.edges, index[b.fork])[1][b.skip_port]
+        branch_in = node_edges(sim.edges, index[b.join])[0][b.branch_port]
+        if vld[skip_out] and not rdy[skip_out] and not vld[branch_in]:
+            fifos = ", ".join(b.skip_fifos) or "none"
+            return (
+                f"RTL simulation deadlocked in residual block {b.describe()}: the skip path "
+                f"(FIFO {fifos}) holds {b.depth} words of {b.fork}'s output, the branch takes in "
+                f"up to {b.need} before the join gets its first word; deepen the skip FIFO to "
+                f"hold {b.need} (hw_models.rtlsim.residual.SizeSkipFifos)"
+            )
+    return None
 
 
 def _diagnose(sim: Simulator, st: dict, frames: int, n_in: int) -> str:
-    """Name where the stream stopped, from per-stream transfer counts and handshake state."""
-    nodes = sim.nodes
+    """Name where the stream stopped, from per-stream transfer counts and handshake state: one
+    line for a residual block's deadlock, else every node's state."""
+    deadlock = residual_deadlock(sim, st)
+    if deadlock is not None:
+        return deadlock
+    nodes, edges = sim.nodes, sim.edges
     xf, vld, rdy = st["edge_xfers"], st["edge_vld"], st["edge_rdy"]
+    exp = [e.words * frames for e in edges]
     lines, done_in, blocked = [], None, None
     for i, node in enumerate(nodes):
-        exp_in, exp_out = node.in_words * frames, node.out_words * frames
-        in_blocked = vld[i] and not rdy[i]
-        out_blocked = vld[i + 1] and not rdy[i + 1]
-        if xf[i + 1] >= exp_out:
-            state = "done"
-        elif out_blocked:
-            state = "output not accepted downstream"
-        elif xf[i] >= exp_in:
-            state = "received all its input, output incomplete"
-            done_in = done_in or node
-        elif in_blocked:
-            state = "neither accepts input nor produces output"
+        ins, outs = node_edges(edges, i)
+        state = _node_state(xf, vld, rdy, ins, outs, exp)
+        if state.startswith("received") and done_in is None:
+            done_in = node
+        if state.startswith("neither"):
             blocked = node
-        else:
-            state = "waiting for input"
         lines.append(
-            f"  {node.name} ({node.op_type}): in {xf[i]}/{exp_in}, out {xf[i + 1]}/{exp_out} "
-            f"words: {state}"
+            f"  {node.name} ({node.op_type}): in {sum(xf[j] for j in ins)}/"
+            f"{sum(exp[j] for j in ins)}, out {sum(xf[j] for j in outs)}/"
+            f"{sum(exp[j] for j in outs)} words: {state}"
         )
-    need_in = nodes[0].in_words * frames
+    need_in = sum(s.words for s in sim.inputs) * frames
+    top_out = [j for j, e in enumerate(edges) if e.dst < 0]
     if st["words_in"] >= n_in and n_in < need_in:
         where = f"the input ended mid-frame ({n_in} of {need_in} input words were given)"
     elif done_in is not None:
@@ -88,16 +128,17 @@ def _diagnose(sim: Simulator, st: dict, frames: int, n_in: int) -> str:
         where = (
             f"node {blocked.name} ({blocked.op_type}) stopped accepting input and producing output"
         )
-    elif vld[-1] and not rdy[-1]:
-        where = "the chain output was never accepted (output backpressure)"
+    elif any(vld[j] and not rdy[j] for j in top_out):
+        where = "the graph output was never accepted (output backpressure)"
     else:
         where = "no single node could be blamed"
-    chain = " -> ".join(n.name for n in nodes)
+    order = " -> ".join(n.name for n in nodes)
     return (
         f"RTL simulation stalled: no output word for {st['cycles'] - st['last_out_cycle']} cycles "
-        f"(at cycle {st['cycles']}, {st['words_out']} of {nodes[-1].out_words * frames} output "
-        f"words, {st['words_in']} of {n_in} input words accepted); {where}.\n"
-        f"chain: {chain}\n" + "\n".join(lines)
+        f"(at cycle {st['cycles']}, {st['words_out']} of "
+        f"{sum(s.words for s in sim.outputs) * frames} output words, {st['words_in']} of {n_in} "
+        f"input words accepted); {where}.\n"
+        f"nodes: {order}\n" + "\n".join(lines)
     )
 
 
@@ -129,7 +170,7 @@ def _failure(sim: Simulator, code: int, text: str) -> str:
         for i in sorted(insts)
         if i in names or i.removesuffix("_wstrm") in names
     ]
-    where = ", ".join(f"{n.name} ({n.op_type})" for n in hit) or "chain " + " -> ".join(names)
+    where = ", ".join(f"{n.name} ({n.op_type})" for n in hit) or "graph " + " -> ".join(names)
     msgs = [line.strip() for line in text.splitlines() if "%Error" in line or "%Fatal" in line]
     hints = [hint for key, hint in KNOWN_ASSERTIONS.items() if key in text]
     return (

@@ -15,6 +15,9 @@ build turns every StreamingFIFO into a depth-limited gauge whose capacity is a r
 A gauge of capacity c stands for fifo.sv's capacity at a depth: max(depth, 5) as a shift
 register (fifo.sv never builds fewer than four SRL stages plus its output register), the depth
 otherwise.
+
+On a graph (forks and joins) a depth that deadlocks a residual block (its skip FIFO shallower
+than the branch holds, see residual.py) simply misses the target: the search never returns it.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from hw_models.errors import HardwareError
 from hw_models.resources import Resources
 from hw_models.rtlsim.build import Simulator, build_simulator
 from hw_models.rtlsim.compile import Progress, default_jobs
+from hw_models.rtlsim.diagnose import DeadlockError
 from hw_models.rtlsim.hdl import generate_rtl, load_model
 from hw_models.rtlsim.packing import random_frames
 from hw_models.rtlsim.runner import run_frames
@@ -115,10 +119,15 @@ class _Prober:
         return max(depth, 5) if style == "srl" else depth
 
     def cycles(self, depths: dict[str, int]) -> tuple[float, dict[str, int]]:
-        """Steady cycles per frame and highest occupancies with these depths (0: unbounded)."""
+        """Steady cycles per frame and highest occupancies with these depths (0: unbounded);
+        infinite cycles where the depths deadlock the graph."""
         limits = [self.capacity(g, depths[g]) for g in self.sim.fifo_gauges]
-        _, st = run_frames(self.sim, self.frames, shards=1, node_stats=False, fifo_limits=limits)
         self.probes += 1
+        try:
+            _, st = run_frames(self.sim, self.frames, shards=1, node_stats=False,
+                               fifo_limits=limits)
+        except DeadlockError:
+            return float("inf"), {}
         if st.steady_cycles_per_frame is None:
             raise FifoSizingError("FIFO sizing needs at least two frames")
         return st.steady_cycles_per_frame, st.fifo_maxcount
@@ -168,7 +177,11 @@ def _verify(model: ModelWrapper, depths: dict[str, int], out_dir: Path, fpgapart
     sized = _with_depths(model, depths)
     gen = generate_rtl(sized, out_dir, fpgapart=fpgapart)
     sim = build_simulator(gen, cache_dir=cache_dir, jobs=jobs, progress=progress)
-    _, st = run_frames(sim, frames, shards=1, node_stats=False)
+    try:
+        _, st = run_frames(sim, frames, shards=1, node_stats=False)
+    except DeadlockError as exc:
+        log.warning("FIFO sizing: %s", exc)
+        return sized, float("inf")
     return sized, float(st.steady_cycles_per_frame or 0.0)
 
 

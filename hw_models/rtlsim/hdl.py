@@ -1,4 +1,4 @@
-"""HDL generation for a folded, specialized FINN dataflow chain (no Vivado needed)."""
+"""HDL generation for a folded, specialized FINN dataflow graph (no Vivado needed)."""
 
 from __future__ import annotations
 
@@ -22,22 +22,33 @@ log = logging.getLogger(__name__)
 # always uses its behavioural model, so any UltraScale+ part gives the same cycle behaviour.
 DEFAULT_FPGA_PART = "xczu3eg-sbva484-1-e"
 DEFAULT_CLK_NS = 5.0
+# FINN generates the RTL VVAU only for Versal's DSP58 (VectorVectorActivation_rtl's
+# _resolve_dsp_version); under Verilator its compute core is the behavioural model whatever the
+# part, so depthwise layers get their HDL for this part when the given one is not a Versal.
+VVAU_SIM_PART = "xcve2802-vsvh1760-2MP-e-S"
 
-# Node kinds the stitcher knows how to wire; anything else is refused with a reason.
+# Node kinds the stitcher knows how to wire; anything else is refused with a reason. Pool_rtl,
+# GlobalAccPool_rtl, DuplicateStreams_rtl and AddStreams_rtl are densiflow's (hw_models.finn_ops).
 SUPPORTED_OPS = (
     "MVAU_rtl",
+    "VVAU_rtl",
     "Thresholding_rtl",
     "ConvolutionInputGenerator_rtl",
     "FMPadding_rtl",
     "StreamingDataWidthConverter_rtl",
     "StreamingFIFO_rtl",
+    "Pool_rtl",
+    "GlobalAccPool_rtl",
+    "DuplicateStreams_rtl",
+    "AddStreams_rtl",
 )
+_WEIGHTED = ("MVAU_rtl", "VVAU_rtl")
 
 DEPLOY_HINT = (
-    "To make the network simulatable (and deployable with FINN's RTL library) change the plan "
-    "or architecture: signed weights and activations of at least 2 bits in every layer "
-    "(no 1-bit/bipolar layers), no pooling layers (use strided convolutions), and "
-    "preferred_impl_style='rtl' for every layer."
+    "To make the network simulatable (and deployable with FINN's and densiflow's RTL) change "
+    "the plan or architecture: signed weights and activations of at least 2 bits in every "
+    "layer (no 1-bit/bipolar layers), and preferred_impl_style='rtl' for every layer (import "
+    "hw_models.finn_ops before SpecializeLayers, for pooling, forks and residual adds)."
 )
 
 
@@ -91,20 +102,21 @@ def _hls_reason(model: ModelWrapper, node, inst) -> str:
         if not wdt.signed():
             return f"unsigned weights ({wdt.name}): the RTL MVU needs signed weights"
         return "specialized to HLS (set preferred_impl_style='rtl', >=2-bit signed weights)"
-    if "Pool" in base:
-        return "pooling layers exist only as HLS"
+    if base in ("Pool", "GlobalAccPool", "DuplicateStreams", "AddStreams"):
+        return (f"specialized to HLS: densiflow has {base}_rtl (import hw_models.finn_ops before "
+                "SpecializeLayers, preferred_impl_style='rtl')")
     return f"{base} exists only as HLS in FINN's library"
 
 
 def unsupported_nodes(model: ModelWrapper) -> list[Unsupported]:
-    """Every node of the chain the RTL simulator cannot build, with the reason."""
-    from qonnx.custom_op.registry import getCustomOp
+    """Every node of the graph the RTL simulator cannot build, with the reason."""
+    from hw_models.rtlsim.sources import custom_op
 
     bad: list[Unsupported] = []
     for node in model.graph.node:
         op = node.op_type
         try:
-            inst = getCustomOp(node)
+            inst = custom_op(node)
         except Exception:  # noqa: BLE001 - any lookup failure means: not a FINN HW node
             bad.append(Unsupported(node.name, op, "not a FINN dataflow (HW) node"))
             continue
@@ -116,7 +128,7 @@ def unsupported_nodes(model: ModelWrapper) -> list[Unsupported]:
             )
         elif op not in SUPPORTED_OPS:
             bad.append(Unsupported(node.name, op, "no stitching support for this RTL node kind"))
-        elif op == "MVAU_rtl":
+        elif op in _WEIGHTED:
             if inst.get_nodeattr("mem_mode") != "internal_decoupled":
                 bad.append(
                     Unsupported(
@@ -126,13 +138,16 @@ def unsupported_nodes(model: ModelWrapper) -> list[Unsupported]:
                         "'internal_decoupled' (weights streamed from on-chip memory) is supported",
                     )
                 )
-            elif inst.get_nodeattr("pumpedCompute") or inst.get_nodeattr("pumpedMemory"):
+            elif _attr(inst, "pumpedCompute") or _attr(inst, "pumpedMemory"):
                 bad.append(
                     Unsupported(node.name, op, "double-pumped compute/memory needs a 2x clock")
                 )
-            elif inst.get_nodeattr("TH") != 1:
+            elif op == "MVAU_rtl" and inst.get_nodeattr("TH") != 1:
                 bad.append(Unsupported(node.name, op, "tiled MVU (TH>1) is not supported"))
-            elif inst.get_nodeattr("mlo_max_iter") or inst.get_nodeattr("bodies"):
+            elif op == "VVAU_rtl" and inst.get_nodeattr("resType") == "lut":
+                bad.append(Unsupported(node.name, op, "resType='lut': FINN's RTL VVU is DSP-only "
+                                       "(set resType='dsp')"))
+            elif _attr(inst, "mlo_max_iter") or _attr(inst, "bodies"):
                 bad.append(Unsupported(node.name, op, "loop-rolled (MLO) layers are not supported"))
         elif op == "Thresholding_rtl":
             if inst.get_nodeattr("mlo_max_iter") or inst.get_nodeattr("bodies"):
@@ -148,13 +163,21 @@ def unsupported_nodes(model: ModelWrapper) -> list[Unsupported]:
     return bad
 
 
-def check_rtl_chain(model: ModelWrapper) -> None:
+def _attr(inst, name: str):
+    """A node attribute, None where the op has no such attribute."""
+    try:
+        return inst.get_nodeattr(name)
+    except AttributeError:
+        return None
+
+
+def check_rtl_graph(model: ModelWrapper) -> None:
     """Raise HardwareError listing every node that has no simulatable RTL implementation."""
     bad = unsupported_nodes(model)
     if bad:
         lines = "\n".join(f"  - {b.name} ({b.op_type}): {b.reason}" for b in bad)
         raise HardwareError(
-            f"{len(bad)} node(s) of the dataflow chain cannot be simulated as RTL:\n{lines}\n"
+            f"{len(bad)} node(s) of the dataflow graph cannot be simulated as RTL:\n{lines}\n"
             + DEPLOY_HINT
         )
 
@@ -236,9 +259,12 @@ def _generate_nodes(model: ModelWrapper, out: Path, fpgapart: str, clk_ns: float
             shutil.rmtree(node_dir)
         node_dir.mkdir()
         inst.set_nodeattr("code_gen_dir_ipgen", str(node_dir))
+        part = fpgapart
+        if node.op_type == "VVAU_rtl" and not _is_versal(fpgapart):
+            part = VVAU_SIM_PART
         try:
             # what PrepareIP's _codegen_single_node does for a node without code
-            inst.code_generation_ipgen(model, fpgapart, clk_ns)
+            inst.code_generation_ipgen(model, part, clk_ns)
         except Exception as exc:  # FINN raises plain exceptions for out-of-range parameters
             raise HardwareError(
                 f"HDL generation failed for node {node.name} ({node.op_type}): {exc}"
@@ -253,6 +279,12 @@ def _generate_nodes(model: ModelWrapper, out: Path, fpgapart: str, clk_ns: float
             )
 
 
+def _is_versal(part: str) -> bool:
+    from finn.util.basic import is_versal
+
+    return bool(is_versal(part))
+
+
 def generate_rtl(
     model: ModelWrapper | str | Path,
     out_dir: str | Path,
@@ -261,7 +293,8 @@ def generate_rtl(
 ) -> ModelWrapper:
     """Generate each node's HDL into out_dir/<node name>/ and return the annotated model copy.
 
-    The model is the folded, specialized child model of a StreamingDataflowPartition. This is
+    The model is the folded, specialized child model of a StreamingDataflowPartition (a DAG:
+    forks by DuplicateStreams, joins by AddStreams; hw_models.finn_ops registers them). This is
     FINN's PrepareIP, node by node, with one fixed folder per node (so that regenerating the same
     model reproduces the same files and the simulator build cache hits). The result is also
     saved as out_dir/rtl_model.onnx; called again for the same model, part and clock, it returns
@@ -270,7 +303,7 @@ def generate_rtl(
     ensure_finn_settings()
     model = load_model(model)
     model = ModelWrapper(copy.deepcopy(model.model))
-    check_rtl_chain(model)
+    check_rtl_graph(model)
     names = [n.name for n in model.graph.node]
     if len(set(names)) != len(names) or "" in names:
         raise HardwareError(
@@ -283,9 +316,9 @@ def generate_rtl(
         log.info("rtlsim: HDL of this model is already in %s", out)
         return done
     model = _minimize(model)
-    from hw_models.rtlsim.stitch import chain_nodes, check_links, node_info
+    from hw_models.rtlsim.stitch import dataflow_graph
 
-    check_links([node_info(n) for n in chain_nodes(model)])
+    dataflow_graph(model)  # refuses graphs the stitcher cannot wire, before any HDL is written
 
     _generate_nodes(model, out, fpgapart, clk_ns)
     model.set_metadata_prop("rtlsim_fpgapart", fpgapart)

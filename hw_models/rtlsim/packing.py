@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from hw_models.errors import SimulationError
-from hw_models.rtlsim.build import Simulator
+from hw_models.rtlsim.build import IoStream, Simulator
 
 
 def _n32(bits: int) -> int:
@@ -43,30 +43,35 @@ def _representable(x: np.ndarray, dt) -> bool:
     return bool(np.vectorize(dt.allowed, otypes=[bool])(x).all())
 
 
-def pack_frames(sim: Simulator, frames: np.ndarray) -> np.ndarray:
-    """Stream words (rows of uint32) for frames given as one NHWC input tensor per row."""
+def pack_stream(stream: IoStream, frames: np.ndarray) -> np.ndarray:
+    """Stream words (rows of uint32) of one top input for frames given as one NHWC tensor per
+    row."""
     from qonnx.core.datatype import DataType
 
-    per_frame = int(np.prod(sim.in_shape[1:]))
+    per_frame = int(np.prod(stream.shape[1:]))
     frames = np.asarray(frames, dtype=np.float64)
     if frames.ndim < 1 or frames.size % per_frame or frames.shape[0] * per_frame != frames.size:
         raise SimulationError(
-            f"frames of shape {frames.shape} do not hold whole input tensors of shape "
-            f"{tuple(sim.in_shape[1:])} (one frame per row)"
+            f"frames of shape {frames.shape} do not hold whole tensors {stream.tensor} of shape "
+            f"{tuple(stream.shape[1:])} (one frame per row)"
         )
-    dt = DataType[sim.in_dtype]
+    dt = DataType[stream.dtype]
     if not _representable(frames, dt):
         raise SimulationError(
-            f"input values are not all representable as {dt.name} "
+            f"input values of {stream.tensor} are not all representable as {dt.name} "
             f"(range {dt.min()}..{dt.max()}{', integers' if dt.is_integer() else ''})"
         )
-    first = sim.nodes[0]
-    folded = frames.reshape([frames.shape[0]] + sim.in_folded[1:])
+    folded = frames.reshape([frames.shape[0]] + stream.folded[1:])
     if dt.name == "BIPOLAR":
-        return pack_words((folded + 1) / 2, 1, first.in_width)
+        return pack_words((folded + 1) / 2, 1, stream.width)
     if dt.is_integer():
-        return pack_words(folded, dt.bitwidth(), first.in_width)
-    return _finn_pack(folded, dt, first.in_bits, first.in_width)
+        return pack_words(folded, dt.bitwidth(), stream.width)
+    return _finn_pack(folded, dt, stream.bits, stream.width)
+
+
+def pack_frames(sim: Simulator, frames: np.ndarray) -> np.ndarray:
+    """Stream words (rows of uint32) of the first top input (see pack_stream)."""
+    return pack_stream(sim.inputs[0], frames)
 
 
 def _finn_pack(folded: np.ndarray, dt, bits: int, width: int) -> np.ndarray:
@@ -78,30 +83,30 @@ def _finn_pack(folded: np.ndarray, dt, bits: int, width: int) -> np.ndarray:
     return np.frombuffer(raw, dtype="<u4").reshape(len(ints), _n32(width))
 
 
-def unpack_frames(sim: Simulator, words: np.ndarray, n: int) -> np.ndarray:
-    """Output tensors (one frame per row, NHWC) from stream words."""
+def unpack_stream(stream: IoStream, words: np.ndarray, n: int) -> np.ndarray:
+    """Output tensors (one frame per row, NHWC) of one top output from its stream words."""
     from qonnx.core.datatype import DataType
 
-    dt = DataType[sim.out_dtype]
-    last = sim.nodes[-1]
-    shape = [n] + sim.out_folded[1:]
+    dt = DataType[stream.dtype]
+    shape = [n] + stream.folded[1:]
     if dt.name == "BIPOLAR":
-        arr = 2 * unpack_words(words, 1, last.out_elems, False) - 1
+        arr = 2 * unpack_words(words, 1, stream.elems, False) - 1
     elif dt.is_integer():
-        arr = unpack_words(words, dt.bitwidth(), last.out_elems, dt.signed())
+        arr = unpack_words(words, dt.bitwidth(), stream.elems, dt.signed())
     else:
         from finn.util.data_packing import rtlsim_output_to_npy
 
         ints = [int.from_bytes(row.tobytes(), "little") for row in words]
-        arr = rtlsim_output_to_npy(ints, None, dt, tuple(shape), last.out_bits, dt.bitwidth())
-    return np.asarray(arr, dtype=np.float32).reshape([n] + sim.out_shape[1:])
+        arr = rtlsim_output_to_npy(ints, None, dt, tuple(shape), stream.bits, dt.bitwidth())
+    return np.asarray(arr, dtype=np.float32).reshape([n] + stream.shape[1:])
 
 
-def random_frames(model, n: int, seed: int = 0) -> np.ndarray:
-    """n random frames valid for a chain model's input datatype (one NHWC tensor per row)."""
+def random_frames(model, n: int, seed: int = 0, index: int = 0) -> np.ndarray:
+    """n random frames valid for the datatype of a model's input `index` (one NHWC tensor per
+    row)."""
     from qonnx.core.datatype import DataType
 
-    name = model.graph.input[0].name
+    name = model.graph.input[index].name
     dt = model.get_tensor_datatype(name)
     shape = (n, *model.get_tensor_shape(name)[1:])
     rng = np.random.default_rng(seed)

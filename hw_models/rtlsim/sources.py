@@ -191,7 +191,16 @@ class NodeSources:
     generated: list[Path] = field(default_factory=list)  # files in the node's code_gen_dir
     library: list[str] = field(default_factory=list)  # paths relative to finn-rtllib
     data: list[Path] = field(default_factory=list)  # memory init files read at run time
-    weight_streamer: str | None = None  # module name of the MVAU weight streamer
+    weight_streamer: str | None = None  # module name of the MVAU/VVAU weight streamer
+
+
+def custom_op(node):
+    """FINN's op instance of a node, densiflow's RTL ops (hw_models.finn_ops) registered."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    import hw_models.finn_ops  # noqa: F401 - registers Pool_rtl, AddStreams_rtl, ...
+
+    return getCustomOp(node)
 
 
 def rtllib_dir() -> Path:
@@ -203,9 +212,7 @@ def rtllib_dir() -> Path:
 
 def collect_node_sources(node, lib: Path) -> NodeSources:
     """Files one generated node needs; raises SimulationError naming the node if any is missing."""
-    from qonnx.custom_op.registry import getCustomOp
-
-    inst = getCustomOp(node)
+    inst = custom_op(node)
     gen_dir = Path(inst.get_nodeattr("code_gen_dir_ipgen") or "")
     if not str(gen_dir) or not gen_dir.is_dir():
         raise SimulationError(
@@ -216,7 +223,7 @@ def collect_node_sources(node, lib: Path) -> NodeSources:
     top = inst.get_nodeattr("gen_top_module") or inst.get_verilog_top_module_name()
     src = NodeSources(node.name, node.op_type, gen_dir, top)
     files = [Path(f) for f in inst.get_rtl_file_list(abspath=True)]
-    if node.op_type == "MVAU_rtl":
+    if node.op_type in ("MVAU_rtl", "VVAU_rtl"):
         # get_rtl_file_list omits the weight streamer that feeds in1_V (mem_mode internal_decoupled)
         files += [
             gen_dir / f"{node.name}_memstream_wrapper.v",
