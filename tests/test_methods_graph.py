@@ -3,6 +3,7 @@ digits_mobilenet, and the analytic screen of a DAG."""
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -12,7 +13,9 @@ from flow.core.errors import ConfigError
 from flow.importance.channel import activation_l1, weight_l1
 from flow.importance.groups import channel_units, coupled_keep, prunable_units, unit_of
 from flow.importance.layer import layer_importance
+from flow.methods.aqp import make_plan as aqp_make_plan
 from flow.methods.aqp.layer_search import search as aqp_search
+from flow.methods.aqp.report import baseline_plans
 from flow.methods.base import MethodContext
 from flow.methods.dfq.bilevel import discrete_weights, mixtures
 from flow.methods.dfq.bilevel import search as dfq_search
@@ -377,3 +380,32 @@ def test_search_on_a_residual_network(tmp_path, torch_one_thread):
     for plan in plans:
         _check_coupled(arch, plan)
     assert any(lp.keep is not None for plan in plans for lp in plan.layers.values())
+
+
+def test_aqp_fixed_pruning_baselines_prune_units(ctx):
+    p = AqpParams(name="aqp", baseline_prune=[0.5], baseline_bits=[4])
+    scores = activation_l1(ctx.float_model, ctx.data.x_train[:64])
+    plans = baseline_plans(ctx, p, scores)
+    pruned = plans["Fixed prune 50% (W8)"]
+    _check_coupled(ctx.arch, pruned)
+    for u in prunable_units(ctx.arch):
+        assert len(pruned.layers[u.name].keep) == u.channels // 2
+
+
+@pytest.mark.slow
+def test_aqp_report_on_a_residual_network(tmp_path, torch_one_thread):
+    """AQP with its report (every mode, the fixed baselines fine-tuned, table and figures)."""
+    data = load_dataset("digits", seed=0, limit=300)
+    arch = get_architecture("digits_resnet")
+    torch.manual_seed(0)
+    net = build_float(arch, data.pixel_max)
+    train(net, data.x_train, data.y_train, TrainConfig(2, lr=3e-3), "float")
+    ctx = MethodContext(arch, data, net.eval(), TrainConfig(1), min_bits=2, seed=0)
+    p = AqpParams(name="aqp", pruning="structured", importance={"data_free": 1.0},
+                  max_bits=4, k_step=1.0, k_max=1.0, calib_samples=64, trial_samples=64,
+                  baseline_bits=[4], baseline_prune=[0.5])
+    out = aqp_make_plan(ctx, p, tmp_path)
+    _check_coupled(arch, out.plan)
+    table = json.loads((tmp_path / "aqp_table.json").read_text())
+    assert [r["layer"] for r in table["per_layer"]] == arch.layer_names
+    assert (tmp_path / "aqp_layers.png").stat().st_size > 0
