@@ -325,12 +325,7 @@ def test_brevitas_separable_block_on_pynq_z1_has_no_hls_node(tmp_path):
 # Yosys
 
 
-SYNTH_CHANGE = ("hw_models/synth runs synth_xilinx -nodsp and asserts no $mul (NO_MULTIPLIERS); "
-                "a VVAU_rtl with FORCE_BEHAVIORAL(1) needs DSP inference (requested of H7)")
-
-
 @pytest.mark.synth
-@pytest.mark.xfail(strict=True, reason=SYNTH_CHANGE)
 @pytest.mark.parametrize("simd", [1, 3])
 def test_yosys_maps_the_behavioural_vvau_to_dsp48e1(finn_env, monkeypatch, tmp_path, simd):
     """Generated for xc7z020, the VVAU_rtl synthesises for xc7 with one DSP48E1 per product (its

@@ -75,6 +75,7 @@ class LayerEstimate(BaseModel):
     simd: int | None
     resources: Resources  # FINN's estimate: no FFs
     cycles: int  # expected cycles per frame
+    origin: str | None = None  # the QONNX node it came from, e.g. "Conv_5 (layer2.0.conv1)"
 
 
 class FinnPerformance(BaseModel):
@@ -190,6 +191,8 @@ def layer_estimates(model, part: str) -> list[LayerEstimate]:
     from finn.analysis.fpgadataflow.res_estimation import res_estimation
     from qonnx.custom_op.registry import getCustomOp
 
+    from flow.finn.rewrites import origin
+
     res = model.analysis(lambda m: res_estimation(m, part))
     cycles = model.analysis(exp_cycles_per_layer)
     rows = []
@@ -205,7 +208,7 @@ def layer_estimates(model, part: str) -> list[LayerEstimate]:
             simd=int(inst.get_nodeattr("SIMD")) if "SIMD" in attrs else None,
             resources=Resources(**{FINN_TO_RESOURCES[k]: float(v)
                                    for k, v in res[node.name].items() if k in FINN_TO_RESOURCES}),
-            cycles=int(cycles[node.name]),
+            cycles=int(cycles[node.name]), origin=origin(node),
         ))
     return rows
 

@@ -307,33 +307,38 @@ def _hardware(finn: FinnBuild, target_fps: float, synth: SynthResult | None,
     )
 
 
+def _origin_layer(row: LayerEstimate, layer_names: list[str]) -> str | None:
+    """The plan layer named in a node's QONNX origin ("Conv_5 (layer2.0.conv1)"), if any."""
+    if row.origin is None or not row.origin.endswith(")") or " (" not in row.origin:
+        return None
+    name = row.origin.rsplit(" (", 1)[1][:-1]
+    return name if name in layer_names else None
+
+
 def group_hw_layers(finn_layers: list[LayerEstimate],
                     layer_names: list[str]) -> dict[str, list[LayerEstimate]]:
-    """Attribute FINN's HW nodes to plan layers, in chain order.
+    """Attribute FINN's HW nodes to plan layers.
 
-    Each MVAU/VVAU closes a layer; the Thresholding right after it is that layer's activation;
-    every other node (padding, sliding window, width converter, FIFO, the input quantizer) belongs
-    to the next compute layer; nodes after the last one to the last layer. Returns {} where the
-    number of compute nodes differs from the number of layers (a foreign model).
+    A node whose QONNX origin names a plan layer (its MVAU/VVAU, sliding window, padding and
+    thresholds) belongs to it; every other node (FIFOs, width converters, pools, forks and adds)
+    to the next node's layer in graph order, and the nodes after the last one to the last layer.
+    Returns {} where the number of compute nodes differs from the number of layers or a compute
+    node has no layer (a foreign model).
     """
-    compute = [i for i, r in enumerate(finn_layers) if r.op_type.startswith(("MVAU", "VVAU"))]
-    if len(compute) != len(layer_names):
+    compute = [r for r in finn_layers if r.op_type.startswith(("MVAU", "VVAU"))]
+    if len(compute) != len(layer_names) or any(_origin_layer(r, layer_names) is None
+                                                for r in compute):
         return {}
     groups: dict[str, list[LayerEstimate]] = {name: [] for name in layer_names}
-    layer = 0
-    after_compute = False
-    for i, row in enumerate(finn_layers):
-        if after_compute and row.op_type.startswith("Thresholding"):
-            groups[layer_names[layer - 1]].append(row)
-            after_compute = False
-        elif i in compute:
-            groups[layer_names[layer]].append(row)
-            layer += 1
-            after_compute = True
-        else:
-            after_compute = after_compute and row.op_type.startswith(
-                ("StreamingFIFO", "StreamingDataWidth"))
-            groups[layer_names[min(layer, len(layer_names) - 1)]].append(row)
+    pending: list[LayerEstimate] = []
+    for row in finn_layers:
+        layer = _origin_layer(row, layer_names)
+        if layer is None:
+            pending.append(row)
+            continue
+        groups[layer] += [*pending, row]
+        pending = []
+    groups[layer_names[-1]] += pending
     return groups
 
 

@@ -25,19 +25,24 @@ def prefer_rtl_for_unspecialised(model):
 
 
 def with_dwc_fifo(model, part: str, fifo_depth: int = DEFAULT_FIFO_DEPTH):
-    """A copy with FINN's width converters and FIFOs (fifo_depth words), specialised (RTL first)."""
+    """A copy with FINN's width converters and FIFOs (fifo_depth words, skip FIFOs deep enough for
+    their residual block), specialised (RTL first, the depthwise VVAU too)."""
     from finn.transformation.fpgadataflow.insert_dwc import InsertDWC
     from finn.transformation.fpgadataflow.insert_fifo import InsertFIFO
     from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
     from qonnx.custom_op.registry import getCustomOp
     from qonnx.transformation.general import GiveUniqueNodeNames
 
+    from hw_models.finn_ops.vvau import SpecializeVvauRtl
+    from hw_models.rtlsim.residual import SizeSkipFifos
+
     m = copy.deepcopy(model).transform(InsertDWC())
     m = m.transform(InsertFIFO(create_shallow_fifos=True))
     for node in m.get_nodes_by_op_type("StreamingFIFO"):
         inst = getCustomOp(node)
         inst.set_nodeattr("depth", max(int(inst.get_nodeattr("depth")), fifo_depth))
-    m = prefer_rtl_for_unspecialised(m).transform(SpecializeLayers(part))
+    m = prefer_rtl_for_unspecialised(m).transform(SpecializeVvauRtl(part))
+    m = m.transform(SpecializeLayers(part)).transform(SizeSkipFifos())
     return m.transform(GiveUniqueNodeNames())
 
 
