@@ -198,6 +198,8 @@ def test_qsparse_schedules_prune_units(ctx, schedule):
         assert len(r.plan.layers[u.name].keep) == u.channels // 2
     out = predict(r.model, ctx.data.x_test[:8])
     assert out.shape == (8, 10) and torch.isfinite(out).all()
+    if schedule == "layerwise_a":  # one event per unit, coupled layers named together
+        assert [e["unit"] for e in r.events] == [u.label for u in prunable_units(ctx.arch)]
     start = quant_start(ctx, r)  # the qat step's start: the plan's Brevitas network
     assert torch.isfinite(predict(start, ctx.data.x_test[:8])).all()
 

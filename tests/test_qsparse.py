@@ -351,7 +351,7 @@ def test_claim_checks_compare_layerwise_a_at_one_sparsity():
 
 
 def test_rank_agreement_of_each_layerwise_a_mask_step():
-    events = [{"layer": "conv1", "step": 3, "act_l1": [3.0, 2.0, 1.0],
+    events = [{"layer": "conv1", "unit": "conv1", "step": 3, "act_l1": [3.0, 2.0, 1.0],
                "weight_l1": [1.0, 2.0, 3.0]}]
     results = [ScheduleResult("layerwise_a", 0.5, None, None, 1.0, events),
                ScheduleResult("layerwise_w", 0.5, None, None, 1.0, events)]

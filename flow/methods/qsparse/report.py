@@ -78,7 +78,7 @@ class RankAgreement(BaseModel):
     model_config = FROZEN
 
     sparsity: float
-    layer: str
+    layer: str  # coupled layers pruned by one mask as `a = b = c`
     step: int
     n: int  # channels
     tau: float  # Kendall's τ
@@ -129,7 +129,7 @@ def variant_row(ctx: MethodContext, name: str, schedule: str, sparsity: float,
 
 def rank_agreement(results: list[ScheduleResult]) -> list[RankAgreement]:
     """τ and Levenshtein distance of A vs W rankings at each layerwise (A) mask step."""
-    return [RankAgreement(sparsity=r.sparsity, layer=e["layer"], step=e["step"],
+    return [RankAgreement(sparsity=r.sparsity, layer=e["unit"], step=e["step"],
                           **compare(e["act_l1"], e["weight_l1"]))
             for r in results if r.schedule == "layerwise_a" for e in r.events]
 

@@ -148,7 +148,8 @@ class ScheduleResult:
     plan: CompressionPlan
     model: Net  # float network at the plan's channels
     seconds: float
-    events: list[dict] = field(default_factory=list)  # per mask change: step, layer, A/W scores
+    # per mask change: step, layer (the unit's name), unit (its layers, `a = b`), A/W scores
+    events: list[dict] = field(default_factory=list)
 
 
 def _step_events(masks: ChannelMasks, events: list[Event], step: int, log_rows: list[dict]) -> None:
@@ -156,7 +157,8 @@ def _step_events(masks: ChannelMasks, events: list[Event], step: int, log_rows: 
     for at, layers in events:
         if at != step:
             continue
-        rows = [{"step": step, "layer": name, "sparsity": s, **masks.scores(name)}
+        rows = [{"step": step, "layer": name, "unit": masks.units[name].label, "sparsity": s,
+                 **masks.scores(name)}
                 for name, s in layers.items()]
         for row in rows:
             masks.set_mask(row["layer"], row["sparsity"], row[masks.measure])
