@@ -6,17 +6,19 @@ branch (the path with the convolutions) absorbs words before its first output re
 the skip path must hold every one of them: a shallower skip FIFO fills, the fork stops, the branch
 starves short of its first output, and the pipeline deadlocks.
 
-The bound (`absorbed`): the words a node takes in before it must emit, in its input words,
-- StreamingFIFO: its depth;
-- ConvolutionInputGenerator (sliding window): its line buffer (FINN's get_buffer_depth()) + 2;
-- MVAU / VVAU: one input vector (the SF words of its folded input; a VVAU's whole pixel) + 2;
-- GlobalAccPool: the whole frame;
-- anything else: the input words per output word (a pool's window), rounded up, + 2 (its
-  skid and output registers).
-A path's words are summed in the fork's output words (scaled by the fork's words per frame over
-the node's input words per frame). The skip path needs the branch's words plus SKIP_MARGIN; the
-words its own non-FIFO stages hold are not counted, so the bound errs deep. Simulation checks it
-(fifo_sizing.size_fifos sizes every FIFO by simulation, tests/test_rtlsim_graph.py).
+The bound (`lead`, `residual_blocks`): the skip path must hold
+- the branch's lead: per node the words it takes in before its first output, in its input
+  words: a sliding window (ConvolutionInputGenerator) its line buffer (FINN's
+  get_buffer_depth()), an MVAU / VVAU one input vector (the SF words of its folded input; a
+  VVAU's whole pixel), GlobalAccPool the whole frame, anything else its input words per output
+  word (a pool's window), a FIFO none;
+- plus the FIFOs of the branch upstream of its slowest node (by FINN's get_exp_cycles()): the
+  fork outpaces that node, so they fill, and the skip path with them;
+- plus SKIP_MARGIN.
+Words are counted in the fork's output words (scaled by the fork's words per frame over the
+node's input words per frame). The words the skip path's own non-FIFO stages hold are not
+counted, so the bound errs deep; tests/test_rtlsim_graph.py checks it against the smallest skip
+depth that keeps a simulated block at full speed.
 """
 
 from __future__ import annotations
@@ -59,21 +61,35 @@ def _is_fifo(node) -> bool:
     return node.op_type.startswith("StreamingFIFO")
 
 
-def absorbed(node) -> int:
-    """Words (of its input stream) a node takes in before it must emit (see the module)."""
+def lead(node) -> int:
+    """Words (of its input stream) a node takes in before its first output (see the module)."""
     inst = custom_op(node)
     op = node.op_type
     if _is_fifo(node):
-        return int(inst.get_nodeattr("depth"))
+        return 0
     if op.startswith("ConvolutionInputGenerator"):
-        return int(inst.get_buffer_depth()) + 2
+        return int(inst.get_buffer_depth())
     if op.startswith(("MVAU", "VVAU")):
-        return int(inst.get_folded_input_shape(0)[-2]) + 2
+        return int(inst.get_folded_input_shape(0)[-2])
     fin, fout = inst.get_folded_input_shape(0), inst.get_folded_output_shape(0)
     words_in, words_out = math.prod(fin[:-1]), math.prod(fout[:-1])
     if op.startswith("GlobalAccPool"):
         return int(words_in)
-    return math.ceil(words_in / max(1, words_out)) + 2
+    return math.ceil(words_in / max(1, words_out))
+
+
+def _fifo_words(graph: DataflowGraph, fork: int, i: int) -> int:
+    return _in_fork_words(graph, fork, i, int(custom_op(graph.nodes[i]).get_nodeattr("depth")))
+
+
+def _branch_need(graph: DataflowGraph, fork: int, path: list[int]) -> int:
+    """The bound on the words a path takes in before its first word reaches the join."""
+    leads = sum(_in_fork_words(graph, fork, i, lead(graph.nodes[i])) for i in path)
+    compute = [i for i in path if not _is_fifo(graph.nodes[i])]
+    slowest = max(compute, key=lambda i: graph.infos[i].exp_cycles, default=None)
+    upstream = path[: path.index(slowest)] if slowest is not None else []
+    filled = sum(_fifo_words(graph, fork, i) for i in upstream if _is_fifo(graph.nodes[i]))
+    return leads + filled + SKIP_MARGIN
 
 
 def _path(graph: DataflowGraph, i: int, port: int) -> tuple[list[int], int, int] | None:
@@ -99,7 +115,7 @@ def _in_fork_words(graph: DataflowGraph, fork: int, i: int, words: int) -> int:
 
 def residual_blocks(model: ModelWrapper) -> list[ResidualBlock]:
     """Every fork (DuplicateStreams) whose two paths meet at one AddStreams, with the skip path
-    (the one that absorbs fewer words) and its FIFOs' depth against the bound."""
+    (the one whose stages take in fewer words) and its FIFOs' depth against the bound."""
     graph = dataflow_graph(model)
     blocks = []
     for f, node in enumerate(graph.nodes):
@@ -111,11 +127,9 @@ def residual_blocks(model: ModelWrapper) -> list[ResidualBlock]:
         join = paths[0][1]
         if graph.nodes[join].op_type not in JOIN_OPS:
             continue
-        held = [[_in_fork_words(graph, f, i, absorbed(graph.nodes[i])) for i in p[0]]
-                for p in paths]
-        # the skip path is the one whose own stages (FIFOs aside) absorb fewer words
-        own = [sum(w for i, w in zip(p[0], h) if not _is_fifo(graph.nodes[i]))
-               for p, h in zip(paths, held)]
+        # the skip path is the one whose own stages take in fewer words before they emit
+        own = [sum(_in_fork_words(graph, f, i, lead(graph.nodes[i])) for i in p[0])
+               for p in paths]
         s = 0 if own[0] <= own[1] else 1
         skip, branch = paths[s], paths[1 - s]
         fifos = [i for i in skip[0] if _is_fifo(graph.nodes[i])]
@@ -124,8 +138,8 @@ def residual_blocks(model: ModelWrapper) -> list[ResidualBlock]:
             skip=[graph.nodes[i].name for i in skip[0]],
             branch=[graph.nodes[i].name for i in branch[0]],
             skip_fifos=[graph.nodes[i].name for i in fifos],
-            depth=sum(w for i, w in zip(skip[0], held[s]) if _is_fifo(graph.nodes[i])),
-            need=sum(held[1 - s]) + SKIP_MARGIN,
+            depth=sum(_fifo_words(graph, f, i) for i in fifos),
+            need=_branch_need(graph, f, branch[0]),
         ))
     return blocks
 
