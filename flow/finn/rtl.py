@@ -1,8 +1,8 @@
 """The stitched RTL of a folded dataflow model: per-node HDL, one top module, its file list.
 
 The same RTL the Verilator simulation verified bit-exact (hw_models.rtlsim: FINN's HDL generation
-node by node, finn-rtllib with the Verilator fixes, which are equivalent rewrites, and the chain's
-top module), written as plain files that a synthesis tool reads in `filelist.f`'s order.
+node by node, finn-rtllib with the Verilator fixes, which are equivalent rewrites, and the
+graph's top module), written as plain files that a synthesis tool reads in `filelist.f`'s order.
 """
 from __future__ import annotations
 
@@ -57,25 +57,26 @@ def stitch_rtl(model_path: Path | str, out_dir: Path | str, part: str,
     from hw_models.rtlsim import generate_rtl
     from hw_models.rtlsim.stitch import (
         TOP_MODULE,
-        chain_nodes,
         check_links,
+        dataflow_graph,
         find_ports,
-        node_info,
         render_top,
+        top_streams,
     )
 
     out = Path(out_dir).resolve()
     model = generate_rtl(model_path, out / "nodes", fpgapart=part, clk_ns=1000.0 / clock_mhz)
-    nodes = chain_nodes(model)
-    infos = [node_info(n) for n in nodes]
-    check_links(infos)
-    srcs, files, data = _sources(nodes, out)
+    graph = dataflow_graph(model)
+    check_links(graph.infos, graph.edges)
+    srcs, files, data = _sources(graph.nodes, out)
     ports = [find_ports(s.generated, s.top_module) for s in srcs]
     streamers = [find_ports(s.generated, s.weight_streamer) if s.weight_streamer else None
                  for s in srcs]
     data_dir = str(out / "nodes")
-    atomic_write_text(out / TOP_FILE, render_top(infos, srcs, ports, streamers, data_dir))
+    atomic_write_text(out / TOP_FILE, render_top(graph.infos, srcs, ports, streamers, data_dir,
+                                                 graph.edges))
     files.append(TOP_FILE)
     atomic_write_text(out / FILELIST, "\n".join(files) + "\n")
+    ins, outs = top_streams(graph.edges)
     return StitchedRtl(top_module=TOP_MODULE, files=files, data_files=data, data_dir=data_dir,
-                       in_width=infos[0].in_width, out_width=infos[-1].out_width)
+                       in_width=graph.edges[ins[0]].width, out_width=graph.edges[outs[0]].width)

@@ -7,7 +7,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-HW_OP_PACKAGES = ("finn.custom_op.fpgadataflow.hls", "finn.custom_op.fpgadataflow.rtl")
+# FINN's HLS and RTL op registries, and densiflow's RTL ops registered into them
+HW_OP_PACKAGES = ("finn.custom_op.fpgadataflow.hls", "finn.custom_op.fpgadataflow.rtl",
+                  "hw_models.finn_ops")
 
 
 def _restore_environ(saved: dict[str, str]) -> None:
@@ -23,8 +25,9 @@ def _restore_environ(saved: dict[str, str]) -> None:
 def finn_settings(work_dir: Path | str, build_dir: Path | str | None = None) -> Iterator[Path]:
     """FINN ready for transformations inside the block; yields its build folder.
 
-    Registers every HW op module (Reshape, for one, registers its RTL variant only when the RTL
-    package is imported, which would make conversion depend on import order), sets
+    Registers every HW op module, densiflow's too (Reshape, for one, registers its RTL variant
+    only when the RTL package is imported, which would make conversion depend on import order;
+    a saved model with densiflow's ops executes only once they are registered), sets
     FINN_BUILD_DIR (`build_dir` if given, else the caller's FINN_BUILD_DIR if set, else
     `<work_dir>/finn_build`) and FINN's dummy settings.
     On exit os.environ (FINN writes FINN_BUILD_DIR, FINN_DEPS, NUM_DEFAULT_WORKERS, ...) and
