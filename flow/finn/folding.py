@@ -71,19 +71,21 @@ def refold_reshape(model, node) -> None:
 
 
 def set_folding(model, target_cycles_per_frame: int):
-    """PE/SIMD so that each layer takes at most target_cycles_per_frame (FINN's SetFolding).
+    """PE/SIMD so that each layer takes at most target_cycles_per_frame (FINN's SetFolding;
+    densiflow's RTL ops by the rules SetFolding has for their HLS twins).
 
     The layers still over the target at the end are logged as warnings (FINN's own mid-pass
     warnings are FINN's log records).
     """
-    from finn.transformation.fpgadataflow.set_folding import SetFolding
     from finn.transformation.qonnx.give_unique_node_names_recursive import (
         GiveUniqueNodeNamesRecursive,
     )
     from qonnx.custom_op.registry import getCustomOp
 
+    from hw_models.folding.finn_view import finn_setfolding
+
     target = max(1, int(target_cycles_per_frame))
-    model = model.transform(SetFolding(target))
+    model = finn_setfolding(model, target)
     for node in model.get_nodes_by_op_type("Reshape_rtl"):
         refold_reshape(model, node)
     for node in model.get_nodes_by_op_type("MVAU_rtl"):
