@@ -135,7 +135,8 @@ def load_simulator(build_dir: str | Path) -> Simulator:
     data["edges"] = [Edge(**e) for e in data["edges"]]
     data["inputs"] = [IoStream(**x) for x in data["inputs"]]
     data["outputs"] = [IoStream(**x) for x in data["outputs"]]
-    data["blocks"] = [ResidualBlock(**b) for b in data["blocks"]]
+    # entries of format 5 built before residual blocks were recorded have none
+    data["blocks"] = [ResidualBlock(**b) for b in data.get("blocks", [])]
     sim = Simulator(**data)
     sim.cached = True
     sim.build_seconds = 0.0
