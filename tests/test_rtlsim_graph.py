@@ -338,3 +338,42 @@ def test_size_fifos_on_a_residual_block(env, sized):
     x = frames(6)
     out, _ = run_frames(sim, x, shards=1, backpressure=0.3, gaps=0.3, seed=2)
     np.testing.assert_array_equal(out, python_exec(hw, x))
+
+
+def make_vvau(ch: int, k: int, dim: int, pe: int, simd: int) -> ModelWrapper:
+    """One depthwise VVAU (no activation) on a sliding window's stream, as FINN's tests build it."""
+    idt, wdt = DataType["INT4"], DataType["INT4"]
+    inp = _vi("inp", [1, dim, dim, k * k * ch])
+    outp = _vi("outp", [1, dim, dim, ch])
+    node = helper.make_node(
+        "VVAU", ["inp", "w"], ["outp"], domain="finn.custom_op.fpgadataflow",
+        backend="fpgadataflow", PE=pe, SIMD=simd, Dim=[dim, dim], Channels=ch, Kernel=[k, k],
+        resType="dsp", inputDataType=idt.name, weightDataType=wdt.name, outputDataType="INT32",
+        noActivation=1, mem_mode="internal_decoupled")
+    m = ModelWrapper(qonnx_make_model(helper.make_graph([node], "vvau", [inp], [outp])))
+    m.set_tensor_datatype("inp", idt)
+    m.set_tensor_datatype("outp", DataType["INT32"])
+    m.set_initializer("w", gen_finn_dt_tensor(wdt, (ch, 1, k, k)))
+    m.set_tensor_datatype("w", wdt)
+    return m.transform(GiveUniqueNodeNames())
+
+
+@rtlsim
+def test_depthwise_vvau_matches_python(env):
+    """VVAU_rtl (FINN's RTL VVU, its HDL generated for a Versal part, behavioural under
+    Verilator) with its weight streamer on in1_V, word-exact against the VVAU's python."""
+    from finn.transformation.fpgadataflow.minimize_accumulator_width import (
+        MinimizeAccumulatorWidth,
+    )
+
+    from hw_models.rtlsim import run_frames
+
+    hw = make_vvau(ch=4, k=3, dim=4, pe=2, simd=3).transform(MinimizeAccumulatorWidth())
+    rtl = ModelWrapper(hw.model.__deepcopy__())
+    node = rtl.graph.node[0]
+    node.op_type, node.domain = "VVAU_rtl", "finn.custom_op.fpgadataflow.rtl"
+    gen, sim = _build(env, rtl, "vvau")
+    x = gen_finn_dt_tensor(DataType["INT4"], (5, 4, 4, 36)).astype(np.float32)
+    got, stats = run_frames(sim, x, backpressure=0.3, gaps=0.2, seed=1, shards=1)
+    np.testing.assert_array_equal(got, python_exec(hw, x))
+    assert stats.frames == 5
