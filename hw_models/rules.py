@@ -49,3 +49,14 @@ def divisors(n: int) -> list[int]:
     """The divisors of n in ascending order: the legal SIMD / PE of a dimension of n (they divide
     it, FINN's folding rule)."""
     return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def vvau_rtl_folding(window: int, channels: int, simd: int, pe: int) -> tuple[int, int]:
+    """(SIMD, PE) of an RTL VVAU over a `window` = k*k kernel obeying mvau_simd_ok (its VVU shares
+    the MVU's mvu_vvu_axi), with at least simd * pe lanes where the channels allow: the given
+    folding where it is allowed already."""
+    if mvau_simd_ok(window, simd):
+        return simd, pe
+    new_simd = max(s for s in divisors(window) if mvau_simd_ok(window, s))
+    fast = [p for p in divisors(channels) if new_simd * p >= simd * pe]
+    return new_simd, (min(fast) if fast else channels)

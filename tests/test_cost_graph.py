@@ -503,3 +503,24 @@ def test_yosys_calibration_prices_held_out_graph_nodes(tmp_path):
     for s in samples:
         got = estimate(s.layer, cal).resources.lut
         assert got == pytest.approx(s.resources.lut, rel=0.15), s.layer.node_type
+
+
+@pytest.mark.parametrize("window, channels, simd, pe, expected", [
+    (9, 8, 1, 2, (1, 2)),  # allowed: unchanged
+    (9, 8, 3, 4, (3, 4)),
+    (9, 8, 9, 1, (3, 4)),  # the whole window per cycle: SIMD 3, PE up to keep 9 lanes (12)
+    (9, 8, 9, 8, (3, 8)),  # no PE is wide enough: all channels
+    (4, 6, 4, 3, (2, 6)),
+])
+def test_rtl_vvau_never_takes_the_whole_window_per_cycle(window, channels, simd, pe, expected):
+    """finn-rtllib's mvu_vvu_axi overflows its output queue with SIMD == MW (found on
+    digits_mobilenet's VVAUs in Verilator): the RTL VVAU keeps k*k/SIMD >= 2."""
+    from hw_models.folding.choices import _vvau_options
+    from hw_models.rules import vvau_rtl_folding
+
+    assert vvau_rtl_folding(window, channels, simd, pe) == expected
+    k = math.isqrt(window)  # square kernels
+    layer = VvauLayer(channels=channels, kernel=(k, k), dim=(4, 4), weight_bits=4, input_bits=4)
+    simds = {attrs["SIMD"] for attrs, _, _ in _vvau_options(layer)}
+    assert window not in simds and simds == {s for s in range(1, window) if window % s == 0
+                                             and window // s >= 2}

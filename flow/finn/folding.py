@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from hw_models.rules import divisors, mvau_simd_ok
+from hw_models.rules import divisors, mvau_simd_ok, vvau_rtl_folding
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,19 @@ def refold_mvau(model, node) -> None:
     inst.set_nodeattr("PE", pe)
 
 
+def refold_vvau(node) -> None:
+    """An RTL VVAU's SIMD/PE by vvau_rtl_folding (SetFolding may take the whole window per
+    cycle, which overflows finn-rtllib's output queue), never slower."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    inst = getCustomOp(node)
+    simd, pe = vvau_rtl_folding(int(np.prod(inst.get_nodeattr("Kernel"))),
+                                int(inst.get_nodeattr("Channels")), int(inst.get_nodeattr("SIMD")),
+                                int(inst.get_nodeattr("PE")))
+    inst.set_nodeattr("SIMD", simd)
+    inst.set_nodeattr("PE", pe)
+
+
 def refold_reshape(model, node) -> None:
     """A Reshape_rtl PE dividing both its input's and output's last axis.
 
@@ -90,6 +103,8 @@ def set_folding(model, target_cycles_per_frame: int):
         refold_reshape(model, node)
     for node in model.get_nodes_by_op_type("MVAU_rtl"):
         refold_mvau(model, node)
+    for node in model.get_nodes_by_op_type("VVAU_rtl"):
+        refold_vvau(node)
     for node in model.graph.node:
         cycles = int(getCustomOp(node).get_exp_cycles())
         if cycles > target:

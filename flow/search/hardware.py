@@ -53,7 +53,7 @@ from hw_models.cost import (
 from hw_models.cycles import pipeline_performance
 from hw_models.folding import link_resources
 from hw_models.resources import Resources, ResourceSource
-from hw_models.rules import MIN_RTL_BITS, divisors
+from hw_models.rules import MIN_RTL_BITS, divisors, vvau_rtl_folding
 
 MVAU_WWIDTH_MAX = 36  # SetFolding's default cap on SIMD x weight bits
 LAYER_KINDS = ("conv", "linear")
@@ -288,10 +288,12 @@ def _fold_one(layer: Layer, target: int, producer: Layer | None) -> Layer:
         simd, pe = mvau_folding(layer.mw, layer.mh, layer.vectors, cap, in_simd)
         return layer.model_copy(update={"simd": simd, "pe": pe})
     if isinstance(layer, VvauLayer):  # PE over channels, then SIMD over the window
+        window = layer.kernel[0] * layer.kernel[1]
         folded = _smallest(layer, "pe", layer.channels, target)
         if layer_cycles(folded) > target:
-            folded = _smallest(folded, "simd", layer.kernel[0] * layer.kernel[1], target)
-        return folded
+            folded = _smallest(folded, "simd", window, target)
+        simd, pe = vvau_rtl_folding(window, layer.channels, folded.simd, folded.pe)
+        return folded.model_copy(update={"simd": simd, "pe": pe})
     if isinstance(layer, SlidingWindowLayer):
         folded = _smallest(layer, "simd", layer.channels, target)
         if layer_cycles(folded) > target and not layer.depthwise:
