@@ -2,6 +2,8 @@
 registration from Python, and the clear errors for what cannot be deployed."""
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -46,7 +48,6 @@ def test_the_architecture_follows_the_users_layers():
 def test_factory_in_a_recipe_and_registration():
     recipe = parse_recipe({"name": "u", "model": {"factory": "test_custom_model:make"}})
     assert recipe.model.name == "test_custom_model:make"
-    assert recipe.model.source_file().name == "test_custom_model.py"
     register("user_net", make)
     assert parse_recipe({"name": "u", "model": {"arch": "user_net"}}).model.arch == "user_net"
     with pytest.raises(ConfigError, match="model.factory: cannot import 'no_such_module'"):
@@ -200,3 +201,34 @@ def test_users_graph_network_simulates_bit_exactly(bit_exact_run):
     recipe["model"] = {"factory": "test_custom_model:make_graph"}
     plan = bit_exact_run(recipe)
     assert set(plan.layers) == {"stem.0", "layer1.0.body.0", "layer1.0.body.3", "dw", "pw", "fc"}
+
+
+NET_SOURCE = '''
+from torch import nn
+
+
+def make():
+    return nn.Sequential(nn.Conv2d(1, {width}, 3), nn.ReLU(), nn.Flatten(),
+                         nn.Linear({width} * 36, 10))
+{extra}
+'''
+
+
+def test_baseline_digest_follows_the_traced_graph_not_the_file(tmp_path):
+    """An unrelated edit of the factory's file keeps the baseline; a changed network redoes it
+    (issue 18: the digest covers what builds the network)."""
+    from flow.run.table import STEPS, step_inputs
+
+    def baseline_digest(width: int, extra: str = "") -> str:
+        (tmp_path / "user_net_file.py").write_text(NET_SOURCE.format(width=width, extra=extra))
+        sys.modules.pop("user_net_file", None)  # the edited file, as a new process imports it
+        recipe = parse_recipe({"name": "u", "model": {"factory": "user_net_file:make",
+                                                      "factory_dir": str(tmp_path)}})
+        return step_inputs(recipe, STEPS[0])
+
+    plain = baseline_digest(8)
+    assert baseline_digest(8, "\n\ndef unrelated():\n    return 1\n") == plain
+    assert baseline_digest(16) != plain
+    zoo = [step_inputs(parse_recipe({"name": "u", "model": {"arch": a}}), STEPS[0])
+           for a in ("digits_cnn", "digits_vgg")]
+    assert zoo[0] != zoo[1]

@@ -124,16 +124,6 @@ class ModelSection(_Section):
             return get_architecture(self.arch)
         return architecture_from_module(factory(), in_shape, self.name)
 
-    def source_file(self) -> Path | None:
-        """The file defining a user's network (its content is part of the baseline's inputs)."""
-        import inspect
-
-        from flow.models.custom import load_factory, registered
-
-        factory = (load_factory(self.factory, Path(self.factory_dir) if self.factory_dir else None)
-                   if self.factory else registered(self.arch))
-        return None if factory is None else Path(inspect.getfile(factory))
-
 
 class TrainSection(_Section):
     epochs: int = Field(default=30, ge=1)

@@ -3,7 +3,7 @@ whether a finished step is current for a recipe. The one place step names are de
 bodies are registered under these names in flow.steps."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from flow.core.io import file_sha256
@@ -13,15 +13,15 @@ from flow.run.folder import RunFolder, StepRecord, digest
 
 @dataclass(frozen=True)
 class StepSpec:
-    """A named step and the recipe sections it reads (dotted paths; "model_source" and
-    "method_inputs" stand for the files the model and the method read)."""
+    """A named step and the recipe sections it reads (dotted paths; "model_graph" stands for the
+    network's graph as densiflow builds it, "method_inputs" for the files the method reads)."""
 
     name: str
     sections: tuple[str, ...]
 
 
 STEPS: tuple[StepSpec, ...] = (
-    StepSpec("baseline", ("data", "model", "model_source", "train")),
+    StepSpec("baseline", ("data", "model", "model_graph", "train")),
     StepSpec("plan", ("method", "method_inputs", "qat", "hardware.target")),
     StepSpec("qat", ("qat",)),
     StepSpec("export", ()),
@@ -48,9 +48,10 @@ def step_inputs(recipe: Recipe, step: StepSpec) -> str:
     data = recipe.model_dump(mode="json")
     picked = {}
     for path in step.sections:
-        if path == "model_source":
-            source = recipe.model.source_file()
-            picked[path] = None if source is None else file_sha256(source)
+        if path == "model_graph":
+            # the traced graph, not the factory's file: an unrelated edit there redoes nothing,
+            # a changed zoo architecture redoes the run
+            picked[path] = asdict(recipe.model.architecture(recipe.data.in_shape))
         elif path == "method_inputs":
             picked.update({f: file_sha256(Path(f)) for f in recipe.method.input_files()})
             picked.update({p: _section(data, p) for p in recipe.method.reads})
