@@ -524,3 +524,5 @@ def test_rtl_vvau_never_takes_the_whole_window_per_cycle(window, channels, simd,
     simds = {attrs["SIMD"] for attrs, _, _ in _vvau_options(layer)}
     assert window not in simds and simds == {s for s in range(1, window) if window % s == 0
                                              and window // s >= 2}
+    hls = {a["SIMD"] for a, _, _ in _vvau_options(layer.model_copy(update={"impl": "hls"}))}
+    assert window in hls  # the HLS VVAU has no such queue

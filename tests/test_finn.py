@@ -384,9 +384,9 @@ def test_unreachable_target_names_the_slow_nodes_once(tiny_onnx, tmp_path, caplo
     slow = {r.name for r in est.layers if r.cycles > 1}
     named = {m.split(" ")[0] for m in caplog.messages if "over the target of 1;" in m}
     assert slow and named == slow
-    # FINN's mid-pass warnings (before its second pass reaches the target) go to its log file
+    # FINN's mid-pass warnings (before its second pass reaches the target) never reach the
+    # terminal (hw_models.folding.finn_setfolding runs SetFolding's passes with them silenced)
     assert not any("did not reach the target" in m for m in caplog.messages)
-    assert "did not reach the target" in (tmp_path / LOG_FILE).read_text()
 
 
 BAD_PARAMETERS = [
@@ -467,9 +467,9 @@ def test_finn_noise_goes_to_the_log_file_not_the_terminal(tiny_onnx, tmp_path, c
         logging.getLogger().removeHandler(terminal)
     err = capfd.readouterr().err
     finn_log = (tmp_path / LOG_FILE).read_text()
-    for noise in ("Assuming 4D input is NCHW", "inputDataType changing",
-                  "did not reach the target"):
+    for noise in ("Assuming 4D input is NCHW", "inputDataType changing"):
         assert noise in finn_log and noise not in err, noise
+    assert "did not reach the target" not in err
     # densiflow's own warnings still reach the terminal
     assert "over the target of 1" in err and "fps not reached" in err
     assert warnings.showwarning is _stderr_showwarning  # restored

@@ -194,14 +194,17 @@ def test_xcup_lutram_mapping_failure_falls_back_with_a_note(env):
 # the graph networks' kinds: densiflow's fork/join RTL and FINN's (DSP58) VVAU
 
 
-def graph_rtl(env, builder, params, tag):
-    """One node of hw_models.calibrate's graph sweep, specialised (VVAU: for Versal) with HDL."""
+VERSAL = "xcve2802-vsvh1760-2MP-e-S"  # where FINN's RTL VVAU instantiates DSP58s
+
+
+def graph_rtl(env, builder, params, tag, part=PARTS["xc7"]):
+    """One node of hw_models.calibrate's graph sweep, specialised with HDL for `part`."""
     import hw_models.finn_ops  # noqa: F401 - densiflow's RTL ops in FINN's registries
     from hw_models.calibrate import _specialised
     from hw_models.rtlsim import generate_rtl
 
-    model = _specialised(builder(*params), PARTS["xc7"])
-    return generate_rtl(model, env["root"] / tag, fpgapart=PARTS["xc7"])
+    model = _specialised(builder(*params), part)
+    return generate_rtl(model, env["root"] / tag, fpgapart=part)
 
 
 @pytest.mark.synth
@@ -223,11 +226,11 @@ def test_add_streams_is_one_adder_per_sum_bit(env, pe, bits):
 
 @pytest.mark.synth
 def test_vvau_dsp58s_equal_instantiated_with_a_note(env):
-    """FINN's RTL VVAU is DSP58 RTL: PE x ceil(SIMD/3) DSP58 slices (three 8x9 products each),
-    blackboxed and counted as DSPs, the report saying so."""
+    """FINN's RTL VVAU for a Versal part is DSP58 RTL: PE x ceil(SIMD/3) DSP58 slices (three
+    8x9 products each), blackboxed and counted as DSPs, the report saying so."""
     from hw_models.calibrate import yosys_vvau
 
-    model = graph_rtl(env, yosys_vvau, (4, 3, 2, 2, 9, 4, 4), "vvau")
+    model = graph_rtl(env, yosys_vvau, (4, 3, 2, 2, 9, 4, 4), "vvau", part=VERSAL)
     report = synth(env, model)
     node = report.nodes[0]
     assert node.op_type == "VVAU_rtl"

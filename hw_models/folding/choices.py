@@ -94,12 +94,12 @@ def _window_word(layer: Layer) -> tuple[int, bool] | None:
 
 
 def _vvau_options(x: VvauLayer) -> list[tuple[dict, int, int]]:
-    """PE | channels, SIMD | k_h * k_w (VVAU.get_folded_input_shape's asserts) with
-    k_h * k_w / SIMD >= 2 (the VVU shares the MVU's mvu_vvu_axi: hw_models.rules.mvau_simd_ok):
+    """PE | channels, SIMD | k_h * k_w (VVAU.get_folded_input_shape's asserts), for the RTL VVU
+    with k_h * k_w / SIMD >= 2 (it shares the MVU's mvu_vvu_axi: hw_models.rules.mvau_simd_ok):
     PE * SIMD elements in, PE out."""
     k = x.kernel[0] * x.kernel[1]
     return [({"PE": p, "SIMD": q}, p * q, p) for p in divisors(x.channels) for q in divisors(k)
-            if mvau_simd_ok(k, q)]
+            if x.impl == "hls" or mvau_simd_ok(k, q)]
 
 
 _PE_LAYERS = (ThresholdingLayer, PoolLayer, GlobalAccPoolLayer, DuplicateStreamsLayer,

@@ -22,7 +22,7 @@ from hw_models.rtlsim.sources import NodeSources, custom_op
 TOP_MODULE = "rtlsim_top"
 
 # Inputs that hold a node's parameters (weights, thresholds), never streams of the graph.
-PARAM_INPUTS = {"MVAU_rtl": 1, "VVAU_rtl": 1, "Thresholding_rtl": 1}
+PARAM_INPUTS = {"MVAU": 1, "VVAU": 1, "Thresholding": 1}  # by FINN op type, either backend
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,8 @@ class DataflowGraph:
 
 def stream_inputs(node) -> list[str]:
     """The input tensors of a node that are streams (in{k}_V for the k-th), not parameters."""
-    return list(node.input)[: PARAM_INPUTS.get(node.op_type, len(node.input))]
+    base = node.op_type.removesuffix("_rtl").removesuffix("_hls")
+    return list(node.input)[: PARAM_INPUTS.get(base, len(node.input))]
 
 
 def _topological(model: ModelWrapper) -> list:
