@@ -365,6 +365,7 @@ def test_activation_after_max_pool_moves_before_it():
 # ----------------------------------------------------------------------------- QONNX export
 
 
+@pytest.mark.slow  # QONNX exports of three networks
 @pytest.mark.parametrize("name", ["digits_vgg", "digits_resnet", "digits_mobilenet"])
 def test_quantized_graphs_export_to_qonnx_equal_to_pytorch(name, tmp_path):
     from flow.ml.export import export_model, verify_export

@@ -175,6 +175,7 @@ def test_search_space_per_unit(ctx):
     assert {n: half.layers[n].keep for n in expect} == expect
 
 
+@pytest.mark.slow  # AQP's structured search on a graph network
 def test_aqp_structured_prunes_units(ctx):
     importance = layer_importance(ctx.arch, ctx.float_model, ctx.data,
                                   weights={"data_free": 1.0}, calib_samples=64)
@@ -222,6 +223,7 @@ def test_masked_graph_network_equals_the_physically_pruned_one(ctx):
     torch.testing.assert_close(predict(pruned.eval(), x), masked, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow  # DFQ's supernet on a graph network
 def test_dfq_plan_on_a_graph(ctx):
     p = DfqParams(name="dfq", candidates=[2, 8], epochs=1, warmup_epochs=0, report=False)
     r = dfq_search(ctx, p, "size")
@@ -232,6 +234,7 @@ def test_dfq_plan_on_a_graph(ctx):
         torch.testing.assert_close(start.blocks[spec.name][0].weight, mix.layer.weight)
 
 
+@pytest.mark.slow  # every layer-importance measure on a graph network
 def test_importance_per_node(ctx):
     w = weight_l1(ctx.float_model)
     for spec in ctx.arch.layers[:-1]:
